@@ -1,0 +1,259 @@
+//! Accounts and their secrets. Depositing needs only the account's public key;
+//! nothing here returns a stored secret.
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Actor, App, rfc3339};
+use crate::{
+    crypto::{EnvelopeHeader, vault},
+    domain::{
+        AccountState, AwsAccountId, Email, Policy, SecretKind, display_text,
+        secrets::normalize_secret,
+    },
+    error::AppError,
+    store::{accounts as store, audit},
+};
+
+/// What an admin sends to create an account. Policy fields default from config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    pub account_id: String,
+    pub alias: String,
+    pub root_email: String,
+    pub approvals_required: Option<u32>,
+    pub reveal_window_minutes: Option<u32>,
+    pub max_checkout_minutes: Option<u32>,
+    pub veto: Option<bool>,
+    pub drill_schedule: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretVersionView {
+    pub version: u64,
+    pub deposited_at: String,
+    pub deposited_by: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretView {
+    pub kind: String,
+    /// Newest version first; older versions are kept encrypted and never shown.
+    pub versions: Vec<SecretVersionView>,
+}
+
+/// Account metadata and secret history. Never plaintext.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountView {
+    pub account_id: String,
+    pub alias: String,
+    pub root_email: String,
+    pub state: String,
+    pub policy: Policy,
+    /// The account's age recipient: anything encrypted to it can be deposited.
+    pub recipient: String,
+    pub created_at: String,
+    pub created_by: String,
+    pub secrets: Vec<SecretView>,
+    /// True when both a root password and a TOTP seed are on file.
+    pub ready_for_release: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Deposited {
+    pub account_id: String,
+    pub kind: SecretKind,
+    pub version: u64,
+    pub deposited_at: String,
+    pub account_state: String,
+}
+
+fn view(conn: &rusqlite::Connection, a: store::AccountRow) -> Result<AccountView, AppError> {
+    let versions = store::secret_versions(conn, &a.account_id)?;
+    let secrets: Vec<SecretView> = SecretKind::ALL
+        .iter()
+        .filter_map(|k| {
+            let mut vs: Vec<SecretVersionView> = versions
+                .iter()
+                .filter(|v| v.kind == k.as_str())
+                .map(|v| SecretVersionView {
+                    version: v.version,
+                    deposited_at: rfc3339(v.deposited_at),
+                    deposited_by: v.deposited_by.clone(),
+                })
+                .collect();
+            vs.reverse();
+            (!vs.is_empty()).then(|| SecretView {
+                kind: k.as_str().into(),
+                versions: vs,
+            })
+        })
+        .collect();
+    let has = |k: SecretKind| secrets.iter().any(|s| s.kind == k.as_str());
+    Ok(AccountView {
+        ready_for_release: has(SecretKind::RootPassword) && has(SecretKind::TotpSeed),
+        policy: Policy {
+            approvals_required: a.approvals_required,
+            reveal_window_minutes: a.reveal_window_minutes,
+            max_checkout_minutes: a.max_checkout_minutes,
+            veto: a.veto,
+            drill_schedule: a.drill_schedule,
+        },
+        account_id: a.account_id,
+        alias: a.alias,
+        root_email: a.root_email,
+        state: a.state,
+        recipient: a.recipient,
+        created_at: rfc3339(a.created_at),
+        created_by: a.created_by,
+        secrets,
+    })
+}
+
+fn not_found(id: &str) -> AppError {
+    AppError::not_found(
+        "account_not_found",
+        format!("No account {id} is in custody. List accounts with GET /api/v1/accounts."),
+    )
+}
+
+impl App {
+    pub async fn create_account(
+        &self,
+        actor: Actor,
+        input: NewAccount,
+    ) -> Result<AccountView, AppError> {
+        let id = AwsAccountId::parse(&input.account_id)?;
+        let alias = display_text("alias", &input.alias, 64)?;
+        let root_email = Email::parse("root_email", &input.root_email)?;
+        let d = &self.config.policy;
+        let policy = Policy {
+            approvals_required: input.approvals_required.unwrap_or(d.approvals_required),
+            reveal_window_minutes: input
+                .reveal_window_minutes
+                .unwrap_or(d.reveal_window_minutes),
+            max_checkout_minutes: input.max_checkout_minutes.unwrap_or(d.max_checkout_minutes),
+            veto: input.veto.unwrap_or(true),
+            drill_schedule: input
+                .drill_schedule
+                .unwrap_or_else(|| d.drill_schedule.clone()),
+        };
+        policy.validate()?;
+        let now = self.now();
+        self.db
+            .transact(move |tx| {
+                let vault_recipient = store::vault(tx)?
+                    .ok_or_else(|| AppError::unavailable("vault_not_initialized", "The vault is not initialised: run `breakglass init`."))?
+                    .recipient;
+                if store::account(tx, id.as_str())?.is_some() {
+                    return Err(AppError::conflict("account_exists", format!("Account {id} is already in custody.")));
+                }
+                let key = vault::new_account_key(&vault_recipient, id.as_str())?;
+                let row = store::AccountRow {
+                    account_id: id.to_string(),
+                    alias,
+                    root_email: root_email.as_str().into(),
+                    state: AccountState::Available.as_str().into(),
+                    approvals_required: policy.approvals_required,
+                    reveal_window_minutes: policy.reveal_window_minutes,
+                    max_checkout_minutes: policy.max_checkout_minutes,
+                    veto: policy.veto,
+                    drill_schedule: policy.drill_schedule.clone(),
+                    recipient: key.recipient,
+                    wrapped_key: key.wrapped,
+                    created_at: now.unix_timestamp(),
+                    created_by: actor.audit_name(),
+                };
+                store::insert_account(tx, &row)?;
+                audit::append(
+                    tx,
+                    now,
+                    &actor.audit_name(),
+                    "account.created",
+                    &format!("account:{id}"),
+                    &json!({"alias": row.alias, "root_email": row.root_email, "policy": policy, "recipient": row.recipient}),
+                )?;
+                view(tx, row)
+            })
+            .await
+    }
+
+    pub async fn list_accounts(&self) -> Result<Vec<AccountView>, AppError> {
+        self.db
+            .call(|conn| {
+                store::list_accounts(conn)?
+                    .into_iter()
+                    .map(|a| view(conn, a))
+                    .collect::<Result<Vec<_>, AppError>>()
+            })
+            .await
+    }
+
+    pub async fn get_account(&self, account_id: String) -> Result<AccountView, AppError> {
+        let id = AwsAccountId::parse(&account_id)?;
+        self.db
+            .call(move |conn| {
+                let a = store::account(conn, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?;
+                view(conn, a)
+            })
+            .await
+    }
+
+    /// Store a new version of a secret, encrypted to the account's public key.
+    /// A new root password ends a `rotation_due` state.
+    pub async fn deposit_secret(
+        &self,
+        actor: Actor,
+        account_id: String,
+        kind: SecretKind,
+        value: SecretString,
+    ) -> Result<Deposited, AppError> {
+        let id = AwsAccountId::parse(&account_id)?;
+        let value = normalize_secret(kind, &value)?;
+        let now = self.now();
+        self.db
+            .transact(move |tx| {
+                let account =
+                    store::account(tx, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?;
+                let version = store::next_secret_version(tx, id.as_str(), kind.as_str())?;
+                let header = EnvelopeHeader::new(id.as_str(), kind.as_str(), version);
+                let ciphertext = vault::encrypt_secret(&account.recipient, &header, &value)?;
+                store::insert_secret_version(
+                    tx,
+                    id.as_str(),
+                    kind.as_str(),
+                    version,
+                    &ciphertext,
+                    now.unix_timestamp(),
+                    &actor.audit_name(),
+                )?;
+                let mut state = account.state.clone();
+                let rotated = kind == SecretKind::RootPassword
+                    && account.state == AccountState::RotationDue.as_str();
+                if rotated {
+                    state = AccountState::Available.as_str().into();
+                    tx.execute(
+                        "UPDATE accounts SET state = ?2 WHERE account_id = ?1",
+                        rusqlite::params![id.as_str(), state],
+                    )?;
+                }
+                audit::append(
+                    tx,
+                    now,
+                    &actor.audit_name(),
+                    "secret.deposited",
+                    &format!("account:{id}"),
+                    &json!({"kind": kind, "version": version, "rotation_completed": rotated}),
+                )?;
+                Ok(Deposited {
+                    account_id: id.to_string(),
+                    kind,
+                    version,
+                    deposited_at: rfc3339(now.unix_timestamp()),
+                    account_state: state,
+                })
+            })
+            .await
+    }
+}

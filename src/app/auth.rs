@@ -1,0 +1,672 @@
+//! Enrolment, sign-in, sessions and credentials: WebAuthn passkey ceremonies with
+//! user verification required, state kept server-side, single use, short-lived.
+use hmac::{Hmac, KeyInit, Mac};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::Sha256;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+use webauthn_rs::prelude::{
+    CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration,
+    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, WebauthnError,
+};
+use webauthn_rs_proto::{
+    AllowCredentials, PublicKeyCredentialRequestOptions, UserVerificationPolicy,
+};
+
+use super::{Actor, App, Principal, b64url, new_token, rfc3339, token_hash};
+use crate::{
+    domain::{Email, display_text},
+    error::AppError,
+    store::{audit, people},
+};
+
+/// The first half of a ceremony: its id and the W3C options for the browser.
+#[derive(Debug, Serialize)]
+pub struct CeremonyStart<T> {
+    pub ceremony_id: String,
+    #[serde(flatten)]
+    pub options: T,
+}
+
+/// A new session. The token goes into the cookie and nowhere else.
+pub struct SignedIn {
+    pub session_token: String,
+    pub custodian: people::CustodianRow,
+    pub expires_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PendingEnrolment {
+    user_id: Uuid,
+    name: String,
+    email: String,
+}
+
+const PURPOSE_ENROL: &str = "enrol";
+const PURPOSE_LOGIN: &str = "login";
+const PURPOSE_ADD: &str = "add_credential";
+
+fn ceremony_unknown() -> AppError {
+    AppError::invalid(
+        "ceremony_not_found",
+        "This security-key request is unknown or was already used. Start again: each request works once.",
+    )
+}
+
+fn ceremony_expired() -> AppError {
+    AppError::gone(
+        "ceremony_expired",
+        "This security-key request has expired. Start again and touch your key within a few minutes.",
+    )
+}
+
+fn registration_refused(e: &WebauthnError) -> AppError {
+    match e {
+        WebauthnError::UserNotVerified => AppError::invalid(
+            "user_verification_required",
+            "Your authenticator did not verify you (PIN, fingerprint or face). breakglass requires user verification: set up a PIN on the key and try again.",
+        ),
+        _ => AppError::invalid(
+            "webauthn_failed",
+            "The authenticator's response could not be verified. Start again with the same key or another one.",
+        ),
+    }
+}
+
+fn sign_in_failed() -> AppError {
+    AppError::unauthenticated(
+        "authentication_failed",
+        "Sign-in failed. Check the e-mail address and use a security key enrolled for it.",
+    )
+}
+
+fn internal(e: impl std::fmt::Display) -> AppError {
+    AppError::Internal(e.to_string())
+}
+
+fn label_or_default(label: Option<String>, n: usize) -> Result<String, AppError> {
+    match label {
+        Some(l) => Ok(display_text("label", &l, 64)?),
+        None => Ok(format!("Security key {n}")),
+    }
+}
+
+impl App {
+    fn ceremony_expiry(&self, now: OffsetDateTime) -> i64 {
+        (now + Duration::seconds(i64::from(self.config.security.ceremony_ttl_seconds)))
+            .unix_timestamp()
+    }
+
+    /// Remove a ceremony (single use, whatever happens next) and check it is ours.
+    async fn take_ceremony(
+        &self,
+        id: String,
+        purpose: &'static str,
+        now: i64,
+    ) -> Result<people::CeremonyRow, AppError> {
+        let row = self
+            .db
+            .transact(move |tx| Ok::<_, AppError>(people::take_ceremony(tx, &id)?))
+            .await?;
+        let row = row
+            .filter(|r| r.purpose == purpose)
+            .ok_or_else(ceremony_unknown)?;
+        if row.expires_at <= now {
+            return Err(ceremony_expired());
+        }
+        Ok(row)
+    }
+
+    fn new_session(
+        &self,
+        conn: &Connection,
+        custodian_id: &str,
+        credential_id: &str,
+        now: i64,
+    ) -> Result<(String, i64), AppError> {
+        let token = new_token()?;
+        let expires_at = now + i64::from(self.config.security.session_absolute_hours) * 3600;
+        people::insert_session(
+            conn,
+            &token_hash(&token),
+            &people::SessionRow {
+                custodian_id: custodian_id.into(),
+                credential_id: credential_id.into(),
+                created_at: now,
+                last_seen_at: now,
+                expires_at,
+            },
+        )?;
+        Ok((token, expires_at))
+    }
+
+    // ---- enrolment ----
+
+    pub async fn enrol_start(
+        &self,
+        invite_token: String,
+        name: String,
+        email: String,
+    ) -> Result<CeremonyStart<CreationChallengeResponse>, AppError> {
+        let name = display_text("name", &name, 100)?;
+        let email = Email::parse("email", &email)?;
+        let now = self.now();
+        let app = self.clone();
+        self.db
+            .transact(move |tx| {
+                let invite = usable_invite(tx, &invite_token, now.unix_timestamp())?;
+                if people::custodian_by_email(tx, email.as_str())?.is_some() {
+                    return Err(AppError::conflict("email_taken", "A custodian with this e-mail address is already enrolled. Sign in instead."));
+                }
+                let user_id = Uuid::new_v4();
+                let (ccr, state) = app.webauthn.start_passkey_registration(user_id, email.as_str(), &name, None).map_err(internal)?;
+                let id = Uuid::new_v4().to_string();
+                people::insert_ceremony(
+                    tx,
+                    &people::CeremonyRow {
+                        id: id.clone(),
+                        purpose: PURPOSE_ENROL.into(),
+                        custodian_id: None,
+                        invite_id: Some(invite.id),
+                        pending: Some(serde_json::to_string(&PendingEnrolment { user_id, name, email: email.as_str().into() }).map_err(internal)?),
+                        state: Some(serde_json::to_string(&state).map_err(internal)?),
+                        created_at: now.unix_timestamp(),
+                        expires_at: app.ceremony_expiry(now),
+                    },
+                )?;
+                Ok(CeremonyStart { ceremony_id: id, options: ccr })
+            })
+            .await
+    }
+
+    pub async fn enrol_finish(
+        &self,
+        ceremony_id: String,
+        credential: RegisterPublicKeyCredential,
+        label: Option<String>,
+    ) -> Result<SignedIn, AppError> {
+        let now = self.now();
+        let label = label_or_default(label, 1)?;
+        let c = self
+            .take_ceremony(ceremony_id, PURPOSE_ENROL, now.unix_timestamp())
+            .await?;
+        let state: PasskeyRegistration =
+            serde_json::from_str(c.state.as_deref().unwrap_or_default()).map_err(internal)?;
+        let pending: PendingEnrolment =
+            serde_json::from_str(c.pending.as_deref().unwrap_or_default()).map_err(internal)?;
+        let passkey = self
+            .webauthn
+            .finish_passkey_registration(&credential, &state)
+            .map_err(|e| registration_refused(&e))?;
+        let invite_id = c.invite_id.unwrap_or_default();
+        let app = self.clone();
+        self.db
+            .transact(move |tx| {
+                let invite = people::invite(tx, &invite_id)?.ok_or_else(invite_invalid)?;
+                check_invite_usable(&invite, now.unix_timestamp())?;
+                if people::custodian_by_email(tx, &pending.email)?.is_some() {
+                    return Err(AppError::conflict("email_taken", "A custodian with this e-mail address is already enrolled. Sign in instead."));
+                }
+                let custodian = people::CustodianRow {
+                    id: pending.user_id.to_string(),
+                    name: pending.name,
+                    email: pending.email,
+                    status: "active".into(),
+                    roles: invite.roles.clone(),
+                    enrolled_at: now.unix_timestamp(),
+                    approve_after: (now + Duration::hours(i64::from(app.config.security.cooling_off_hours))).unix_timestamp(),
+                    disabled_at: None,
+                };
+                people::insert_custodian(tx, &custodian)?;
+                if !people::use_invite(tx, &invite.id, now.unix_timestamp(), &custodian.id)? {
+                    return Err(invite_used());
+                }
+                let cred_id = insert_passkey(tx, &custodian.id, &passkey, &label, now.unix_timestamp())?;
+                let (session_token, expires_at) = app.new_session(tx, &custodian.id, &cred_id, now.unix_timestamp())?;
+                let actor = Actor::Custodian(custodian.id.clone()).audit_name();
+                audit::append(
+                    tx,
+                    now,
+                    &actor,
+                    "custodian.enrolled",
+                    &format!("custodian:{}", custodian.id),
+                    &json!({
+                        "name": custodian.name,
+                        "email": custodian.email,
+                        "roles": custodian.roles,
+                        "invite": invite.id,
+                        "invited_by": invite.created_by,
+                        "credential_id": cred_id,
+                        "label": label,
+                        "cooling_off_until": rfc3339(custodian.approve_after),
+                    }),
+                )?;
+                Ok(SignedIn { session_token, custodian, expires_at })
+            })
+            .await
+    }
+
+    // ---- sign-in ----
+
+    pub async fn login_start(
+        &self,
+        email: String,
+    ) -> Result<CeremonyStart<RequestChallengeResponse>, AppError> {
+        let now = self.now();
+        // An address that is not an e-mail cannot belong to anyone: answer like an unknown one.
+        let email = Email::parse("email", &email)
+            .map(|e| e.as_str().to_owned())
+            .unwrap_or(email);
+        let app = self.clone();
+        self.db
+            .transact(move |tx| {
+                let id = Uuid::new_v4().to_string();
+                let custodian = people::custodian_by_email(tx, &email)?.filter(|c| c.is_active());
+                let passkeys = match &custodian {
+                    Some(c) => people::credentials_of(tx, &c.id)?
+                        .iter()
+                        .map(|r| serde_json::from_str::<Passkey>(&r.passkey))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(internal)?,
+                    None => Vec::new(),
+                };
+                let (options, state, custodian_id) =
+                    if let (Some(c), false) = (&custodian, passkeys.is_empty()) {
+                        let (rcr, state) = app
+                            .webauthn
+                            .start_passkey_authentication(&passkeys)
+                            .map_err(internal)?;
+                        (
+                            rcr,
+                            Some(serde_json::to_string(&state).map_err(internal)?),
+                            Some(c.id.clone()),
+                        )
+                    } else {
+                        (app.decoy_login_options(&email)?, None, None)
+                    };
+                people::insert_ceremony(
+                    tx,
+                    &people::CeremonyRow {
+                        id: id.clone(),
+                        purpose: PURPOSE_LOGIN.into(),
+                        custodian_id,
+                        invite_id: None,
+                        pending: None,
+                        state,
+                        created_at: now.unix_timestamp(),
+                        expires_at: app.ceremony_expiry(now),
+                    },
+                )?;
+                Ok(CeremonyStart {
+                    ceremony_id: id,
+                    options,
+                })
+            })
+            .await
+    }
+
+    /// Options shaped like a real sign-in for an address nobody holds, so the
+    /// response does not reveal who is enrolled. The credential id is stable per
+    /// address (keyed HMAC), as a real one would be.
+    fn decoy_login_options(&self, email: &str) -> Result<RequestChallengeResponse, AppError> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.decoy_key.as_slice())
+            .map_err(internal)?;
+        mac.update(email.as_bytes());
+        let id = mac.finalize().into_bytes()[..16].to_vec();
+        let challenge = crate::crypto::random_bytes::<32>()?.to_vec();
+        Ok(RequestChallengeResponse {
+            public_key: PublicKeyCredentialRequestOptions {
+                challenge,
+                timeout: Some(self.config.security.ceremony_ttl_seconds * 1000),
+                rp_id: self.config.rp_id(),
+                allow_credentials: vec![AllowCredentials {
+                    type_: "public-key".into(),
+                    id,
+                    transports: None,
+                }],
+                user_verification: UserVerificationPolicy::Required,
+                hints: None,
+                extensions: None,
+            },
+            mediation: None,
+        })
+    }
+
+    pub async fn login_finish(
+        &self,
+        ceremony_id: String,
+        credential: PublicKeyCredential,
+    ) -> Result<SignedIn, AppError> {
+        let now = self.now();
+        let c = self
+            .take_ceremony(ceremony_id, PURPOSE_LOGIN, now.unix_timestamp())
+            .await?;
+        let (Some(custodian_id), Some(state)) = (c.custodian_id, c.state) else {
+            return Err(sign_in_failed());
+        };
+        let state: PasskeyAuthentication = serde_json::from_str(&state).map_err(internal)?;
+        let result = match self
+            .webauthn
+            .finish_passkey_authentication(&credential, &state)
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = match e {
+                    WebauthnError::UserNotVerified => "user_verification_missing",
+                    WebauthnError::CredentialPossibleCompromise => "counter_regression",
+                    _ => "assertion_invalid",
+                };
+                self.db
+                    .transact(move |tx| {
+                        audit::append(
+                            tx,
+                            now,
+                            &Actor::Custodian(custodian_id.clone()).audit_name(),
+                            "custodian.login_failed",
+                            &format!("custodian:{custodian_id}"),
+                            &json!({"reason": reason}),
+                        )?;
+                        Ok::<_, AppError>(())
+                    })
+                    .await?;
+                return Err(match e {
+                    WebauthnError::UserNotVerified => registration_refused(&e),
+                    _ => sign_in_failed(),
+                });
+            }
+        };
+        let app = self.clone();
+        self.db
+            .transact(move |tx| {
+                let custodian = people::custodian(tx, &custodian_id)?
+                    .filter(|c| c.is_active())
+                    .ok_or_else(sign_in_failed)?;
+                let cred_id = b64url(result.cred_id());
+                let stored = people::credentials_of(tx, &custodian.id)?
+                    .into_iter()
+                    .find(|r| r.id == cred_id)
+                    .ok_or_else(sign_in_failed)?;
+                let mut passkey: Passkey =
+                    serde_json::from_str(&stored.passkey).map_err(internal)?;
+                passkey.update_credential(&result);
+                people::update_credential_use(
+                    tx,
+                    &cred_id,
+                    &serde_json::to_string(&passkey).map_err(internal)?,
+                    now.unix_timestamp(),
+                )?;
+                let (session_token, expires_at) =
+                    app.new_session(tx, &custodian.id, &cred_id, now.unix_timestamp())?;
+                audit::append(
+                    tx,
+                    now,
+                    &Actor::Custodian(custodian.id.clone()).audit_name(),
+                    "custodian.login",
+                    &format!("custodian:{}", custodian.id),
+                    &json!({"credential_id": cred_id}),
+                )?;
+                Ok(SignedIn {
+                    session_token,
+                    custodian,
+                    expires_at,
+                })
+            })
+            .await
+    }
+
+    /// Resolve a session cookie into a principal, enforcing idle and absolute expiry.
+    pub async fn authenticate(&self, session_token: String) -> Result<Principal, AppError> {
+        let now = self.now().unix_timestamp();
+        let idle = i64::from(self.config.security.session_idle_minutes) * 60;
+        self.db
+            .transact(move |tx| {
+                let hash = token_hash(&session_token);
+                let expired = || {
+                    AppError::unauthenticated(
+                        "session_expired",
+                        "Your session has ended. Sign in again with your security key.",
+                    )
+                };
+                let s = people::session(tx, &hash)?.ok_or_else(expired)?;
+                if s.expires_at <= now || s.last_seen_at + idle <= now {
+                    people::delete_session(tx, &hash)?;
+                    return Err(expired());
+                }
+                let custodian = people::custodian(tx, &s.custodian_id)?
+                    .filter(|c| c.is_active())
+                    .ok_or_else(expired)?;
+                people::touch_session(tx, &hash, now)?;
+                Ok(Principal {
+                    custodian,
+                    credential_id: s.credential_id,
+                    authenticated_at: s.created_at,
+                    token_hash: hash,
+                })
+            })
+            .await
+    }
+
+    pub async fn logout(&self, principal: Principal) -> Result<(), AppError> {
+        let now = self.now();
+        self.db
+            .transact(move |tx| {
+                people::delete_session(tx, &principal.token_hash)?;
+                audit::append(
+                    tx,
+                    now,
+                    &principal.actor().audit_name(),
+                    "custodian.logout",
+                    &format!("custodian:{}", principal.custodian.id),
+                    &json!({}),
+                )?;
+                Ok::<_, AppError>(())
+            })
+            .await
+    }
+
+    // ---- more credentials ----
+
+    pub async fn credential_add_start(
+        &self,
+        principal: Principal,
+    ) -> Result<CeremonyStart<CreationChallengeResponse>, AppError> {
+        let now = self.now();
+        let window = i64::from(self.config.security.reauth_window_minutes) * 60;
+        if principal.authenticated_at + window < now.unix_timestamp() {
+            return Err(AppError::forbidden(
+                "reauthentication_required",
+                format!(
+                    "Adding a security key needs a sign-in from the last {} minutes. Sign out, sign in again, then add the key.",
+                    window / 60
+                ),
+            ));
+        }
+        let app = self.clone();
+        self.db
+            .transact(move |tx| {
+                let c = &principal.custodian;
+                let user_id = Uuid::parse_str(&c.id).map_err(internal)?;
+                let existing = people::credentials_of(tx, &c.id)?
+                    .iter()
+                    .map(|r| {
+                        serde_json::from_str::<Passkey>(&r.passkey).map(|p| p.cred_id().clone())
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(internal)?;
+                let (ccr, state) = app
+                    .webauthn
+                    .start_passkey_registration(user_id, &c.email, &c.name, Some(existing))
+                    .map_err(internal)?;
+                let id = Uuid::new_v4().to_string();
+                people::insert_ceremony(
+                    tx,
+                    &people::CeremonyRow {
+                        id: id.clone(),
+                        purpose: PURPOSE_ADD.into(),
+                        custodian_id: Some(c.id.clone()),
+                        invite_id: None,
+                        pending: None,
+                        state: Some(serde_json::to_string(&state).map_err(internal)?),
+                        created_at: now.unix_timestamp(),
+                        expires_at: app.ceremony_expiry(now),
+                    },
+                )?;
+                Ok(CeremonyStart {
+                    ceremony_id: id,
+                    options: ccr,
+                })
+            })
+            .await
+    }
+
+    pub async fn credential_add_finish(
+        &self,
+        principal: Principal,
+        ceremony_id: String,
+        credential: RegisterPublicKeyCredential,
+        label: Option<String>,
+    ) -> Result<people::CredentialRow, AppError> {
+        let now = self.now();
+        let c = self
+            .take_ceremony(ceremony_id, PURPOSE_ADD, now.unix_timestamp())
+            .await?;
+        if c.custodian_id.as_deref() != Some(principal.custodian.id.as_str()) {
+            return Err(ceremony_unknown());
+        }
+        let state: PasskeyRegistration =
+            serde_json::from_str(c.state.as_deref().unwrap_or_default()).map_err(internal)?;
+        let passkey = self
+            .webauthn
+            .finish_passkey_registration(&credential, &state)
+            .map_err(|e| registration_refused(&e))?;
+        self.db
+            .transact(move |tx| {
+                let me = &principal.custodian.id;
+                let n = people::credentials_of(tx, me)?.len() + 1;
+                let label = label_or_default(label, n)?;
+                let cred_id = insert_passkey(tx, me, &passkey, &label, now.unix_timestamp())?;
+                audit::append(
+                    tx,
+                    now,
+                    &principal.actor().audit_name(),
+                    "credential.added",
+                    &format!("custodian:{me}"),
+                    &json!({"credential_id": cred_id, "label": label}),
+                )?;
+                people::credentials_of(tx, me)?
+                    .into_iter()
+                    .find(|r| r.id == cred_id)
+                    .ok_or_else(|| internal("credential vanished"))
+            })
+            .await
+    }
+
+    pub async fn credential_rename(
+        &self,
+        principal: Principal,
+        credential_id: String,
+        label: String,
+    ) -> Result<people::CredentialRow, AppError> {
+        let label = display_text("label", &label, 64)?;
+        let now = self.now();
+        self.db
+            .transact(move |tx| {
+                let me = &principal.custodian.id;
+                if !people::rename_credential(tx, me, &credential_id, &label)? {
+                    return Err(AppError::not_found(
+                        "credential_not_found",
+                        "You have no security key with that id.",
+                    ));
+                }
+                audit::append(
+                    tx,
+                    now,
+                    &principal.actor().audit_name(),
+                    "credential.renamed",
+                    &format!("custodian:{me}"),
+                    &json!({"credential_id": credential_id, "label": label}),
+                )?;
+                people::credentials_of(tx, me)?
+                    .into_iter()
+                    .find(|r| r.id == credential_id)
+                    .ok_or_else(|| internal("credential vanished"))
+            })
+            .await
+    }
+
+    pub async fn my_credentials(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<people::CredentialRow>, AppError> {
+        let me = principal.custodian.id.clone();
+        self.db
+            .call(move |conn| Ok::<_, AppError>(people::credentials_of(conn, &me)?))
+            .await
+    }
+}
+
+fn insert_passkey(
+    conn: &Connection,
+    custodian_id: &str,
+    passkey: &Passkey,
+    label: &str,
+    now: i64,
+) -> Result<String, AppError> {
+    let cred_id = b64url(passkey.cred_id());
+    if people::credential_exists(conn, &cred_id)? {
+        return Err(AppError::conflict(
+            "credential_exists",
+            "This security key is already enrolled.",
+        ));
+    }
+    people::insert_credential(
+        conn,
+        &people::CredentialRow {
+            id: cred_id.clone(),
+            custodian_id: custodian_id.into(),
+            label: label.into(),
+            passkey: serde_json::to_string(passkey).map_err(internal)?,
+            prf_capable: false,
+            created_at: now,
+            last_used_at: None,
+        },
+        &serde_json::to_string(passkey.get_public_key()).map_err(internal)?,
+    )?;
+    Ok(cred_id)
+}
+
+fn invite_invalid() -> AppError {
+    AppError::invalid(
+        "invite_invalid",
+        "This invite link is not valid. Ask an admin for a new one (`breakglass invite` on the host).",
+    )
+}
+
+fn invite_used() -> AppError {
+    AppError::gone(
+        "invite_used",
+        "This invite was already used or revoked. Ask an admin for a new one.",
+    )
+}
+
+fn check_invite_usable(invite: &people::InviteRow, now: i64) -> Result<(), AppError> {
+    if invite.used_at.is_some() || invite.revoked_at.is_some() {
+        return Err(invite_used());
+    }
+    if invite.expires_at <= now {
+        return Err(AppError::gone(
+            "invite_expired",
+            "This invite has expired. Ask an admin for a new one.",
+        ));
+    }
+    Ok(())
+}
+
+fn usable_invite(conn: &Connection, token: &str, now: i64) -> Result<people::InviteRow, AppError> {
+    let invite = people::invite_by_token_hash(conn, &token_hash(token.trim()))?
+        .ok_or_else(invite_invalid)?;
+    check_invite_usable(&invite, now)?;
+    Ok(invite)
+}

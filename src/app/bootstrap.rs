@@ -1,0 +1,272 @@
+//! Start-up: create or unseal the vault, and the first admin's invite.
+//! Used by `serve` and `init`; these run before the HTTP server exists.
+use std::path::Path;
+
+use rusqlite::Connection;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::{Actor, invites};
+use crate::{
+    config::{Config, SealMode},
+    crypto::{
+        CryptoError, UnsealedVault,
+        seal::{self, KdfParams, MIN_PASSPHRASE_CHARS, SealKey},
+        vault::NewVault,
+    },
+    domain::Role,
+    error::AppError,
+    store::{self, accounts as store_accounts, audit, people},
+};
+
+/// What `serve` / `init` need from the operator, asked only when needed.
+pub trait SealInput {
+    /// The passphrase; `confirm` is true when creating a vault (ask twice).
+    fn passphrase(&mut self, confirm: bool) -> Result<SecretString, AppError>;
+}
+
+/// Reads the passphrase from `seal.passphrase_file`; never prompts.
+pub struct FileOnly<'a>(pub &'a Config);
+
+impl SealInput for FileOnly<'_> {
+    fn passphrase(&mut self, _confirm: bool) -> Result<SecretString, AppError> {
+        match &self.0.seal.passphrase_file {
+            Some(p) => Ok(seal::read_passphrase_file(p)?),
+            None => Err(AppError::unavailable(
+                "passphrase_required",
+                "seal.mode is \"passphrase\" but no seal.passphrase_file is set and there is no terminal to ask on.",
+            )),
+        }
+    }
+}
+
+/// A 32-byte per-instance secret from `settings`, created on first use.
+pub fn instance_secret(conn: &Connection, key: &str) -> Result<[u8; 32], AppError> {
+    let fresh = crate::crypto::random_bytes::<32>()?;
+    store_accounts::set_setting_if_absent(conn, key, fresh.as_slice())?;
+    let v = store_accounts::setting(conn, key)?.unwrap_or_default();
+    v.as_slice()
+        .try_into()
+        .map_err(|_| AppError::Internal(format!("setting {key} is not 32 bytes")))
+}
+
+fn seal_key_for(
+    config: &Config,
+    input: &mut dyn SealInput,
+    creating: bool,
+    salt: &[u8],
+    params: KdfParams,
+) -> Result<SealKey, AppError> {
+    match config.seal.mode {
+        SealMode::DevKeyFile | SealMode::KeyFile => {
+            let path = config
+                .key_file_path()
+                .ok_or_else(|| AppError::Internal("no key file configured".into()))?;
+            if creating && config.seal.mode == SealMode::DevKeyFile && !path.exists() {
+                Ok(seal::create_key_file(&path)?)
+            } else {
+                Ok(seal::read_key_file(&path)?)
+            }
+        }
+        SealMode::Passphrase => {
+            let pass = input.passphrase(creating)?;
+            if creating && pass.expose_secret().chars().count() < MIN_PASSPHRASE_CHARS {
+                return Err(AppError::invalid(
+                    "weak_passphrase",
+                    format!(
+                        "The passphrase must have at least {MIN_PASSPHRASE_CHARS} characters; a long sentence is best."
+                    ),
+                ));
+            }
+            Ok(seal::derive_from_passphrase(&pass, salt, params)?)
+        }
+    }
+}
+
+fn seal_kind(mode: SealMode) -> &'static str {
+    match mode {
+        SealMode::DevKeyFile | SealMode::KeyFile => "key_file",
+        SealMode::Passphrase => "passphrase",
+    }
+}
+
+/// Create a vault in an empty database. Gathers the seal key first, so that a
+/// missing file or short passphrase writes nothing.
+pub fn init_vault(
+    db_path: &Path,
+    config: &Config,
+    now: OffsetDateTime,
+    input: &mut dyn SealInput,
+    kdf: KdfParams,
+) -> Result<UnsealedVault, AppError> {
+    if db_path.exists() {
+        let conn = store::open_read_only(db_path)?;
+        if vault_row(&conn)?.is_some() {
+            return Err(AppError::conflict(
+                "already_initialized",
+                format!(
+                    "{} already holds a vault; nothing was changed.",
+                    db_path.display()
+                ),
+            ));
+        }
+    }
+    store::create_private_dir(&config.data_dir)?;
+    if let (SealMode::KeyFile, Some(p)) = (config.seal.mode, &config.seal.key_file)
+        && !p.exists()
+    {
+        seal::create_key_file(p)?;
+        tracing::warn!(path = %p.display(), "created a new seal key file: back it up offline, the vault cannot be opened without it");
+    }
+    let salt = crate::crypto::random_bytes::<16>()?;
+    let key = seal_key_for(config, input, true, salt.as_slice(), kdf)?;
+    let NewVault {
+        sealed_key,
+        recipient,
+        vault,
+    } = UnsealedVault::create(&key)?;
+    let dev = config.seal.mode == SealMode::DevKeyFile;
+    let (kdf_params, kdf_salt) = match config.seal.mode {
+        SealMode::Passphrase => (
+            Some(serde_json::to_string(&kdf).map_err(|e| AppError::Internal(e.to_string()))?),
+            Some(salt.to_vec()),
+        ),
+        _ => (None, None),
+    };
+    let mut conn = store::open(db_path)?;
+    store::transact(&mut conn, |tx| {
+        store_accounts::insert_vault(
+            tx,
+            &store_accounts::VaultRow {
+                seal_kind: seal_kind(config.seal.mode).into(),
+                dev_mode: dev,
+                kdf_params: kdf_params.clone(),
+                kdf_salt,
+                sealed_key,
+                recipient: recipient.clone(),
+                created_at: now.unix_timestamp(),
+            },
+        )?;
+        instance_secret(tx, "decoy_key")?;
+        audit::append(
+            tx,
+            now,
+            &Actor::Host.audit_name(),
+            "vault.initialized",
+            "vault",
+            &json!({"seal": seal_kind(config.seal.mode), "dev_mode": dev, "kdf": kdf_params, "recipient": recipient}),
+        )?;
+        Ok::<_, AppError>(())
+    })?;
+    Ok(vault)
+}
+
+fn vault_row(conn: &Connection) -> Result<Option<store_accounts::VaultRow>, AppError> {
+    // A database created by a newer or older binary may lack the table; treat as empty.
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'vault')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(None);
+    }
+    Ok(store_accounts::vault(conn)?)
+}
+
+/// Unseal the vault of an existing database, reading it without writing anything.
+pub fn unseal_vault(
+    db_path: &Path,
+    config: &Config,
+    input: &mut dyn SealInput,
+) -> Result<UnsealedVault, AppError> {
+    let conn = store::open_read_only(db_path)?;
+    let row = vault_row(&conn)?.ok_or_else(|| {
+        AppError::unavailable(
+            "vault_not_initialized",
+            format!(
+                "{} has no vault: run `breakglass init` first.",
+                db_path.display()
+            ),
+        )
+    })?;
+    drop(conn);
+    let wanted = seal_kind(config.seal.mode);
+    if row.seal_kind != wanted {
+        return Err(AppError::invalid(
+            "seal_mode_mismatch",
+            format!(
+                "the vault is sealed with a {} but seal.mode is {:?}: set seal.mode to match how the vault was initialised.",
+                row.seal_kind.replace('_', " "),
+                config.seal.mode
+            ),
+        ));
+    }
+    if row.dev_mode && config.seal.mode != SealMode::DevKeyFile {
+        tracing::warn!(
+            "this vault was created in dev mode; its key file is {}",
+            config.dev_key_file().display()
+        );
+    }
+    let params: KdfParams = match &row.kdf_params {
+        Some(p) => serde_json::from_str(p)
+            .map_err(|e| AppError::Internal(format!("stored KDF params: {e}")))?,
+        None => KdfParams::default(),
+    };
+    let salt = row.kdf_salt.clone().unwrap_or_default();
+    let key = seal_key_for(config, input, false, &salt, params)?;
+    UnsealedVault::unseal(&key, &row.sealed_key, &row.recipient).map_err(|e| match e {
+        CryptoError::WrongSealKey => AppError::Crypto(CryptoError::WrongSealKey),
+        other => AppError::Crypto(other),
+    })
+}
+
+/// Whether the database at `path` holds a vault.
+pub fn is_initialized(db_path: &Path) -> Result<bool, AppError> {
+    if !db_path.exists() {
+        return Ok(false);
+    }
+    let conn = store::open_read_only(db_path)?;
+    Ok(vault_row(&conn)?.is_some())
+}
+
+/// On a start with no active admin, revoke earlier first-run invites and issue a
+/// fresh one (admin + custodian). Returns it for printing.
+pub fn first_admin_invite(
+    conn: &mut Connection,
+    config: &Config,
+    now: OffsetDateTime,
+) -> Result<Option<invites::InviteCreated>, AppError> {
+    store::transact(conn, |tx| {
+        if people::count_active_with_role(tx, Role::Admin)? > 0 {
+            return Ok(None);
+        }
+        let system = Actor::System.audit_name();
+        for inv in people::list_invites(tx)? {
+            if inv.created_by == system
+                && inv.used_at.is_none()
+                && inv.revoked_at.is_none()
+                && inv.expires_at > now.unix_timestamp()
+            {
+                people::revoke_invite(tx, &inv.id, now.unix_timestamp())?;
+                audit::append(
+                    tx,
+                    now,
+                    &system,
+                    "invite.revoked",
+                    &format!("invite:{}", inv.id),
+                    &json!({"reason": "superseded by a new first-run invite"}),
+                )?;
+            }
+        }
+        let created = invites::create_in_tx(
+            tx,
+            config,
+            now,
+            &Actor::System,
+            &[Role::Admin, Role::Custodian],
+        )?;
+        Ok::<_, AppError>(Some(created))
+    })
+}

@@ -1,0 +1,158 @@
+//! Use cases. Each one is a single SQLite transaction that makes the change and
+//! appends its audit entry; nothing else writes audit rows.
+pub mod accounts;
+pub mod audit;
+pub mod auth;
+pub mod bootstrap;
+pub mod custodians;
+pub mod invites;
+
+use std::sync::Arc;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use webauthn_rs::prelude::{Webauthn, WebauthnBuilder};
+
+use crate::{
+    clock::Clock,
+    config::Config,
+    crypto::{UnsealedVault, random_bytes},
+    error::AppError,
+    store::{Db, people::CustodianRow},
+};
+
+pub use crate::error::AppError as Error;
+
+/// Who did something, as written in the audit log's `actor` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A signed-in person: `custodian:<uuid>`.
+    Custodian(String),
+    /// An operator on the host, through the CLI: `host:cli`.
+    Host,
+    /// The service itself (first run, housekeeping): `system`.
+    System,
+}
+
+impl Actor {
+    pub fn audit_name(&self) -> String {
+        match self {
+            Actor::Custodian(id) => format!("custodian:{id}"),
+            Actor::Host => "host:cli".into(),
+            Actor::System => "system".into(),
+        }
+    }
+}
+
+/// A signed-in person, as proved by a live session.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub custodian: CustodianRow,
+    pub credential_id: String,
+    /// When this person last completed a WebAuthn sign-in (session creation).
+    pub authenticated_at: i64,
+    pub(crate) token_hash: Vec<u8>,
+}
+
+impl Principal {
+    pub fn actor(&self) -> Actor {
+        Actor::Custodian(self.custodian.id.clone())
+    }
+}
+
+/// The application: storage, time, WebAuthn and the open vault.
+#[derive(Clone)]
+pub struct App {
+    pub db: Db,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<Config>,
+    pub(crate) webauthn: Arc<Webauthn>,
+    /// The unsealed vault: `Some` in the server, `None` for host CLI commands, which
+    /// only ever need public keys.
+    pub(crate) vault: Option<Arc<UnsealedVault>>,
+    /// Keys the decoy answers for sign-ins with an unknown e-mail.
+    pub(crate) decoy_key: Arc<[u8; 32]>,
+}
+
+impl App {
+    pub fn new(
+        db: Db,
+        clock: Arc<dyn Clock>,
+        config: Arc<Config>,
+        vault: Option<UnsealedVault>,
+    ) -> Result<Self, AppError> {
+        let origin = config.origin_url().map_err(AppError::Internal)?;
+        let rp_id = config.rp_id();
+        let webauthn = WebauthnBuilder::new(&rp_id, &origin)
+            .map_err(|e| AppError::Internal(format!("WebAuthn configuration: {e}")))?
+            .rp_name(&config.rp_name)
+            .timeout(std::time::Duration::from_secs(u64::from(
+                config.security.ceremony_ttl_seconds,
+            )))
+            .build()
+            .map_err(|e| AppError::Internal(format!("WebAuthn configuration: {e}")))?;
+        let decoy_key = db.with(|conn| bootstrap::instance_secret(conn, "decoy_key"))?;
+        Ok(Self {
+            db,
+            clock,
+            config,
+            webauthn: Arc::new(webauthn),
+            vault: vault.map(Arc::new),
+            decoy_key: Arc::new(decoy_key),
+        })
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    /// Whether the database answers and the vault is unsealed (for `/readyz`).
+    pub async fn ready(&self) -> Result<(), AppError> {
+        self.db
+            .call(|conn| Ok::<_, AppError>(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await?;
+        if self.vault.is_none() {
+            return Err(AppError::unavailable(
+                "vault_sealed",
+                "The vault is sealed.",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Drop expired ceremonies and sessions. Run periodically by `serve`.
+    pub async fn housekeeping(&self) -> Result<usize, AppError> {
+        let now = self.now().unix_timestamp();
+        let idle = i64::from(self.config.security.session_idle_minutes) * 60;
+        self.db
+            .transact(move |tx| {
+                Ok::<_, AppError>(crate::store::people::purge_expired(tx, now, idle)?)
+            })
+            .await
+    }
+}
+
+/// A random bearer token (invite, session): 32 bytes, base64url.
+pub(crate) fn new_token() -> Result<String, AppError> {
+    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?.as_slice()))
+}
+
+/// Tokens are stored only as their SHA-256.
+pub(crate) fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+pub(crate) fn b64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub(crate) fn rfc3339(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}

@@ -1,0 +1,581 @@
+//! The command line: `serve`, `init`, `invite`, `config check`, `account …`, `audit …`.
+//! Secrets are never taken from argv: they come from stdin, a prompt or a file.
+use std::{
+    io::{IsTerminal, Read, Write},
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use crate::{
+    app::{
+        Actor, App,
+        accounts::NewAccount,
+        audit::verify_chain,
+        bootstrap::{self, SealInput},
+    },
+    clock::{Clock, SystemClock},
+    config::{Config, SealMode},
+    crypto::seal::{self, KdfParams},
+    domain::{Role, SecretKind},
+    error::AppError,
+    http::{AppState, build_router},
+    store::{self, Db},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "breakglass",
+    version,
+    about = "Two-person custody of AWS account root credentials"
+)]
+struct Cli {
+    /// TOML configuration file (also BREAKGLASS_CONFIG). Without it, embedded defaults.
+    #[arg(long, global = true, env = "BREAKGLASS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service. On a fresh data dir in the default dev mode it creates a
+    /// throw-away vault and prints the first admin's invite.
+    Serve,
+    /// Create a production vault explicitly (key file or passphrase, per seal.mode).
+    Init {
+        /// argon2id memory in MiB for passphrase mode.
+        #[arg(long, default_value_t = 64)]
+        kdf_memory_mib: u32,
+        /// argon2id passes for passphrase mode.
+        #[arg(long, default_value_t = 3)]
+        kdf_passes: u32,
+    },
+    /// Print a single-use invite URL for a new person.
+    Invite {
+        /// Role(s) for the invitee; repeat for several.
+        #[arg(long = "role", value_enum, required = true)]
+        roles: Vec<RoleArg>,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Manage accounts from the host.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Verify or export the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check the configuration and say exactly what is wrong and how to fix it.
+    Check,
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Put an AWS account into custody.
+    Create {
+        #[arg(long)]
+        account_id: String,
+        #[arg(long)]
+        alias: String,
+        #[arg(long)]
+        root_email: String,
+        #[arg(long)]
+        approvals_required: Option<u32>,
+    },
+    /// Deposit a secret, read from stdin (or a hidden prompt on a terminal).
+    Deposit {
+        #[arg(long)]
+        account_id: String,
+        #[arg(long, value_enum)]
+        kind: KindArg,
+    },
+    /// List accounts and their secret versions (never the secrets).
+    List,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain; exits 1 naming the first broken seq.
+    Verify,
+    /// Write every entry to stdout.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Admin,
+    Custodian,
+    Auditor,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Custodian => Role::Custodian,
+            RoleArg::Auditor => Role::Auditor,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum KindArg {
+    RootPassword,
+    TotpSeed,
+    RecoveryNotes,
+}
+
+impl From<KindArg> for SecretKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::RootPassword => SecretKind::RootPassword,
+            KindArg::TotpSeed => SecretKind::TotpSeed,
+            KindArg::RecoveryNotes => SecretKind::RecoveryNotes,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+}
+
+/// Exit codes: 0 success, 1 failure (including a broken audit chain), 2 bad usage or config.
+pub fn main() -> ExitCode {
+    crate::telemetry::init();
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            if matches!(cli.command, Command::Config { .. }) {
+                println!("configuration has {} problem(s):", e.problems.len());
+                for p in &e.problems {
+                    println!("  - {p}");
+                }
+            } else {
+                eprintln!("error: invalid configuration:");
+                for p in &e.problems {
+                    eprintln!("  - {p}");
+                }
+                eprintln!("Run `breakglass config check` for details.");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Init {
+            kdf_memory_mib,
+            kdf_passes,
+        } => init(
+            config,
+            KdfParams {
+                m_kib: kdf_memory_mib * 1024,
+                t: kdf_passes,
+                p: 1,
+            },
+        ),
+        Command::Invite { roles } => {
+            let app = host_app(config)?;
+            let inv = app
+                .create_invite(Actor::Host, roles.into_iter().map(Role::from).collect())
+                .await?;
+            let roles: Vec<&str> = inv.roles.iter().map(|r| r.as_str()).collect();
+            println!(
+                "Invite for {} (single use, expires {}):",
+                roles.join(" + "),
+                inv.expires_at
+            );
+            println!("{}", inv.invite_url);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => Ok(config_check(&config)),
+        Command::Account { command } => account(config, command).await,
+        Command::Audit { command } => audit(config, command),
+    }
+}
+
+/// Asks for the passphrase on the terminal, or reads it from the configured file or
+/// from piped stdin. Never from argv or the environment.
+struct OperatorInput<'a>(&'a Config);
+
+impl SealInput for OperatorInput<'_> {
+    fn passphrase(&mut self, confirm: bool) -> Result<SecretString, AppError> {
+        if let Some(path) = &self.0.seal.passphrase_file {
+            return Ok(seal::read_passphrase_file(path)?);
+        }
+        let io = |e: std::io::Error| AppError::Internal(format!("cannot read the passphrase: {e}"));
+        if std::io::stdin().is_terminal() {
+            let first =
+                SecretString::from(rpassword::prompt_password("Vault passphrase: ").map_err(io)?);
+            if confirm {
+                let again = SecretString::from(
+                    rpassword::prompt_password("Repeat the passphrase: ").map_err(io)?,
+                );
+                if first.expose_secret() != again.expose_secret() {
+                    return Err(AppError::invalid(
+                        "passphrase_mismatch",
+                        "The two passphrases differ; nothing was written.",
+                    ));
+                }
+            }
+            Ok(first)
+        } else {
+            let mut line = Zeroizing::new(String::new());
+            std::io::stdin().read_line(&mut line).map_err(io)?;
+            Ok(SecretString::from(
+                line.trim_end_matches(['\n', '\r']).to_owned(),
+            ))
+        }
+    }
+}
+
+fn init(config: Config, kdf: KdfParams) -> anyhow::Result<ExitCode> {
+    let db_path = config.db_path();
+    if config.seal.mode == SealMode::DevKeyFile {
+        eprintln!(
+            "warning: seal.mode is dev-key-file: the key sits next to the database. Use key-file or passphrase for real credentials."
+        );
+    }
+    let vault = bootstrap::init_vault(
+        &db_path,
+        &config,
+        SystemClock.now(),
+        &mut OperatorInput(&config),
+        kdf,
+    )?;
+    println!(
+        "Vault created in {} (recipient {}).",
+        db_path.display(),
+        vault.recipient()
+    );
+    match config.seal.mode {
+        SealMode::Passphrase => println!(
+            "Sealed with your passphrase (argon2id, {} MiB, {} passes). Without it the vault cannot be opened.",
+            kdf.m_kib / 1024,
+            kdf.t
+        ),
+        _ => println!(
+            "Sealed with the key file {}. Back it up offline: without it the vault cannot be opened.",
+            config.key_file_path().unwrap_or_default().display()
+        ),
+    }
+    println!("Next: `breakglass serve` prints the first admin's invite.");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_check(config: &Config) -> ExitCode {
+    let mut problems = Vec::new();
+    match config.seal.mode {
+        SealMode::KeyFile | SealMode::DevKeyFile => {
+            if let Some(path) = config.key_file_path().filter(|p| p.exists()) {
+                if let Err(e) = seal::read_key_file(&path) {
+                    problems.push(e.to_string());
+                }
+            } else if config.seal.mode == SealMode::KeyFile {
+                problems.push(format!(
+                    "seal.key_file {} does not exist yet: `breakglass init` creates it.",
+                    config.seal.key_file.clone().unwrap_or_default().display()
+                ));
+            }
+        }
+        SealMode::Passphrase => {
+            if let Some(Err(e)) = config
+                .seal
+                .passphrase_file
+                .as_deref()
+                .map(seal::read_passphrase_file)
+            {
+                problems.push(e.to_string().replace("key file", "passphrase file"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        println!("configuration OK");
+        println!("  data_dir    {}", config.data_dir.display());
+        println!("  listen      {}", config.listen);
+        println!(
+            "  origin      {} (WebAuthn RP id {})",
+            config.origin_header(),
+            config.rp_id()
+        );
+        println!("  seal.mode   {:?}", config.seal.mode);
+        ExitCode::SUCCESS
+    } else {
+        println!("configuration has {} problem(s):", problems.len());
+        for p in problems {
+            println!("  - {p}");
+        }
+        ExitCode::from(2)
+    }
+}
+
+/// An `App` for host commands: no unsealed vault, only public keys are needed.
+fn host_app(config: Config) -> anyhow::Result<App> {
+    let db_path = config.db_path();
+    if !bootstrap::is_initialized(&db_path)? {
+        bail!(
+            "{} has no vault yet: run `breakglass init` (or start `breakglass serve` once in dev mode).",
+            db_path.display()
+        );
+    }
+    let db = Db::open(&db_path)?;
+    Ok(App::new(db, Arc::new(SystemClock), Arc::new(config), None)?)
+}
+
+fn read_secret_from_stdin(kind: SecretKind) -> anyhow::Result<SecretString> {
+    if std::io::stdin().is_terminal() {
+        let v = rpassword::prompt_password(format!(
+            "Paste the {} (input hidden): ",
+            kind.as_str().replace('_', " ")
+        ))?;
+        return Ok(SecretString::from(v));
+    }
+    let mut buf = Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_to_string(&mut buf)
+        .context("reading the secret from stdin")?;
+    let trimmed = buf.strip_suffix('\n').unwrap_or(&buf);
+    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+    Ok(SecretString::from(trimmed.to_owned()))
+}
+
+async fn account(config: Config, command: AccountCommand) -> anyhow::Result<ExitCode> {
+    let app = host_app(config)?;
+    match command {
+        AccountCommand::Create {
+            account_id,
+            alias,
+            root_email,
+            approvals_required,
+        } => {
+            let a = app
+                .create_account(
+                    Actor::Host,
+                    NewAccount {
+                        account_id,
+                        alias,
+                        root_email,
+                        approvals_required,
+                        reveal_window_minutes: None,
+                        max_checkout_minutes: None,
+                        veto: None,
+                        drill_schedule: None,
+                    },
+                )
+                .await?;
+            println!(
+                "Account {} ({}) is in custody. Deposit its root password and TOTP seed next.",
+                a.account_id, a.alias
+            );
+        }
+        AccountCommand::Deposit { account_id, kind } => {
+            let kind = SecretKind::from(kind);
+            let value = read_secret_from_stdin(kind)?;
+            let d = app
+                .deposit_secret(Actor::Host, account_id, kind, value)
+                .await?;
+            println!(
+                "Deposited {} version {} for account {}.",
+                d.kind, d.version, d.account_id
+            );
+        }
+        AccountCommand::List => {
+            for a in app.list_accounts().await? {
+                let secrets: Vec<String> = a
+                    .secrets
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} v{}",
+                            s.kind,
+                            s.versions.first().map(|v| v.version).unwrap_or(0)
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{}  {:<24} {:<13} {}",
+                    a.account_id,
+                    a.alias,
+                    a.state,
+                    secrets.join(", ")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
+    let conn = store::open_read_only(&config.db_path())?;
+    match command {
+        AuditCommand::Verify => {
+            let status = verify_chain(&conn)?;
+            if status.ok {
+                println!("ok: {} entries, head {}", status.entries, status.head);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("{}", status.problem.unwrap_or_default());
+                println!(
+                    "{} entries before it verified (head {}).",
+                    status.entries, status.head
+                );
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        AuditCommand::Export {
+            format: ExportFormat::Jsonl,
+        } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let mut result = Ok(());
+            store::audit::for_each(&conn, |e| {
+                result = serde_json::to_writer(&mut out, &e)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| Ok(out.write_all(b"\n")?));
+                result.is_ok()
+            })?;
+            result?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let db_path = config.db_path();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let vault = if bootstrap::is_initialized(&db_path)? {
+        bootstrap::unseal_vault(&db_path, &config, &mut OperatorInput(&config))?
+    } else if config.seal.mode == SealMode::DevKeyFile {
+        let v = bootstrap::init_vault(
+            &db_path,
+            &config,
+            clock.now(),
+            &mut OperatorInput(&config),
+            KdfParams::default(),
+        )?;
+        eprintln!();
+        eprintln!("  ******************************************************************");
+        eprintln!(
+            "  *  DEV MODE: the vault key file is {}",
+            config.dev_key_file().display()
+        );
+        eprintln!("  *  next to the database. Anyone who can read the data dir can read");
+        eprintln!("  *  every secret. This is for trying breakglass out. For real root");
+        eprintln!("  *  credentials run `breakglass init` with seal.mode = \"key-file\"");
+        eprintln!("  *  or \"passphrase\" (deploy/RUNBOOK.md).");
+        eprintln!("  ******************************************************************");
+        eprintln!();
+        v
+    } else {
+        bail!(
+            "{} has no vault: run `breakglass init` first (seal.mode is {:?}).",
+            db_path.display(),
+            config.seal.mode
+        );
+    };
+    let db = Db::open(&db_path)?;
+    if let Some(inv) = db.with(|conn| bootstrap::first_admin_invite(conn, &config, clock.now()))? {
+        println!();
+        println!("No admin is enrolled yet. Open this single-use link to enrol the first admin");
+        println!("(expires {}):", inv.expires_at);
+        println!();
+        println!("    {}", inv.invite_url);
+        println!();
+        println!(
+            "Enrolling through the API: POST /api/v1/enrol/start with invite_token = the part after '#'."
+        );
+        println!();
+    }
+    let listen: SocketAddr = config.listen.parse().context("listen address")?;
+    let app = App::new(db, clock, Arc::new(config), Some(vault))?;
+    let housekeeping = app.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = housekeeping.housekeeping().await {
+                tracing::warn!(error = %e, "housekeeping failed");
+            }
+        }
+    });
+    let router = build_router(AppState::new(app.clone()));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    println!(
+        "breakglass listening on http://{local} (origin {})",
+        app.config.origin_header()
+    );
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    println!("breakglass stopped.");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,492 @@
+//! Settings: embedded defaults, then a TOML file (`--config` / `BREAKGLASS_CONFIG`),
+//! then `BREAKGLASS_*` environment variables. Unknown keys and unknown
+//! `BREAKGLASS_*` variables are errors, so a typo never silently falls back to a default.
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub const DEFAULT_DATA_DIR: &str = "./breakglass-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ORIGIN: &str = "http://localhost:8080";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory holding the SQLite database, backups and (dev only) the seal key file.
+    pub data_dir: PathBuf,
+    /// Socket address to listen on.
+    pub listen: String,
+    /// Public URL of the service, as browsers see it. The WebAuthn RP id is its host.
+    pub origin: String,
+    /// Name shown by authenticators during enrolment.
+    pub rp_name: String,
+    pub seal: SealConfig,
+    pub security: SecurityConfig,
+    pub http: HttpConfig,
+    pub policy: PolicyDefaults,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SealMode {
+    /// Try-it-out mode: a key file generated in the data dir. Loudly not for production.
+    DevKeyFile,
+    /// A 32-byte key file (raw or 64 hex characters), mode 0600, outside the data dir.
+    KeyFile,
+    /// A passphrase stretched with argon2id, read from `passphrase_file` or a prompt.
+    Passphrase,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SealConfig {
+    pub mode: SealMode,
+    /// Key file for `key-file` mode.
+    pub key_file: Option<PathBuf>,
+    /// File holding the passphrase for `passphrase` mode (first line). Without it the
+    /// passphrase is asked for on the terminal.
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    pub invite_ttl_hours: u32,
+    pub cooling_off_hours: u32,
+    pub ceremony_ttl_seconds: u32,
+    pub session_idle_minutes: u32,
+    pub session_absolute_hours: u32,
+    /// Adding a credential needs a sign-in at most this old.
+    pub reauth_window_minutes: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub body_limit_bytes: usize,
+    pub request_timeout_seconds: u32,
+    /// Sustained rate of WebAuthn ceremony requests (enrol, sign-in) per client address.
+    pub ceremony_rate_per_minute: u32,
+    /// Burst allowed above that rate.
+    pub ceremony_burst: u32,
+}
+
+/// Defaults applied to accounts created without an explicit policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyDefaults {
+    pub approvals_required: u32,
+    pub reveal_window_minutes: u32,
+    pub max_checkout_minutes: u32,
+    pub drill_schedule: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            listen: DEFAULT_LISTEN.into(),
+            origin: DEFAULT_ORIGIN.into(),
+            rp_name: "breakglass".into(),
+            seal: SealConfig::default(),
+            security: SecurityConfig::default(),
+            http: HttpConfig::default(),
+            policy: PolicyDefaults::default(),
+        }
+    }
+}
+
+impl Default for SealConfig {
+    fn default() -> Self {
+        Self {
+            mode: SealMode::DevKeyFile,
+            key_file: None,
+            passphrase_file: None,
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            invite_ttl_hours: 72,
+            cooling_off_hours: 24,
+            ceremony_ttl_seconds: 300,
+            session_idle_minutes: 30,
+            session_absolute_hours: 12,
+            reauth_window_minutes: 10,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 64 * 1024,
+            request_timeout_seconds: 30,
+            ceremony_rate_per_minute: 30,
+            ceremony_burst: 10,
+        }
+    }
+}
+
+impl Default for PolicyDefaults {
+    fn default() -> Self {
+        Self {
+            approvals_required: 1,
+            reveal_window_minutes: 15,
+            max_checkout_minutes: 240,
+            drill_schedule: "0 9 1 * *".into(),
+        }
+    }
+}
+
+/// Everything wrong with a configuration, each with how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(p: impl Into<String>) -> Self {
+        Self {
+            problems: vec![p.into()],
+        }
+    }
+}
+
+/// The environment variables we read. Any other `BREAKGLASS_*` variable is a typo.
+pub const ENV_VARS: &[&str] = &[
+    "BREAKGLASS_CONFIG",
+    "BREAKGLASS_LOG",
+    "BREAKGLASS_DATA_DIR",
+    "BREAKGLASS_LISTEN",
+    "BREAKGLASS_ORIGIN",
+    "BREAKGLASS_SEAL_MODE",
+    "BREAKGLASS_SEAL_KEY_FILE",
+    "BREAKGLASS_SEAL_PASSPHRASE_FILE",
+];
+
+impl Config {
+    /// Load from an optional file and the given environment (pass `std::env::vars()`).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::one(format!(
+                        "cannot read config file {}: {e}. Check the path given to --config or BREAKGLASS_CONFIG.",
+                        path.display()
+                    ))
+                })?;
+                Self::from_toml(&text).map_err(|e| {
+                    ConfigError::one(format!("{}: {}", path.display(), e.problems.join("; ")))
+                })?
+            }
+            None => Self::default(),
+        };
+        let env: BTreeMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("BREAKGLASS_"))
+            .collect();
+        let mut problems = Vec::new();
+        for key in env.keys() {
+            if !ENV_VARS.contains(&key.as_str()) {
+                problems.push(format!(
+                    "unknown environment variable {key}: known ones are {}. Unset it or fix the spelling.",
+                    ENV_VARS.join(", ")
+                ));
+            }
+        }
+        if let Some(v) = env.get("BREAKGLASS_DATA_DIR") {
+            config.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env.get("BREAKGLASS_LISTEN") {
+            config.listen = v.clone();
+        }
+        if let Some(v) = env.get("BREAKGLASS_ORIGIN") {
+            config.origin = v.clone();
+        }
+        if let Some(v) = env.get("BREAKGLASS_SEAL_MODE") {
+            match v.as_str() {
+                "dev-key-file" => config.seal.mode = SealMode::DevKeyFile,
+                "key-file" => config.seal.mode = SealMode::KeyFile,
+                "passphrase" => config.seal.mode = SealMode::Passphrase,
+                other => problems.push(format!(
+                    "BREAKGLASS_SEAL_MODE={other:?} is not a seal mode: use dev-key-file, key-file or passphrase."
+                )),
+            }
+        }
+        if let Some(v) = env.get("BREAKGLASS_SEAL_KEY_FILE") {
+            config.seal.key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env.get("BREAKGLASS_SEAL_PASSPHRASE_FILE") {
+            config.seal.passphrase_file = Some(PathBuf::from(v));
+        }
+        problems.extend(config.problems());
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::one(e.to_string().trim().replace('\n', " ")))
+    }
+
+    /// Semantic checks, each problem phrased with its fix.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.listen.parse::<SocketAddr>().is_err() {
+            p.push(format!(
+                "listen = {:?} is not a socket address: use IP:PORT, e.g. \"127.0.0.1:8080\".",
+                self.listen
+            ));
+        }
+        if let Err(e) = self.origin_url() {
+            p.push(e);
+        }
+        match self.seal.mode {
+            SealMode::KeyFile if self.seal.key_file.is_none() => p.push(
+                "seal.mode = \"key-file\" needs seal.key_file (or BREAKGLASS_SEAL_KEY_FILE): the path of a 32-byte key file, mode 0600.".into(),
+            ),
+            SealMode::DevKeyFile if self.seal.key_file.is_some() => p.push(
+                "seal.key_file is set but seal.mode is dev-key-file: set seal.mode = \"key-file\" to use your own key file.".into(),
+            ),
+            _ => {}
+        }
+        if self.seal.passphrase_file.is_some() && self.seal.mode != SealMode::Passphrase {
+            p.push("seal.passphrase_file is set but seal.mode is not \"passphrase\": set the mode or remove the file setting.".into());
+        }
+        let s = &self.security;
+        for (name, value, min, max) in [
+            ("security.invite_ttl_hours", s.invite_ttl_hours, 1, 24 * 30),
+            (
+                "security.cooling_off_hours",
+                s.cooling_off_hours,
+                0,
+                24 * 30,
+            ),
+            (
+                "security.ceremony_ttl_seconds",
+                s.ceremony_ttl_seconds,
+                30,
+                3600,
+            ),
+            (
+                "security.session_idle_minutes",
+                s.session_idle_minutes,
+                1,
+                24 * 60,
+            ),
+            (
+                "security.session_absolute_hours",
+                s.session_absolute_hours,
+                1,
+                24 * 7,
+            ),
+            (
+                "security.reauth_window_minutes",
+                s.reauth_window_minutes,
+                1,
+                24 * 60,
+            ),
+            (
+                "http.request_timeout_seconds",
+                self.http.request_timeout_seconds,
+                1,
+                600,
+            ),
+            (
+                "http.ceremony_rate_per_minute",
+                self.http.ceremony_rate_per_minute,
+                1,
+                100_000,
+            ),
+            ("http.ceremony_burst", self.http.ceremony_burst, 1, 100_000),
+            (
+                "policy.approvals_required",
+                self.policy.approvals_required,
+                1,
+                20,
+            ),
+            (
+                "policy.reveal_window_minutes",
+                self.policy.reveal_window_minutes,
+                1,
+                24 * 60,
+            ),
+            (
+                "policy.max_checkout_minutes",
+                self.policy.max_checkout_minutes,
+                5,
+                7 * 24 * 60,
+            ),
+        ] {
+            if value < min || value > max {
+                p.push(format!(
+                    "{name} = {value} is out of range: use a value from {min} to {max}."
+                ));
+            }
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
+            p.push(format!(
+                "http.body_limit_bytes = {} is out of range: use a value from 1024 to 16777216.",
+                self.http.body_limit_bytes
+            ));
+        }
+        p
+    }
+
+    /// The origin as a URL, checked to be usable for WebAuthn.
+    pub fn origin_url(&self) -> Result<Url, String> {
+        let url = Url::parse(&self.origin).map_err(|e| {
+            format!("origin = {:?} is not a URL ({e}): use the public URL, e.g. \"https://breakglass.example.com\".", self.origin)
+        })?;
+        let host = url.host_str().unwrap_or_default().to_owned();
+        if host.is_empty() {
+            return Err(format!("origin = {:?} has no host.", self.origin));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(format!(
+                "origin = {:?} must be scheme://host[:port] with no path: browsers send the bare origin.",
+                self.origin
+            ));
+        }
+        match url.scheme() {
+            "https" => {}
+            "http" if host == "localhost" => {}
+            "http" => {
+                return Err(format!(
+                    "origin = {:?}: WebAuthn only works on https, or http on localhost. Put TLS in front and use https://.",
+                    self.origin
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "origin = {:?}: scheme {other:?} is not http or https.",
+                    self.origin
+                ));
+            }
+        }
+        if url
+            .host()
+            .is_some_and(|h| !matches!(h, url::Host::Domain(_)))
+        {
+            return Err(format!(
+                "origin = {:?}: WebAuthn needs a domain name, not an IP address. Use localhost or a DNS name.",
+                self.origin
+            ));
+        }
+        Ok(url)
+    }
+
+    /// The WebAuthn relying-party id: the origin's host.
+    pub fn rp_id(&self) -> String {
+        self.origin_url()
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// The origin exactly as browsers send it in the `Origin` header.
+    pub fn origin_header(&self) -> String {
+        self.origin_url()
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| self.origin.clone())
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.origin.starts_with("https://")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("breakglass.db")
+    }
+
+    pub fn dev_key_file(&self) -> PathBuf {
+        self.data_dir.join("dev-seal.key")
+    }
+
+    /// The key file in use for key-file modes.
+    pub fn key_file_path(&self) -> Option<PathBuf> {
+        match self.seal.mode {
+            SealMode::DevKeyFile => Some(self.dev_key_file()),
+            SealMode::KeyFile => self.seal.key_file.clone(),
+            SealMode::Passphrase => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_local() {
+        let c = Config::load(None, []).unwrap();
+        assert_eq!(c.rp_id(), "localhost");
+        assert_eq!(c.origin_header(), "http://localhost:8080");
+        assert_eq!(c.listen, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn unknown_toml_key_is_rejected_with_its_name() {
+        let e = Config::from_toml("listen = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err();
+        assert!(e.to_string().contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn unknown_env_var_is_rejected() {
+        let e = Config::load(None, [("BREAKGLASS_LISTN".into(), "x".into())]).unwrap_err();
+        assert!(e.to_string().contains("BREAKGLASS_LISTN"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file_values() {
+        let c = Config::load(
+            None,
+            [
+                (
+                    "BREAKGLASS_ORIGIN".into(),
+                    "https://custody.example.com".into(),
+                ),
+                ("BREAKGLASS_LISTEN".into(), "0.0.0.0:9000".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.rp_id(), "custody.example.com");
+        assert!(c.is_https());
+    }
+
+    #[test]
+    fn plain_http_origin_off_localhost_is_refused() {
+        let e = Config::load(
+            None,
+            [("BREAKGLASS_ORIGIN".into(), "http://10.0.0.1:8080".into())],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("https"), "{e}");
+        let e = Config::load(
+            None,
+            [("BREAKGLASS_ORIGIN".into(), "https://x.example/path".into())],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no path"), "{e}");
+    }
+
+    #[test]
+    fn key_file_mode_needs_a_path() {
+        let e = Config::from_toml("[seal]\nmode = \"key-file\"\n").unwrap();
+        assert!(e.problems().iter().any(|p| p.contains("seal.key_file")));
+    }
+}

@@ -1,0 +1,23 @@
+//! Pure types and rules: no I/O, no clock.
+pub mod audit;
+pub mod secrets;
+pub mod types;
+
+pub use types::*;
+
+/// A rule broken by some input, with a stable code and a message saying how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ValidationError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The use-case error type. Each variant that reaches a caller carries a stable,
+//! documented code (docs/api.md); `Internal` is logged once and never sent.
+use crate::{crypto::CryptoError, store::StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The input is malformed or breaks a rule (400).
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// No valid session, or authentication failed (401).
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: String },
+    /// Authenticated, but not allowed (403).
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    /// The thing named does not exist (404).
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// The request conflicts with current state (409).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// The thing existed but has expired or been used up (410).
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
+    /// Too many requests (429).
+    #[error("{message}")]
+    RateLimited { code: &'static str, message: String },
+    /// The vault cannot serve this request (503).
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+macro_rules! ctor {
+    ($name:ident, $variant:ident) => {
+        pub fn $name(code: &'static str, message: impl Into<String>) -> Self {
+            Self::$variant {
+                code,
+                message: message.into(),
+            }
+        }
+    };
+}
+
+impl AppError {
+    ctor!(invalid, Invalid);
+    ctor!(unauthenticated, Unauthenticated);
+    ctor!(forbidden, Forbidden);
+    ctor!(not_found, NotFound);
+    ctor!(conflict, Conflict);
+    ctor!(gone, Gone);
+    ctor!(unavailable, Unavailable);
+
+    /// The stable code of this error, `internal` for the ones never shown.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid { code, .. }
+            | Self::Unauthenticated { code, .. }
+            | Self::Forbidden { code, .. }
+            | Self::NotFound { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Gone { code, .. }
+            | Self::RateLimited { code, .. }
+            | Self::Unavailable { code, .. } => code,
+            Self::Store(_) | Self::Crypto(_) | Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<rusqlite::Error> for AppError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Store(StoreError::Sqlite(e))
+    }
+}
+
+impl From<crate::domain::ValidationError> for AppError {
+    fn from(e: crate::domain::ValidationError) -> Self {
+        Self::Invalid {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}

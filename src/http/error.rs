@@ -1,0 +1,154 @@
+//! `ApiError`: the one error response. `{"error": {"code", "message"}}` with a
+//! stable code; internals are logged once here and never sent.
+use axum::{
+    Json,
+    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use crate::error::AppError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (
+            self.status,
+            Json(json!({"error": {"code": self.code, "message": self.message}})),
+        )
+            .into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            res.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("10"));
+        }
+        res
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        let status = match &e {
+            AppError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            AppError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            AppError::NotFound { .. } => StatusCode::NOT_FOUND,
+            AppError::Conflict { .. } => StatusCode::CONFLICT,
+            AppError::Gone { .. } => StatusCode::GONE,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Store(_) | AppError::Crypto(_) | AppError::Internal(_) => {
+                // Logged once, here. Never sent: it may name tables or paths.
+                tracing::error!(error = %e, "internal error");
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Something went wrong on the server. It has been logged; try again, and tell an admin if it persists.",
+                );
+            }
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::JsonSyntaxError(_) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "The request body is not valid JSON.",
+            ),
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send the body as JSON with the header Content-Type: application/json.",
+            ),
+            JsonRejection::JsonDataError(e) => {
+                // serde's text can quote the offending value (which might be a secret
+                // sent in the wrong field): keep only field names and position.
+                let text = e.body_text();
+                let detail = ["unknown field", "missing field"]
+                    .iter()
+                    .find_map(|k| {
+                        text.find(k).map(|i| {
+                            text[i..]
+                                .split(" at line")
+                                .next()
+                                .unwrap_or_default()
+                                .split(", expected")
+                                .next()
+                                .unwrap_or_default()
+                                .to_owned()
+                        })
+                    })
+                    .unwrap_or_else(|| "a field has the wrong type or an invalid value".into());
+                Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    format!(
+                        "The JSON body does not have the expected shape: {detail}. See docs/api.md."
+                    ),
+                )
+            }
+            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "The request body is larger than this server accepts.",
+                )
+            }
+            other => Self::new(
+                other.status(),
+                "bad_request",
+                "The request body could not be read.",
+            ),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(_: PathRejection) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_path",
+            "A value in the URL path is not valid.",
+        )
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        let text = r.body_text();
+        let detail = text.split(": ").last().unwrap_or_default().to_owned();
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("The query string is not valid: {detail}."),
+        )
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "There is nothing at this address. See docs/api.md for the endpoints.",
+    )
+}

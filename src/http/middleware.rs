@@ -1,0 +1,141 @@
+//! Cross-cutting HTTP defences: CSRF origin check, security headers, rate limit.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::Mutex,
+    time::Instant,
+};
+
+use axum::{
+    extract::{ConnectInfo, Request, State},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+
+use super::{AppState, error::ApiError};
+
+/// State-changing requests must come from our own origin. Browsers always send
+/// `Origin` on POST/PUT/PATCH/DELETE; scripts must send it too (docs/api.md). This
+/// stops cross-site form posts even where `SameSite` cookies do not.
+pub async fn require_same_origin(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    let expected = state.app.config.origin_header();
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    let same_site_fetch = req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        == Some("same-origin");
+    let ok = match origin {
+        Some(o) => o == expected,
+        None => same_site_fetch,
+    };
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_origin_mismatch",
+            format!("Requests that change something must come from {expected}: send the header Origin: {expected}."),
+        )
+        .into_response()
+    }
+}
+
+/// Headers on every response. The API serves no HTML yet, so the CSP allows nothing.
+pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    let set = |h: &mut axum::http::HeaderMap, k: &'static str, v: &'static str| {
+        h.insert(k, HeaderValue::from_static(v));
+    };
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    );
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "x-frame-options", "DENY");
+    set(h, "referrer-policy", "no-referrer");
+    set(h, "cache-control", "no-store");
+    set(h, "cross-origin-opener-policy", "same-origin");
+    set(h, "cross-origin-resource-policy", "same-origin");
+    set(
+        h,
+        "permissions-policy",
+        "publickey-credentials-get=(self), publickey-credentials-create=(self), camera=(), microphone=(), geolocation=()",
+    );
+    if state.app.config.is_https() {
+        set(
+            h,
+            "strict-transport-security",
+            "max-age=63072000; includeSubDomains",
+        );
+    }
+    res
+}
+
+/// A token bucket per client address for the ceremony endpoints (enrol, sign-in,
+/// adding keys): slows guessing and flooding without affecting normal use.
+pub struct RateLimiter {
+    per_minute: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        Self {
+            per_minute: f64::from(per_minute),
+            burst: f64::from(burst),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Take one token for `ip`; false when its bucket is empty.
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > 10_000 {
+            let burst = self.burst;
+            let rate = self.per_minute;
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate / 60.0 < burst
+            });
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_minute / 60.0)
+            .min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    if state.limiter.allow(ip) {
+        next.run(req).await
+    } else {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many sign-in or enrolment attempts from this address. Wait a minute and try again.")
+            .into_response()
+    }
+}

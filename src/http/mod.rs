@@ -1,0 +1,100 @@
+//! HTTP: the router, shared state, extractors and the JSON error type.
+//! Handlers are thin: extract, call one `app` method, map the result.
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod routes;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::StatusCode,
+    middleware::from_fn_with_state,
+    routing::{get, patch, post, put},
+};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::app::App;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub app: App,
+    pub limiter: Arc<middleware::RateLimiter>,
+}
+
+impl AppState {
+    pub fn new(app: App) -> Self {
+        let h = &app.config.http;
+        let limiter = Arc::new(middleware::RateLimiter::new(
+            h.ceremony_rate_per_minute,
+            h.ceremony_burst,
+        ));
+        Self { app, limiter }
+    }
+}
+
+pub fn build_router(state: AppState) -> Router {
+    use routes::*;
+    let http = state.app.config.http.clone();
+
+    let ceremonies = Router::new()
+        .route("/enrol/start", post(auth::enrol_start))
+        .route("/enrol/finish", post(auth::enrol_finish))
+        .route("/login/start", post(auth::login_start))
+        .route("/login/finish", post(auth::login_finish))
+        .route("/me/credentials/start", post(auth::credential_add_start))
+        .route("/me/credentials/finish", post(auth::credential_add_finish))
+        .route_layer(from_fn_with_state(state.clone(), middleware::rate_limit));
+
+    let api = Router::new()
+        .merge(ceremonies)
+        .route("/logout", post(auth::logout))
+        .route("/me", get(auth::me))
+        .route("/me/credentials", get(auth::credentials_list))
+        .route("/me/credentials/{id}", patch(auth::credential_rename))
+        .route(
+            "/invites",
+            get(invites::invites_list).post(invites::invites_create),
+        )
+        .route("/invites/{id}/revoke", post(invites::invites_revoke))
+        .route("/custodians", get(custodians::custodians_list))
+        .route(
+            "/custodians/{id}/disable",
+            post(custodians::custodians_disable),
+        )
+        .route(
+            "/accounts",
+            get(accounts::accounts_list).post(accounts::accounts_create),
+        )
+        .route("/accounts/{account_id}", get(accounts::accounts_get))
+        .route(
+            "/accounts/{account_id}/secrets/{kind}",
+            put(accounts::secrets_deposit),
+        )
+        .route("/audit", get(audit::audit_list))
+        .route("/audit/verify", get(audit::audit_verify))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed);
+
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .nest("/api/v1", api)
+        .fallback(error::not_found)
+        .layer(from_fn_with_state(
+            state.clone(),
+            middleware::require_same_origin,
+        ))
+        .layer(from_fn_with_state(
+            state.clone(),
+            middleware::security_headers,
+        ))
+        .layer(DefaultBodyLimit::max(http.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(u64::from(http.request_timeout_seconds)),
+        ))
+        .with_state(state)
+}

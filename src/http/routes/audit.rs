@@ -1,0 +1,50 @@
+use axum::{Json, extract::State, response::IntoResponse};
+use serde::Deserialize;
+
+use super::ApiResult;
+use crate::{
+    http::{
+        AppState,
+        extract::{ApiQuery, AuditReader},
+    },
+    store::audit::AuditFilter,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    after_seq: Option<u64>,
+    limit: Option<u32>,
+    actor: Option<String>,
+    action: Option<String>,
+    action_prefix: Option<String>,
+    subject: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+pub async fn audit_list(
+    State(state): State<AppState>,
+    AuditReader(_): AuditReader,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let filter = AuditFilter {
+        after_seq: q.after_seq,
+        actor: q.actor,
+        action: q.action,
+        action_prefix: q.action_prefix,
+        subject: q.subject,
+        since: q.since,
+        until: q.until,
+    };
+    Ok(Json(
+        state.app.audit_page(filter, q.limit.unwrap_or(100)).await?,
+    ))
+}
+
+pub async fn audit_verify(
+    State(state): State<AppState>,
+    AuditReader(_): AuditReader,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(state.app.audit_verify().await?))
+}

@@ -1,0 +1,21 @@
+//! One file per resource. Handlers are named `<resource>_<verb>`.
+pub mod accounts;
+pub mod audit;
+pub mod auth;
+pub mod custodians;
+pub mod health;
+pub mod invites;
+
+use axum::http::StatusCode;
+
+use super::error::ApiError;
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "This endpoint does not accept that HTTP method. See docs/api.md.",
+    )
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,19 @@
+//! breakglass: two-person custody of AWS account root credentials.
+//!
+//! Layers (see `STYLE.md`): `http` (thin axum handlers) → `app` (use cases, one
+//! transaction each, the only writer of audit and outbox rows) → `domain` (pure rules)
+//! and `store` (rusqlite) / `crypto` (age envelopes, sealing).
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod store;
+pub mod telemetry;
+
+pub use http::build_router;
