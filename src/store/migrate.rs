@@ -19,12 +19,16 @@ pub fn user_version(conn: &Connection) -> Result<i64, StoreError> {
 }
 
 pub fn check_not_newer(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    check_version(conn, path, SCHEMA_VERSION)
+}
+
+fn check_version(conn: &Connection, path: &Path, supported: i64) -> Result<i64, StoreError> {
     let found = user_version(conn)?;
-    if found > SCHEMA_VERSION {
+    if found > supported {
         return Err(StoreError::TooNew {
             path: path.to_owned(),
             found,
-            supported: SCHEMA_VERSION,
+            supported,
         });
     }
     Ok(found)
@@ -33,8 +37,18 @@ pub fn check_not_newer(conn: &Connection, path: &Path) -> Result<i64, StoreError
 /// Bring the database up to [`SCHEMA_VERSION`]. An existing database is copied with
 /// `VACUUM INTO` next to itself before the first pending migration runs.
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let current = check_not_newer(conn, path)?;
-    if current == SCHEMA_VERSION {
+    migrate_with(conn, path, MIGRATIONS)
+}
+
+/// [`migrate`] over an explicit list (tests use it to exercise upgrades).
+pub fn migrate_with(
+    conn: &Connection,
+    path: &Path,
+    migrations: &[(i64, &str, &str)],
+) -> Result<(), StoreError> {
+    let target = migrations.last().map_or(0, |m| m.0);
+    let current = check_version(conn, path, target)?;
+    if current == target {
         return Ok(());
     }
     if current > 0 {
@@ -44,7 +58,7 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             tracing::info!(backup = %backup.display(), "backed up database before migrating");
         }
     }
-    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > current) {
+    for (version, name, sql) in migrations.iter().filter(|(v, _, _)| *v > current) {
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", version)?;

@@ -1,1 +1,10 @@
+//! The one integration-test binary (each extra test binary relinks the whole tree).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod support;
 
+mod accounts;
+mod audit_log;
+mod cli;
+mod enrol_and_login;
+mod http_hygiene;
+mod migrations;

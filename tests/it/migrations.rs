@@ -1,0 +1,107 @@
+//! Schema migrations: applied in order, checked, refused when newer, backed up.
+use breakglass::store::{self, Db, MIGRATIONS, SCHEMA_VERSION, StoreError, migrate};
+
+#[test]
+fn all_migrations_apply_to_an_empty_database_and_it_checks_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/breakglass.db");
+    let conn = store::open(&path).unwrap();
+    assert_eq!(migrate::user_version(&conn).unwrap(), SCHEMA_VERSION);
+    let integrity: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let fk_problems: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(fk_problems, 0);
+    for pragma in ["foreign_keys", "secure_delete"] {
+        let on: i64 = conn
+            .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(on, 1, "{pragma}");
+    }
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let sync: i64 = conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sync, 2, "synchronous=FULL");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    // Opening again is a no-op.
+    drop(conn);
+    let conn = store::open(&path).unwrap();
+    assert_eq!(migrate::user_version(&conn).unwrap(), SCHEMA_VERSION);
+}
+
+#[test]
+fn a_database_newer_than_the_binary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("breakglass.db");
+    drop(store::open(&path).unwrap());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    let err = Db::open(&path).err().expect("refused");
+    assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+    assert!(err.to_string().contains("newer than this binary"), "{err}");
+    assert!(store::open_read_only(&path).is_err());
+}
+
+#[test]
+fn an_existing_database_is_backed_up_before_it_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("breakglass.db");
+    let conn = store::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES ('marker', x'01')",
+        [],
+    )
+    .unwrap();
+    let next = [
+        MIGRATIONS[0],
+        (2, "0002_test", "CREATE TABLE upgraded (x INTEGER) STRICT;"),
+    ];
+    migrate::migrate_with(&conn, &path, &next).unwrap();
+    assert_eq!(migrate::user_version(&conn).unwrap(), 2);
+    let backup = path.with_extension("v1.backup.db");
+    let b = rusqlite::Connection::open(&backup).expect("backup exists");
+    assert_eq!(
+        migrate::user_version(&b).unwrap(),
+        1,
+        "backup is the pre-migration database"
+    );
+    let marker: i64 = b
+        .query_row(
+            "SELECT count(*) FROM settings WHERE key = 'marker'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(marker, 1);
+    // A failing migration leaves the database at its previous version.
+    let broken = [
+        MIGRATIONS[0],
+        next[1],
+        (3, "0003_broken", "CREATE TABLE upgraded (x INTEGER);"),
+    ];
+    assert!(migrate::migrate_with(&conn, &path, &broken).is_err());
+    assert_eq!(migrate::user_version(&conn).unwrap(), 2);
+}

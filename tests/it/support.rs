@@ -1,0 +1,265 @@
+//! Test harness: the real server on 127.0.0.1:0 with a fresh temp data dir and a
+//! fixed clock; people are reqwest clients with their own cookie jar and a software
+//! passkey (webauthn-authenticator-rs) driving the real WebAuthn HTTP flow.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, sync::Arc};
+
+use breakglass::{
+    app::{Actor, App, bootstrap},
+    clock::FixedClock,
+    config::Config,
+    crypto::seal::KdfParams,
+    domain::Role,
+    http::{AppState, build_router},
+    store::Db,
+};
+use reqwest::{Client, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use url::Url;
+use webauthn_authenticator_rs::{WebauthnAuthenticator, softpasskey::SoftPasskey};
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse};
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub origin: String,
+    pub clock: FixedClock,
+    pub config: Config,
+    pub app: App,
+    pub dir: TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A person with a browser (cookie jar) and a software security key.
+pub struct Person {
+    pub client: Client,
+    pub key: SoftPasskey,
+    pub id: String,
+    pub email: String,
+}
+
+#[derive(Deserialize)]
+pub struct RegStart {
+    pub ceremony_id: String,
+    #[serde(flatten)]
+    pub options: CreationChallengeResponse,
+}
+
+#[derive(Deserialize)]
+pub struct AuthStart {
+    pub ceremony_id: String,
+    #[serde(flatten)]
+    pub options: RequestChallengeResponse,
+}
+
+pub fn start_time() -> OffsetDateTime {
+    time::macros::datetime!(2026-11-21 09:00:00 UTC)
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let origin = format!("http://localhost:{}", addr.port());
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            origin: origin.clone(),
+            listen: addr.to_string(),
+            ..Config::default()
+        };
+        config.http.ceremony_burst = 10_000;
+        config.http.ceremony_rate_per_minute = 10_000;
+        adjust(&mut config);
+        let clock = FixedClock::new(start_time());
+        let vault = bootstrap::init_vault(
+            &config.db_path(),
+            &config,
+            start_time(),
+            &mut bootstrap::FileOnly(&config),
+            KdfParams::default(),
+        )
+        .unwrap();
+        let db = Db::open(&config.db_path()).unwrap();
+        let app = App::new(
+            db,
+            Arc::new(clock.clone()),
+            Arc::new(config.clone()),
+            Some(vault),
+        )
+        .unwrap();
+        let router = build_router(AppState::new(app.clone()));
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        Self {
+            addr,
+            origin,
+            clock,
+            config,
+            app,
+            dir,
+            server,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn origin_url(&self) -> Url {
+        Url::parse(&self.origin).unwrap()
+    }
+
+    /// A browser-like client: cookie jar, and our Origin on every request.
+    pub fn client(&self) -> Client {
+        let mut h = header::HeaderMap::new();
+        h.insert(header::ORIGIN, self.origin.parse().unwrap());
+        Client::builder()
+            .cookie_store(true)
+            .default_headers(h)
+            .build()
+            .unwrap()
+    }
+
+    /// An invite token made on the host (as `breakglass invite` does).
+    pub async fn invite(&self, roles: &[Role]) -> String {
+        self.app
+            .create_invite(Actor::Host, roles.to_vec())
+            .await
+            .unwrap()
+            .token
+    }
+
+    /// Enrol a new person through the HTTP flow; they come back signed in.
+    pub async fn enrol(&self, roles: &[Role], name: &str, email: &str) -> Person {
+        let token = self.invite(roles).await;
+        let client = self.client();
+        let mut key = SoftPasskey::new(true);
+        let (status, body) = post(
+            &client,
+            &self.url("/api/v1/enrol/start"),
+            json!({"invite_token": token, "name": name, "email": email}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let start: RegStart = serde_json::from_value(body).unwrap();
+        let credential = key
+            .do_registration(self.origin_url(), start.options)
+            .unwrap();
+        let (status, body) = post(&client, &self.url("/api/v1/enrol/finish"), json!({"ceremony_id": start.ceremony_id, "credential": credential, "label": "YubiKey 5C"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["custodian"]["id"].as_str().unwrap().to_owned();
+        Person {
+            client,
+            key,
+            id,
+            email: email.to_owned(),
+        }
+    }
+
+    pub async fn admin(&self) -> Person {
+        self.enrol(
+            &[Role::Admin, Role::Custodian],
+            "Ada Admin",
+            "ada@example.com",
+        )
+        .await
+    }
+
+    /// Sign in again with the person's key, in a fresh cookie jar.
+    pub async fn login(&self, person: &mut Person) -> (StatusCode, Value) {
+        person.client = self.client();
+        let (status, body) = post(
+            &person.client,
+            &self.url("/api/v1/login/start"),
+            json!({"email": person.email}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let start: AuthStart = serde_json::from_value(body).unwrap();
+        let credential = person
+            .key
+            .do_authentication(self.origin_url(), start.options)
+            .unwrap();
+        post(
+            &person.client,
+            &self.url("/api/v1/login/finish"),
+            json!({"ceremony_id": start.ceremony_id, "credential": credential}),
+        )
+        .await
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.config.db_path()).unwrap()
+    }
+}
+
+pub async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let text = res.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+pub async fn post(client: &Client, url: impl reqwest::IntoUrl, body: Value) -> (StatusCode, Value) {
+    send(client.post(url).json(&body)).await
+}
+
+pub async fn put(client: &Client, url: impl reqwest::IntoUrl, body: Value) -> (StatusCode, Value) {
+    send(client.put(url).json(&body)).await
+}
+
+pub async fn get(client: &Client, url: impl reqwest::IntoUrl) -> (StatusCode, Value) {
+    send(client.get(url)).await
+}
+
+/// Assert a JSON error with the given status and stable code.
+#[track_caller]
+pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
+    assert_eq!(got.0, status, "body: {}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "body: {}", got.1);
+    assert!(
+        got.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "body: {}",
+        got.1
+    );
+}
+
+/// All audit actions, in order.
+pub fn audit_actions(conn: &rusqlite::Connection) -> Vec<String> {
+    let mut stmt = conn
+        .prepare("SELECT action FROM audit_log ORDER BY seq")
+        .unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+pub const AWS_SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
