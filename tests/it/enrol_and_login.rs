@@ -287,7 +287,7 @@ async fn disabling_a_custodian_ends_their_sessions_and_sign_ins() {
     );
     let got = post(
         &ada.client,
-        &s.url(&format!("/api/v1/custodians/{}/disable", bo.id)),
+        &s.url(format!("/api/v1/custodians/{}/disable", bo.id)),
         json!({"reason": "left the company"}),
     )
     .await;
@@ -314,7 +314,7 @@ async fn disabling_a_custodian_ends_their_sessions_and_sign_ins() {
     assert_error(
         &post(
             &ada.client,
-            &s.url(&format!("/api/v1/custodians/{}/disable", bo.id)),
+            &s.url(format!("/api/v1/custodians/{}/disable", bo.id)),
             json!({}),
         )
         .await,
@@ -330,7 +330,7 @@ async fn the_last_admin_cannot_be_disabled() {
     let ada = s.admin().await;
     let got = post(
         &ada.client,
-        &s.url(&format!("/api/v1/custodians/{}/disable", ada.id)),
+        &s.url(format!("/api/v1/custodians/{}/disable", ada.id)),
         json!({}),
     )
     .await;
@@ -512,7 +512,7 @@ async fn a_second_key_can_be_added_named_and_used_but_only_soon_after_sign_in() 
     let cred_id = got.1["id"].as_str().unwrap().to_owned();
     let got = send(
         ada.client
-            .patch(s.url(&format!("/api/v1/me/credentials/{cred_id}")))
+            .patch(s.url(format!("/api/v1/me/credentials/{cred_id}")))
             .json(&json!({"label": "Backup key (office safe)"})),
     )
     .await;

@@ -121,7 +121,8 @@ impl TestServer {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: impl AsRef<str>) -> String {
+        let path = path.as_ref();
         format!("http://{}{}", self.addr, path)
     }
 
@@ -263,3 +264,16 @@ pub fn audit_actions(conn: &rusqlite::Connection) -> Vec<String> {
 }
 
 pub const AWS_SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+
+/// Run the real binary against a data dir (no config file, default seal mode).
+pub fn breakglass(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    breakglass_cmd(data_dir).args(args).output().unwrap()
+}
+
+pub fn breakglass_cmd(data_dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_breakglass"));
+    c.env("BREAKGLASS_DATA_DIR", data_dir)
+        .env_remove("BREAKGLASS_CONFIG")
+        .env_remove("BREAKGLASS_SEAL_MODE");
+    c
+}
