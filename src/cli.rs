@@ -455,15 +455,23 @@ fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
         AuditCommand::Verify => {
             let status = verify_chain(&conn)?;
-            if status.ok {
-                println!("ok: {} entries, head {}", status.entries, status.head);
-                Ok(ExitCode::SUCCESS)
-            } else {
-                println!("{}", status.problem.unwrap_or_default());
+            if let Some(problem) = &status.problem {
+                println!("{problem}");
                 println!(
                     "{} entries before it verified (head {}).",
                     status.entries, status.head
                 );
+            }
+            for p in &status.approval_problems {
+                println!("{p}");
+            }
+            if status.ok {
+                println!(
+                    "ok: {} entries, head {}; {} approval signatures verified",
+                    status.entries, status.head, status.approvals_checked
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
                 Ok(ExitCode::FAILURE)
             }
         }

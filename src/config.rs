@@ -63,6 +63,10 @@ pub struct SecurityConfig {
     pub session_absolute_hours: u32,
     /// Adding a credential needs a sign-in at most this old.
     pub reauth_window_minutes: u32,
+    /// A checkout request waiting for approvals expires after this long.
+    pub request_pending_ttl_hours: u32,
+    /// An approved request not released within this long expires.
+    pub request_approved_ttl_minutes: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -120,6 +124,8 @@ impl Default for SecurityConfig {
             session_idle_minutes: 30,
             session_absolute_hours: 12,
             reauth_window_minutes: 10,
+            request_pending_ttl_hours: 24,
+            request_approved_ttl_minutes: 60,
         }
     }
 }

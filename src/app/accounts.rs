@@ -29,6 +29,32 @@ pub struct NewAccount {
     pub drill_schedule: Option<String>,
 }
 
+/// A policy change. Absent fields stay as they are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyUpdate {
+    pub approvals_required: Option<u32>,
+    pub reveal_window_minutes: Option<u32>,
+    pub max_checkout_minutes: Option<u32>,
+    pub veto: Option<bool>,
+    pub drill_schedule: Option<String>,
+    /// `"all"` (every custodian) or a list of custodian ids.
+    pub approvers: Option<ApproverSet>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ApproverSet {
+    All(AllMarker),
+    Listed(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AllMarker {
+    All,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SecretVersionView {
     pub version: u64,
@@ -58,6 +84,10 @@ pub struct AccountView {
     pub secrets: Vec<SecretView>,
     /// True when both a root password and a TOTP seed are on file.
     pub ready_for_release: bool,
+    /// Who may approve: `"all"` custodians, or the listed custodian ids.
+    pub approvers: ApproverSet,
+    /// Since when a new root password is due after an emergency release.
+    pub rotation_due_since: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -91,7 +121,19 @@ fn view(conn: &rusqlite::Connection, a: store::AccountRow) -> Result<AccountView
         })
         .collect();
     let has = |k: SecretKind| secrets.iter().any(|s| s.kind == k.as_str());
+    let (mode, rotation_due_since): (String, Option<i64>) = conn.query_row(
+        "SELECT approver_set, rotation_due_since FROM accounts WHERE account_id = ?1",
+        [&a.account_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let approvers = if mode == "listed" {
+        ApproverSet::Listed(crate::store::checkouts::approvers(conn, &a.account_id)?)
+    } else {
+        ApproverSet::All(AllMarker::All)
+    };
     Ok(AccountView {
+        approvers,
+        rotation_due_since: rotation_due_since.map(rfc3339),
         ready_for_release: has(SecretKind::RootPassword) && has(SecretKind::TotpSeed),
         policy: Policy {
             approvals_required: a.approvals_required,
@@ -200,6 +242,65 @@ impl App {
             .await
     }
 
+    pub async fn update_policy(
+        &self,
+        actor: Actor,
+        account_id: String,
+        u: PolicyUpdate,
+    ) -> Result<AccountView, AppError> {
+        let id = AwsAccountId::parse(&account_id)?;
+        let now = self.now();
+        self.db
+            .transact(move |tx| {
+                let a = store::account(tx, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?;
+                let policy = Policy {
+                    approvals_required: u.approvals_required.unwrap_or(a.approvals_required),
+                    reveal_window_minutes: u.reveal_window_minutes.unwrap_or(a.reveal_window_minutes),
+                    max_checkout_minutes: u.max_checkout_minutes.unwrap_or(a.max_checkout_minutes),
+                    veto: u.veto.unwrap_or(a.veto),
+                    drill_schedule: u.drill_schedule.clone().unwrap_or_else(|| a.drill_schedule.clone()),
+                };
+                policy.validate()?;
+                tx.execute(
+                    "UPDATE accounts SET approvals_required = ?2, reveal_window_minutes = ?3, max_checkout_minutes = ?4, veto = ?5, drill_schedule = ?6 WHERE account_id = ?1",
+                    rusqlite::params![id.as_str(), policy.approvals_required, policy.reveal_window_minutes, policy.max_checkout_minutes, policy.veto as i64, policy.drill_schedule],
+                )?;
+                if let Some(set) = &u.approvers {
+                    match set {
+                        ApproverSet::All(_) => {
+                            tx.execute("UPDATE accounts SET approver_set = 'all' WHERE account_id = ?1", [id.as_str()])?;
+                            crate::store::checkouts::set_approvers(tx, id.as_str(), &[])?;
+                        }
+                        ApproverSet::Listed(ids) => {
+                            let mut ids = ids.clone();
+                            ids.sort();
+                            ids.dedup();
+                            for cid in &ids {
+                                let c = crate::store::people::custodian(tx, cid)?
+                                    .ok_or_else(|| AppError::invalid("invalid_approver", format!("No custodian with id {cid}.")))?;
+                                if !c.has_role(crate::domain::Role::Custodian) || !c.is_active() {
+                                    return Err(AppError::invalid("invalid_approver", format!("{} is not an active custodian.", c.email)));
+                                }
+                            }
+                            if (ids.len() as u32) < policy.approvals_required {
+                                return Err(AppError::invalid(
+                                    "invalid_policy",
+                                    format!("The approver list has {} people but {} approvals are required: no request could ever be approved.", ids.len(), policy.approvals_required),
+                                ));
+                            }
+                            tx.execute("UPDATE accounts SET approver_set = 'listed' WHERE account_id = ?1", [id.as_str()])?;
+                            crate::store::checkouts::set_approvers(tx, id.as_str(), &ids)?;
+                        }
+                    }
+                }
+                let a = store::account(tx, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?;
+                let v = view(tx, a)?;
+                audit::append(tx, now, &actor.audit_name(), "account.policy_changed", &format!("account:{id}"), &json!({"policy": v.policy, "approvers": v.approvers}))?;
+                Ok(v)
+            })
+            .await
+    }
+
     /// Store a new version of a secret, encrypted to the account's public key.
     /// A new root password ends a `rotation_due` state.
     pub async fn deposit_secret(
@@ -228,16 +329,16 @@ impl App {
                     now.unix_timestamp(),
                     &actor.audit_name(),
                 )?;
-                let mut state = account.state.clone();
-                let rotated = kind == SecretKind::RootPassword
-                    && account.state == AccountState::RotationDue.as_str();
+                // A new root password completes any rotation due after an emergency release.
+                let rotation_due: Option<i64> = tx.query_row("SELECT rotation_due_since FROM accounts WHERE account_id = ?1", [id.as_str()], |r| r.get(0))?;
+                let rotated = kind == SecretKind::RootPassword && rotation_due.is_some();
                 if rotated {
-                    state = AccountState::Available.as_str().into();
                     tx.execute(
-                        "UPDATE accounts SET state = ?2 WHERE account_id = ?1",
-                        rusqlite::params![id.as_str(), state],
+                        "UPDATE accounts SET rotation_due_since = NULL, state = CASE WHEN state = 'rotation_due' THEN 'available' ELSE state END WHERE account_id = ?1",
+                        [id.as_str()],
                     )?;
                 }
+                let state: String = tx.query_row("SELECT state FROM accounts WHERE account_id = ?1", [id.as_str()], |r| r.get(0))?;
                 audit::append(
                     tx,
                     now,

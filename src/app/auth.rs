@@ -17,6 +17,7 @@ use webauthn_rs_proto::{
 
 use super::{Actor, App, Principal, b64url, new_token, rfc3339, token_hash};
 use crate::{
+    crypto::evidence::PublicKeyRecord,
     domain::{Email, display_text},
     error::AppError,
     store::{audit, people},
@@ -170,6 +171,7 @@ impl App {
                         purpose: PURPOSE_ENROL.into(),
                         custodian_id: None,
                         invite_id: Some(invite.id),
+                        checkout_id: None,
                         pending: Some(serde_json::to_string(&PendingEnrolment { user_id, name, email: email.as_str().into() }).map_err(internal)?),
                         state: Some(serde_json::to_string(&state).map_err(internal)?),
                         created_at: now.unix_timestamp(),
@@ -223,7 +225,7 @@ impl App {
                 if !people::use_invite(tx, &invite.id, now.unix_timestamp(), &custodian.id)? {
                     return Err(invite_used());
                 }
-                let cred_id = insert_passkey(tx, &custodian.id, &passkey, &label, now.unix_timestamp())?;
+                let (cred_id, public_key) = insert_passkey(tx, &custodian.id, &passkey, &label, now.unix_timestamp())?;
                 let (session_token, expires_at) = app.new_session(tx, &custodian.id, &cred_id, now.unix_timestamp())?;
                 let actor = Actor::Custodian(custodian.id.clone()).audit_name();
                 audit::append(
@@ -239,6 +241,7 @@ impl App {
                         "invite": invite.id,
                         "invited_by": invite.created_by,
                         "credential_id": cred_id,
+                        "public_key": public_key,
                         "label": label,
                         "cooling_off_until": rfc3339(custodian.approve_after),
                     }),
@@ -293,6 +296,7 @@ impl App {
                         purpose: PURPOSE_LOGIN.into(),
                         custodian_id,
                         invite_id: None,
+                        checkout_id: None,
                         pending: None,
                         state,
                         created_at: now.unix_timestamp(),
@@ -507,6 +511,7 @@ impl App {
                         purpose: PURPOSE_ADD.into(),
                         custodian_id: Some(c.id.clone()),
                         invite_id: None,
+                        checkout_id: None,
                         pending: None,
                         state: Some(serde_json::to_string(&state).map_err(internal)?),
                         created_at: now.unix_timestamp(),
@@ -546,14 +551,15 @@ impl App {
                 let me = &principal.custodian.id;
                 let n = people::credentials_of(tx, me)?.len() + 1;
                 let label = label_or_default(label, n)?;
-                let cred_id = insert_passkey(tx, me, &passkey, &label, now.unix_timestamp())?;
+                let (cred_id, public_key) =
+                    insert_passkey(tx, me, &passkey, &label, now.unix_timestamp())?;
                 audit::append(
                     tx,
                     now,
                     &principal.actor().audit_name(),
                     "credential.added",
                     &format!("custodian:{me}"),
-                    &json!({"credential_id": cred_id, "label": label}),
+                    &json!({"credential_id": cred_id, "label": label, "public_key": public_key}),
                 )?;
                 people::credentials_of(tx, me)?
                     .into_iter()
@@ -613,8 +619,15 @@ fn insert_passkey(
     passkey: &Passkey,
     label: &str,
     now: i64,
-) -> Result<String, AppError> {
+) -> Result<(String, serde_json::Value), AppError> {
     let cred_id = b64url(passkey.cred_id());
+    let record = PublicKeyRecord::from_cose(passkey.get_public_key()).ok_or_else(|| {
+        AppError::invalid(
+            "unsupported_algorithm",
+            "This authenticator uses a signature algorithm breakglass does not accept.",
+        )
+    })?;
+    let record = serde_json::to_value(&record).map_err(internal)?;
     if people::credential_exists(conn, &cred_id)? {
         return Err(AppError::conflict(
             "credential_exists",
@@ -632,9 +645,9 @@ fn insert_passkey(
             created_at: now,
             last_used_at: None,
         },
-        &serde_json::to_string(passkey.get_public_key()).map_err(internal)?,
+        &record.to_string(),
     )?;
-    Ok(cred_id)
+    Ok((cred_id, record))
 }
 
 fn invite_invalid() -> AppError {

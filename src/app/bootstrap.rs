@@ -224,8 +224,18 @@ pub fn unseal_vault(
 
 /// Whether the database at `path` holds a vault.
 pub fn is_initialized(db_path: &Path) -> Result<bool, AppError> {
-    if !db_path.exists() {
-        return Ok(false);
+    match std::fs::metadata(db_path) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => {
+            return Err(AppError::unavailable(
+                "data_dir_unreadable",
+                format!(
+                    "cannot read {}: {e}. Check that the data dir belongs to the user running breakglass.",
+                    db_path.display()
+                ),
+            ));
+        }
     }
     let conn = store::open_read_only(db_path)?;
     Ok(vault_row(&conn)?.is_some())

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod checkouts;
 pub mod custodians;
 pub mod invites;
 
@@ -125,11 +126,13 @@ impl App {
     pub async fn housekeeping(&self) -> Result<usize, AppError> {
         let now = self.now().unix_timestamp();
         let idle = i64::from(self.config.security.session_idle_minutes) * 60;
-        self.db
+        let purged = self
+            .db
             .transact(move |tx| {
                 Ok::<_, AppError>(crate::store::people::purge_expired(tx, now, idle)?)
             })
-            .await
+            .await?;
+        Ok(purged + self.expire_due().await?)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Cryptography: one primitive (32 secret bytes → age X25519 identity), the
 //! authenticated envelope inside every age payload, and the vault seal.
 pub mod envelope;
+pub mod evidence;
 pub mod keys;
 pub mod seal;
 pub mod vault;
@@ -31,6 +32,10 @@ pub enum CryptoError {
     KeyFileTooOpen { path: PathBuf, mode: u32 },
     #[error("key file {0} is not 32 bytes (raw) or 64 hex characters")]
     KeyFileMalformed(PathBuf),
+    #[error(
+        "passphrase file {0} does not exist: create it (one line, mode 0600, owned by the service user) or fix seal.passphrase_file"
+    )]
+    PassphraseFileMissing(PathBuf),
     #[error("passphrase file {path} is readable by other users (mode {mode:o}): run `chmod 600 {path}`", path = .path.display())]
     PassphraseFileTooOpen { path: PathBuf, mode: u32 },
     #[error("{0}")]

@@ -65,15 +65,23 @@ pub fn derive_from_passphrase(
     Ok(SealKey(out))
 }
 
+/// Whether `path` sits in the directory systemd hands credentials over in
+/// (`LoadCredential=`): systemd makes those files readable by the service through a
+/// group or ACL (mode 0440), never by others.
+fn in_credentials_directory(path: &Path) -> bool {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(std::path::PathBuf::from)
+        .is_some_and(|dir| !dir.as_os_str().is_empty() && path.starts_with(&dir))
+}
+
 fn check_private(
     path: &Path,
+    missing: impl Fn() -> CryptoError,
     too_open: impl Fn(u32) -> CryptoError,
 ) -> Result<std::fs::Metadata, CryptoError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(CryptoError::KeyFileMissing(path.to_owned()));
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
         Err(e) => {
             return Err(CryptoError::Io(format!(
                 "cannot read {}: {e}",
@@ -82,7 +90,12 @@ fn check_private(
         }
     };
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    let forbidden = if in_credentials_directory(path) {
+        0o007
+    } else {
+        0o077
+    };
+    if mode & forbidden != 0 {
         return Err(too_open(mode));
     }
     Ok(meta)
@@ -91,10 +104,14 @@ fn check_private(
 /// Read a key file: 32 raw bytes, or 64 hex characters with an optional newline.
 /// Refuses files that group or others can read.
 pub fn read_key_file(path: &Path) -> Result<SealKey, CryptoError> {
-    check_private(path, |mode| CryptoError::KeyFileTooOpen {
-        path: path.to_owned(),
-        mode,
-    })?;
+    check_private(
+        path,
+        || CryptoError::KeyFileMissing(path.to_owned()),
+        |mode| CryptoError::KeyFileTooOpen {
+            path: path.to_owned(),
+            mode,
+        },
+    )?;
     let raw = Zeroizing::new(
         std::fs::read(path)
             .map_err(|e| CryptoError::Io(format!("cannot read {}: {e}", path.display())))?,
@@ -130,10 +147,14 @@ pub fn create_key_file(path: &Path) -> Result<SealKey, CryptoError> {
 
 /// Read a passphrase from the first line of a file that only its owner can read.
 pub fn read_passphrase_file(path: &Path) -> Result<SecretString, CryptoError> {
-    check_private(path, |mode| CryptoError::PassphraseFileTooOpen {
-        path: path.to_owned(),
-        mode,
-    })?;
+    check_private(
+        path,
+        || CryptoError::PassphraseFileMissing(path.to_owned()),
+        |mode| CryptoError::PassphraseFileTooOpen {
+            path: path.to_owned(),
+            mode,
+        },
+    )?;
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         CryptoError::Io(format!(
             "cannot read passphrase file {}: {e}",

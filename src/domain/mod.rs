@@ -1,6 +1,8 @@
 //! Pure types and rules: no I/O, no clock.
 pub mod audit;
+pub mod checkout;
 pub mod secrets;
+pub mod totp;
 pub mod types;
 
 pub use types::*;

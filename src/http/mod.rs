@@ -46,6 +46,22 @@ pub fn build_router(state: AppState) -> Router {
         .route("/login/finish", post(auth::login_finish))
         .route("/me/credentials/start", post(auth::credential_add_start))
         .route("/me/credentials/finish", post(auth::credential_add_finish))
+        .route(
+            "/checkouts/{id}/approvals/start",
+            post(checkouts::approvals_start),
+        )
+        .route(
+            "/checkouts/{id}/approvals/finish",
+            post(checkouts::approvals_finish),
+        )
+        .route(
+            "/checkouts/{id}/release/start",
+            post(checkouts::release_start),
+        )
+        .route(
+            "/checkouts/{id}/release/finish",
+            post(checkouts::release_finish),
+        )
         .route_layer(from_fn_with_state(state.clone(), middleware::rate_limit));
 
     let api = Router::new()

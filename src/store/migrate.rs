@@ -6,11 +6,18 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// `(version, name, sql)`; version N is `migrations/000N_*.sql`.
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_init",
-    include_str!("../../migrations/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_init",
+        include_str!("../../migrations/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_checkouts",
+        include_str!("../../migrations/0002_checkouts.sql"),
+    ),
+];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 

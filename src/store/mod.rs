@@ -2,6 +2,7 @@
 //! and a handle that runs blocking work off the async workers.
 pub mod accounts;
 pub mod audit;
+pub mod checkouts;
 pub mod migrate;
 pub mod people;
 

@@ -337,6 +337,7 @@ pub struct CeremonyRow {
     pub purpose: String,
     pub custodian_id: Option<String>,
     pub invite_id: Option<String>,
+    pub checkout_id: Option<String>,
     pub pending: Option<String>,
     pub state: Option<String>,
     pub created_at: i64,
@@ -345,8 +346,9 @@ pub struct CeremonyRow {
 
 pub fn insert_ceremony(conn: &Connection, c: &CeremonyRow) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO ceremonies (id, purpose, custodian_id, invite_id, pending, state, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![c.id, c.purpose, c.custodian_id, c.invite_id, c.pending, c.state, c.created_at, c.expires_at],
+        "INSERT INTO ceremonies (id, purpose, custodian_id, invite_id, checkout_id, pending, state, created_at, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![c.id, c.purpose, c.custodian_id, c.invite_id, c.checkout_id, c.pending, c.state, c.created_at, c.expires_at],
     )?;
     Ok(())
 }
@@ -355,7 +357,8 @@ pub fn insert_ceremony(conn: &Connection, c: &CeremonyRow) -> Result<(), StoreEr
 pub fn take_ceremony(conn: &Connection, id: &str) -> Result<Option<CeremonyRow>, StoreError> {
     Ok(conn
         .query_row(
-            "DELETE FROM ceremonies WHERE id = ?1 RETURNING id, purpose, custodian_id, invite_id, pending, state, created_at, expires_at",
+            "DELETE FROM ceremonies WHERE id = ?1 \
+             RETURNING id, purpose, custodian_id, invite_id, checkout_id, pending, state, created_at, expires_at",
             [id],
             |r| {
                 Ok(CeremonyRow {
@@ -363,10 +366,11 @@ pub fn take_ceremony(conn: &Connection, id: &str) -> Result<Option<CeremonyRow>,
                     purpose: r.get(1)?,
                     custodian_id: r.get(2)?,
                     invite_id: r.get(3)?,
-                    pending: r.get(4)?,
-                    state: r.get(5)?,
-                    created_at: r.get(6)?,
-                    expires_at: r.get(7)?,
+                    checkout_id: r.get(4)?,
+                    pending: r.get(5)?,
+                    state: r.get(6)?,
+                    created_at: r.get(7)?,
+                    expires_at: r.get(8)?,
                 })
             },
         )

@@ -436,3 +436,61 @@ fn audit_verify_refuses_a_database_newer_than_the_binary() {
         text(&out)
     );
 }
+
+#[test]
+fn systemd_credentials_may_be_group_readable_but_other_files_may_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    let pass = creds.join("passphrase");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o440)).unwrap();
+    let data = dir.path().join("data");
+    let cmd = |with_credentials_dir: bool| {
+        let mut c = breakglass_cmd(&data);
+        c.env("BREAKGLASS_SEAL_MODE", "passphrase")
+            .env("BREAKGLASS_SEAL_PASSPHRASE_FILE", &pass);
+        if with_credentials_dir {
+            c.env("CREDENTIALS_DIRECTORY", &creds);
+        } else {
+            c.env_remove("CREDENTIALS_DIRECTORY");
+        }
+        c.args(["init", "--kdf-memory-mib", "8", "--kdf-passes", "1"])
+            .output()
+            .unwrap()
+    };
+    let out = cmd(false);
+    assert!(
+        !out.status.success() && text(&out).contains("mode 440"),
+        "{}",
+        text(&out)
+    );
+    let out = cmd(true);
+    assert!(out.status.success(), "{}", text(&out));
+    // World-readable is refused even there.
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let out = breakglass_cmd(&data)
+        .env("BREAKGLASS_SEAL_MODE", "passphrase")
+        .env("BREAKGLASS_SEAL_PASSPHRASE_FILE", &pass)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("chmod 600"),
+        "{}",
+        text(&out)
+    );
+    // A missing passphrase file is called what it is.
+    let out = breakglass_cmd(&data)
+        .env("BREAKGLASS_SEAL_MODE", "passphrase")
+        .env("BREAKGLASS_SEAL_PASSPHRASE_FILE", dir.path().join("nope"))
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("passphrase file") && text(&out).contains("does not exist"),
+        "{}",
+        text(&out)
+    );
+}

@@ -75,17 +75,20 @@ fn an_existing_database_is_backed_up_before_it_is_migrated() {
         [],
     )
     .unwrap();
-    let next = [
-        MIGRATIONS[0],
-        (2, "0002_test", "CREATE TABLE upgraded (x INTEGER) STRICT;"),
-    ];
+    // The binary's migrations plus one more, as the next release would ship.
+    let mut next = MIGRATIONS.to_vec();
+    next.push((
+        SCHEMA_VERSION + 1,
+        "next_test",
+        "CREATE TABLE upgraded (x INTEGER) STRICT;",
+    ));
     migrate::migrate_with(&conn, &path, &next).unwrap();
-    assert_eq!(migrate::user_version(&conn).unwrap(), 2);
-    let backup = path.with_extension("v1.backup.db");
+    assert_eq!(migrate::user_version(&conn).unwrap(), SCHEMA_VERSION + 1);
+    let backup = path.with_extension(format!("v{SCHEMA_VERSION}.backup.db"));
     let b = rusqlite::Connection::open(&backup).expect("backup exists");
     assert_eq!(
         migrate::user_version(&b).unwrap(),
-        1,
+        SCHEMA_VERSION,
         "backup is the pre-migration database"
     );
     let marker: i64 = b
@@ -97,11 +100,35 @@ fn an_existing_database_is_backed_up_before_it_is_migrated() {
         .unwrap();
     assert_eq!(marker, 1);
     // A failing migration leaves the database at its previous version.
-    let broken = [
-        MIGRATIONS[0],
-        next[1],
-        (3, "0003_broken", "CREATE TABLE upgraded (x INTEGER);"),
-    ];
+    let mut broken = next.clone();
+    broken.push((
+        SCHEMA_VERSION + 2,
+        "broken",
+        "CREATE TABLE upgraded (x INTEGER);",
+    ));
     assert!(migrate::migrate_with(&conn, &path, &broken).is_err());
-    assert_eq!(migrate::user_version(&conn).unwrap(), 2);
+    assert_eq!(migrate::user_version(&conn).unwrap(), SCHEMA_VERSION + 1);
+}
+
+#[test]
+fn a_version_1_database_is_upgraded_in_place_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("breakglass.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    migrate::migrate_with(&conn, &path, &MIGRATIONS[..1]).unwrap();
+    conn.execute("INSERT INTO custodians (id, name, email, status, enrolled_at, approve_after) VALUES ('c1', 'Ada', 'a@example.com', 'active', 0, 0)", []).unwrap();
+    drop(conn);
+    let conn = store::open(&path).unwrap();
+    assert_eq!(migrate::user_version(&conn).unwrap(), SCHEMA_VERSION);
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM custodians", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(path.with_extension("v1.backup.db").exists());
+    let fk_problems: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(fk_problems, 0);
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::ApiResult;
 use crate::{
-    app::accounts::NewAccount,
+    app::accounts::{NewAccount, PolicyUpdate},
     domain::SecretKind,
     http::{
         AppState,
@@ -62,4 +62,13 @@ pub async fn secrets_deposit(
                 .await?,
         ),
     ))
+}
+
+pub async fn policy_update(
+    State(state): State<AppState>,
+    Admin(p): Admin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(b): ApiJson<PolicyUpdate>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(state.app.update_policy(p.actor(), id, b).await?))
 }

@@ -2,6 +2,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod checkouts;
 pub mod custodians;
 pub mod health;
 pub mod invites;

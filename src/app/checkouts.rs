@@ -1,0 +1,905 @@
+//! Two-person checkout: request → approvals (each a WebAuthn assertion bound to this
+//! request and this person) → release (a fresh assertion by the requester) →
+//! check-in, with rotation after an emergency. Every step is one transaction with its
+//! audit entries.
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::Duration;
+use uuid::Uuid;
+use webauthn_rs::prelude::{
+    Passkey, PasskeyAuthentication, PublicKeyCredential, RequestChallengeResponse, WebauthnError,
+};
+
+use super::{Actor, App, Principal, b64url, rfc3339};
+use crate::{
+    crypto::{AccountKey, evidence::AssertionEvidence},
+    domain::{
+        Role, SecretKind,
+        checkout::{self, ApproverFacts, CheckoutKind, CheckoutState, Deadlines, Decision, Lapse},
+        display_text,
+        totp::{self, TotpNow},
+    },
+    error::AppError,
+    store::{
+        accounts as store_accounts, audit,
+        checkouts::{self as store, ApprovalRow, CheckoutFilter, CheckoutRow},
+        people,
+    },
+};
+
+/// What a requester sends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCheckout {
+    pub account_id: String,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub kind: Option<CheckoutKind>,
+    pub duration_minutes: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PersonRef {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionView {
+    pub custodian: PersonRef,
+    pub decision: String,
+    pub comment: Option<String>,
+    pub at: String,
+    pub credential_id: String,
+}
+
+/// A checkout as people see it: who asks, for what, why, and where it stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckoutView {
+    pub id: String,
+    pub account_id: String,
+    pub account_alias: String,
+    pub requester: PersonRef,
+    pub kind: String,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub duration_minutes: i64,
+    pub state: String,
+    pub approvals_required: u32,
+    pub approvals_received: u32,
+    pub approvals_still_needed: u32,
+    pub veto: bool,
+    pub decisions: Vec<DecisionView>,
+    pub created_at: String,
+    /// Deadline of the current state (pending: approvals; approved: release).
+    pub expires_at: Option<String>,
+    pub approved_at: Option<String>,
+    pub released_at: Option<String>,
+    pub window_ends_at: Option<String>,
+    /// When the checkout ends by itself if not checked in.
+    pub checkout_ends_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub ended_by: Option<String>,
+    pub end_note: Option<String>,
+}
+
+/// The start of an approval: the ceremony, and exactly what is being approved.
+#[derive(Debug, Serialize)]
+pub struct ApprovalStart {
+    pub ceremony_id: String,
+    #[serde(flatten)]
+    pub options: RequestChallengeResponse,
+    pub request: CheckoutView,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReleaseStart {
+    pub ceremony_id: String,
+    #[serde(flatten)]
+    pub options: RequestChallengeResponse,
+    pub request: CheckoutView,
+}
+
+/// What a release shows. Never the TOTP seed.
+#[derive(Serialize)]
+pub struct Revealed {
+    pub checkout_id: String,
+    pub account_id: String,
+    pub root_email: String,
+    #[serde(serialize_with = "expose")]
+    pub password: SecretString,
+    pub password_version: u64,
+    pub totp: TotpNow,
+    pub window_ends_at: String,
+}
+
+fn expose<S: serde::Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(secrecy::ExposeSecret::expose_secret(s))
+}
+
+/// Proof that a release was approved and confirmed by the requester. Only
+/// `release_finish` constructs one, inside its transaction, after every check.
+pub struct ApprovedRelease {
+    checkout_id: String,
+    account_id: String,
+    wrapped_key: Vec<u8>,
+}
+
+const PURPOSE_APPROVE: &str = "approve";
+const PURPOSE_RELEASE: &str = "release";
+
+fn internal(e: impl std::fmt::Display) -> AppError {
+    AppError::Internal(e.to_string())
+}
+
+fn not_found(id: &str) -> AppError {
+    AppError::not_found("checkout_not_found", format!("No checkout with id {id}."))
+}
+
+fn state_of(row: &CheckoutRow) -> Result<CheckoutState, AppError> {
+    CheckoutState::parse(&row.state)
+        .ok_or_else(|| internal(format!("unknown checkout state {}", row.state)))
+}
+
+fn person(conn: &rusqlite::Connection, id: &str) -> Result<PersonRef, AppError> {
+    let c = people::custodian(conn, id)?.ok_or_else(|| internal("custodian vanished"))?;
+    Ok(PersonRef {
+        id: c.id,
+        name: c.name,
+        email: c.email,
+    })
+}
+
+pub(crate) fn view(conn: &rusqlite::Connection, c: &CheckoutRow) -> Result<CheckoutView, AppError> {
+    let account = store_accounts::account(conn, &c.account_id)?
+        .ok_or_else(|| internal("account vanished"))?;
+    let approvals = store::approvals_of(conn, &c.id)?;
+    let received = store::count_distinct_approvers(conn, &c.id)?;
+    let decisions = approvals
+        .iter()
+        .map(|a| {
+            Ok(DecisionView {
+                custodian: person(conn, &a.custodian_id)?,
+                decision: a.decision.clone(),
+                comment: a.comment.clone(),
+                at: rfc3339(a.at),
+                credential_id: a.credential_id.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, AppError>>()?;
+    let state = state_of(c)?;
+    Ok(CheckoutView {
+        id: c.id.clone(),
+        account_id: c.account_id.clone(),
+        account_alias: account.alias,
+        requester: person(conn, &c.requester_id)?,
+        kind: c.kind.clone(),
+        reason: c.reason.clone(),
+        ticket: c.ticket.clone(),
+        duration_minutes: c.duration_minutes,
+        state: c.state.clone(),
+        approvals_required: c.approvals_required,
+        approvals_received: received,
+        approvals_still_needed: c.approvals_required.saturating_sub(received),
+        veto: c.veto,
+        decisions,
+        created_at: rfc3339(c.created_at),
+        expires_at: matches!(state, CheckoutState::Pending | CheckoutState::Approved)
+            .then(|| rfc3339(c.expires_at)),
+        approved_at: c.approved_at.map(rfc3339),
+        released_at: c.released_at.map(rfc3339),
+        window_ends_at: c.window_ends_at.map(rfc3339),
+        checkout_ends_at: c.released_at.map(|r| rfc3339(r + c.duration_minutes * 60)),
+        ended_at: c.ended_at.map(rfc3339),
+        ended_by: c.ended_by.clone(),
+        end_note: c.end_note.clone(),
+    })
+}
+
+fn subject(c: &CheckoutRow) -> String {
+    format!("account:{}", c.account_id)
+}
+
+/// The account's state once no checkout is open on it.
+fn settle_account(conn: &rusqlite::Connection, account_id: &str) -> Result<(), AppError> {
+    conn.execute(
+        "UPDATE accounts SET state = CASE WHEN rotation_due_since IS NULL THEN 'available' ELSE 'rotation_due' END WHERE account_id = ?1",
+        [account_id],
+    )?;
+    Ok(())
+}
+
+/// Apply a passed deadline to one checkout (expire, or close at the end of its
+/// duration), with its audit entry. Returns the up-to-date row.
+fn refresh(
+    conn: &rusqlite::Connection,
+    mut c: CheckoutRow,
+    now: time::OffsetDateTime,
+) -> Result<CheckoutRow, AppError> {
+    let t = now.unix_timestamp();
+    let d = Deadlines {
+        state: state_of(&c)?,
+        expires_at: c.expires_at,
+        released_at: c.released_at,
+        duration_minutes: c.duration_minutes,
+    };
+    match checkout::lapse(d, t) {
+        None => return Ok(c),
+        Some(Lapse::Expire) => {
+            let was = c.state.clone();
+            c.state = CheckoutState::Expired.as_str().into();
+            c.ended_at = Some(t);
+            c.ended_by = Some(Actor::System.audit_name());
+            store::update(conn, &c)?;
+            audit::append(
+                conn,
+                now,
+                &Actor::System.audit_name(),
+                "checkout.expired",
+                &subject(&c),
+                &json!({"checkout": c.id, "was": was}),
+            )?;
+        }
+        Some(Lapse::CloseAtEndOfDuration) => {
+            c.state = CheckoutState::Closed.as_str().into();
+            c.ended_at = Some(t);
+            c.ended_by = Some(Actor::System.audit_name());
+            c.end_note = Some("The checkout duration ended without a check-in.".into());
+            store::update(conn, &c)?;
+            settle_account(conn, &c.account_id)?;
+            audit::append(
+                conn,
+                now,
+                &Actor::System.audit_name(),
+                "checkout.closed",
+                &subject(&c),
+                &json!({"checkout": c.id, "note": c.end_note, "checked_in": false}),
+            )?;
+        }
+    }
+    Ok(c)
+}
+
+fn load(
+    conn: &rusqlite::Connection,
+    id: &str,
+    now: time::OffsetDateTime,
+) -> Result<CheckoutRow, AppError> {
+    let c = store::get(conn, id)?.ok_or_else(|| not_found(id))?;
+    refresh(conn, c, now)
+}
+
+/// Invariant 1, against stored facts: may `who` decide on `c`?
+fn eligibility(
+    conn: &rusqlite::Connection,
+    c: &CheckoutRow,
+    who: &people::CustodianRow,
+    now: i64,
+) -> Result<(), AppError> {
+    let account = store_accounts::account(conn, &c.account_id)?
+        .ok_or_else(|| internal("account vanished"))?;
+    let in_set =
+        account_approver_set(conn, &account.account_id)?.is_none_or(|ids| ids.contains(&who.id));
+    let facts = ApproverFacts {
+        is_requester: who.id == c.requester_id,
+        has_custodian_role: who.has_role(Role::Custodian),
+        active: who.is_active(),
+        approve_after: who.approve_after,
+        in_approver_set: in_set,
+        already_decided: store::has_decided(conn, &c.id, &who.id)?,
+    };
+    checkout::check_approver(state_of(c)?, facts, now).map_err(|why| match why {
+        checkout::Ineligible::AlreadyDecided | checkout::Ineligible::NotPending => {
+            AppError::conflict(why.code(), why.message())
+        }
+        _ => AppError::forbidden(why.code(), why.message()),
+    })
+}
+
+/// `None` when every custodian may approve; otherwise the listed ids.
+fn account_approver_set(
+    conn: &rusqlite::Connection,
+    account_id: &str,
+) -> Result<Option<Vec<String>>, AppError> {
+    let mode: String = conn.query_row(
+        "SELECT approver_set FROM accounts WHERE account_id = ?1",
+        [account_id],
+        |r| r.get(0),
+    )?;
+    Ok(if mode == "listed" {
+        Some(store::approvers(conn, account_id)?)
+    } else {
+        None
+    })
+}
+
+fn passkeys_of(conn: &rusqlite::Connection, custodian_id: &str) -> Result<Vec<Passkey>, AppError> {
+    people::credentials_of(conn, custodian_id)?
+        .iter()
+        .map(|r| serde_json::from_str::<Passkey>(&r.passkey))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(internal)
+}
+
+fn assertion_refused(e: &WebauthnError) -> AppError {
+    match e {
+        WebauthnError::UserNotVerified => AppError::invalid(
+            "user_verification_required",
+            "Your security key did not verify you (PIN or biometric). Use a key with user verification set up.",
+        ),
+        _ => AppError::invalid(
+            "webauthn_failed",
+            "The security key's answer did not verify. Start again.",
+        ),
+    }
+}
+
+impl App {
+    /// Open a checkout request on an account (one open per account).
+    pub async fn request_checkout(
+        &self,
+        p: Principal,
+        input: NewCheckout,
+    ) -> Result<CheckoutView, AppError> {
+        if !p.custodian.has_role(Role::Custodian) {
+            return Err(AppError::forbidden(
+                "not_a_custodian",
+                "Only custodians can request root access.",
+            ));
+        }
+        let account_id = crate::domain::AwsAccountId::parse(&input.account_id)?;
+        let reason = display_text("reason", &input.reason, checkout::REASON_MAX_CHARS)?;
+        let ticket = input
+            .ticket
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| display_text("ticket", &t, checkout::TICKET_MAX_CHARS))
+            .transpose()?;
+        let kind = input.kind.unwrap_or(CheckoutKind::Emergency);
+        let now = self.now();
+        let pending_ttl =
+            Duration::hours(i64::from(self.config.security.request_pending_ttl_hours));
+        self.db
+            .transact(move |tx| {
+                let account = store_accounts::account(tx, account_id.as_str())?
+                    .ok_or_else(|| AppError::not_found("account_not_found", format!("No account {account_id} is in custody.")))?;
+                let duration = checkout::validate_duration(input.duration_minutes, account.max_checkout_minutes)?;
+                if let Some(open) = store::open_for_account(tx, account.account_id.as_str())? {
+                    let open = refresh(tx, open, now)?;
+                    if state_of(&open)?.is_open() {
+                        let who = person(tx, &open.requester_id)?;
+                        return Err(AppError::conflict(
+                            "account_busy",
+                            format!("Account {} already has an open checkout {} ({}, requested by {}). One checkout per account at a time.", account.account_id, open.id, open.state, who.name),
+                        ));
+                    }
+                }
+                for kind in [SecretKind::RootPassword, SecretKind::TotpSeed] {
+                    if store_accounts::latest_secret(tx, &account.account_id, kind.as_str())?.is_none() {
+                        return Err(AppError::conflict("account_not_ready", format!("Account {} has no {} on file: an admin must deposit it first.", account.account_id, kind)));
+                    }
+                }
+                let c = CheckoutRow {
+                    id: Uuid::new_v4().to_string(),
+                    account_id: account.account_id.clone(),
+                    requester_id: p.custodian.id.clone(),
+                    kind: kind.as_str().into(),
+                    reason,
+                    ticket,
+                    duration_minutes: i64::from(duration),
+                    state: CheckoutState::Pending.as_str().into(),
+                    approvals_required: account.approvals_required,
+                    veto: account.veto,
+                    reveal_window_minutes: i64::from(account.reveal_window_minutes),
+                    created_at: now.unix_timestamp(),
+                    expires_at: (now + pending_ttl).unix_timestamp(),
+                    approved_at: None,
+                    released_at: None,
+                    window_ends_at: None,
+                    ended_at: None,
+                    ended_by: None,
+                    end_note: None,
+                };
+                store::insert(tx, &c).map_err(|e| match e {
+                    // Lost a race with another request for the same account.
+                    crate::store::StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                        AppError::conflict("account_busy", format!("Account {} already has an open checkout.", c.account_id))
+                    }
+                    other => other.into(),
+                })?;
+                audit::append(
+                    tx,
+                    now,
+                    &p.actor().audit_name(),
+                    "checkout.requested",
+                    &subject(&c),
+                    &json!({"checkout": c.id, "kind": c.kind, "reason": c.reason, "ticket": c.ticket, "duration_minutes": c.duration_minutes, "approvals_required": c.approvals_required}),
+                )?;
+                view(tx, &c)
+            })
+            .await
+    }
+
+    pub async fn get_checkout(&self, id: String) -> Result<CheckoutView, AppError> {
+        let now = self.now();
+        self.db
+            .transact(move |tx| view(tx, &load(tx, &id, now)?))
+            .await
+    }
+
+    /// List checkouts; `awaiting` keeps only those this person may decide on now.
+    pub async fn list_checkouts(
+        &self,
+        filter: CheckoutFilter,
+        awaiting: Option<Principal>,
+    ) -> Result<Vec<CheckoutView>, AppError> {
+        let now = self.now();
+        self.db
+            .transact(move |tx| {
+                let mut out = Vec::new();
+                for c in store::list(tx, &filter, 500)? {
+                    let c = refresh(tx, c, now)?;
+                    if filter.state.as_deref().is_some_and(|s| s != c.state) {
+                        continue;
+                    }
+                    if let Some(p) = &awaiting
+                        && eligibility(tx, &c, &p.custodian, now.unix_timestamp()).is_err()
+                    {
+                        continue;
+                    }
+                    out.push(view(tx, &c)?);
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    pub async fn cancel_checkout(
+        &self,
+        p: Principal,
+        id: String,
+    ) -> Result<CheckoutView, AppError> {
+        let now = self.now();
+        self.db
+            .transact(move |tx| {
+                let mut c = load(tx, &id, now)?;
+                if c.requester_id != p.custodian.id {
+                    return Err(AppError::forbidden("not_the_requester", "Only the person who made the request can cancel it."));
+                }
+                if !matches!(state_of(&c)?, CheckoutState::Pending | CheckoutState::Approved) {
+                    return Err(AppError::conflict("not_cancellable", format!("This request is {}; only pending or approved requests can be cancelled.", c.state)));
+                }
+                c.state = CheckoutState::Cancelled.as_str().into();
+                c.ended_at = Some(now.unix_timestamp());
+                c.ended_by = Some(p.actor().audit_name());
+                store::update(tx, &c)?;
+                audit::append(tx, now, &p.actor().audit_name(), "checkout.cancelled", &subject(&c), &json!({"checkout": c.id}))?;
+                view(tx, &c)
+            })
+            .await
+    }
+
+    /// Start one person's approval: checks they may decide, issues a challenge bound
+    /// to (this request, this person), and shows what they are approving.
+    pub async fn approval_start(
+        &self,
+        p: Principal,
+        id: String,
+    ) -> Result<ApprovalStart, AppError> {
+        let now = self.now();
+        let app = self.clone();
+        self.db
+            .transact(move |tx| {
+                let c = load(tx, &id, now)?;
+                eligibility(tx, &c, &p.custodian, now.unix_timestamp())?;
+                let (options, state) = app.webauthn.start_passkey_authentication(&passkeys_of(tx, &p.custodian.id)?).map_err(internal)?;
+                let ceremony_id = app.insert_checkout_ceremony(tx, PURPOSE_APPROVE, &p, &c, &state, now)?;
+                audit::append(
+                    tx,
+                    now,
+                    &p.actor().audit_name(),
+                    "approval.challenge_issued",
+                    &subject(&c),
+                    &json!({"checkout": c.id, "ceremony": ceremony_id, "challenge": b64url(&options.public_key.challenge), "rp_id": app.config.rp_id()}),
+                )?;
+                Ok(ApprovalStart { ceremony_id, options, request: view(tx, &c)? })
+            })
+            .await
+    }
+
+    fn insert_checkout_ceremony(
+        &self,
+        tx: &rusqlite::Connection,
+        purpose: &str,
+        p: &Principal,
+        c: &CheckoutRow,
+        state: &PasskeyAuthentication,
+        now: time::OffsetDateTime,
+    ) -> Result<String, AppError> {
+        let id = Uuid::new_v4().to_string();
+        people::insert_ceremony(
+            tx,
+            &people::CeremonyRow {
+                id: id.clone(),
+                purpose: purpose.into(),
+                custodian_id: Some(p.custodian.id.clone()),
+                invite_id: None,
+                checkout_id: Some(c.id.clone()),
+                pending: None,
+                state: Some(serde_json::to_string(state).map_err(internal)?),
+                created_at: now.unix_timestamp(),
+                expires_at: (now
+                    + Duration::seconds(i64::from(self.config.security.ceremony_ttl_seconds)))
+                .unix_timestamp(),
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// Take a checkout-bound ceremony and verify the assertion. The ceremony is gone
+    /// afterwards whatever the outcome.
+    async fn verified_assertion(
+        &self,
+        purpose: &'static str,
+        p: &Principal,
+        checkout_id: &str,
+        ceremony_id: String,
+        credential: &PublicKeyCredential,
+    ) -> Result<(webauthn_rs::prelude::AuthenticationResult, String), AppError> {
+        let now = self.now().unix_timestamp();
+        let row = self
+            .db
+            .transact(move |tx| Ok::<_, AppError>(people::take_ceremony(tx, &ceremony_id)?))
+            .await?;
+        let row = row.filter(|r| r.purpose == purpose).ok_or_else(|| {
+            AppError::invalid(
+                "ceremony_not_found",
+                "This security-key request is unknown or was already used. Start again.",
+            )
+        })?;
+        if row.checkout_id.as_deref() != Some(checkout_id) {
+            return Err(AppError::invalid(
+                "challenge_not_for_this_request",
+                "This security-key challenge was issued for a different request. Start again from this request.",
+            ));
+        }
+        if row.custodian_id.as_deref() != Some(p.custodian.id.as_str()) {
+            return Err(AppError::invalid(
+                "challenge_not_for_this_person",
+                "This security-key challenge was issued to someone else. Start your own approval.",
+            ));
+        }
+        if row.expires_at <= now {
+            return Err(AppError::gone(
+                "ceremony_expired",
+                "This security-key request has expired. Start again and touch your key within a few minutes.",
+            ));
+        }
+        let state: PasskeyAuthentication =
+            serde_json::from_str(row.state.as_deref().unwrap_or_default()).map_err(internal)?;
+        let result = self
+            .webauthn
+            .finish_passkey_authentication(credential, &state)
+            .map_err(|e| assertion_refused(&e))?;
+        // The challenge as issued, for the evidence record.
+        let challenge =
+            serde_json::from_slice::<serde_json::Value>(&credential.response.client_data_json)
+                .ok()
+                .and_then(|v| v["challenge"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+        Ok((result, challenge))
+    }
+
+    /// Record one person's decision, with its WebAuthn evidence.
+    pub async fn approval_finish(
+        &self,
+        p: Principal,
+        id: String,
+        ceremony_id: String,
+        credential: PublicKeyCredential,
+        decision: Decision,
+        comment: Option<String>,
+    ) -> Result<CheckoutView, AppError> {
+        let comment = comment
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| display_text("comment", &c, checkout::NOTE_MAX_CHARS))
+            .transpose()?;
+        let (result, challenge) = self
+            .verified_assertion(PURPOSE_APPROVE, &p, &id, ceremony_id, &credential)
+            .await?;
+        let now = self.now();
+        let approved_ttl =
+            Duration::minutes(i64::from(self.config.security.request_approved_ttl_minutes));
+        self.db
+            .transact(move |tx| {
+                let mut c = load(tx, &id, now)?;
+                // Re-check everything: the request or the person may have changed since start.
+                let me = people::custodian(tx, &p.custodian.id)?.ok_or_else(|| internal("custodian vanished"))?;
+                eligibility(tx, &c, &me, now.unix_timestamp())?;
+                let cred_id = b64url(result.cred_id());
+                update_counter(tx, &me.id, &cred_id, &result, now.unix_timestamp())?;
+                let evidence = AssertionEvidence {
+                    credential_id: cred_id.clone(),
+                    challenge,
+                    client_data_json: b64url(&credential.response.client_data_json),
+                    authenticator_data: b64url(&credential.response.authenticator_data),
+                    signature: b64url(&credential.response.signature),
+                };
+                let row = ApprovalRow {
+                    id: 0,
+                    checkout_id: c.id.clone(),
+                    custodian_id: me.id.clone(),
+                    credential_id: cred_id,
+                    decision: decision.as_str().into(),
+                    comment: comment.clone(),
+                    at: now.unix_timestamp(),
+                    challenge: evidence.challenge.clone(),
+                    client_data_json: evidence.client_data_json.clone(),
+                    authenticator_data: evidence.authenticator_data.clone(),
+                    signature: evidence.signature.clone(),
+                };
+                if !store::insert_approval(tx, &row)? {
+                    let why = checkout::Ineligible::AlreadyDecided;
+                    return Err(AppError::conflict(why.code(), why.message()));
+                }
+                let actor = p.actor().audit_name();
+                audit::append(
+                    tx,
+                    now,
+                    &actor,
+                    if decision == Decision::Approve { "checkout.approval_recorded" } else { "checkout.denial_recorded" },
+                    &subject(&c),
+                    &json!({"checkout": c.id, "decision": decision, "comment": comment, "evidence": evidence}),
+                )?;
+                let distinct = store::count_distinct_approvers(tx, &c.id)?;
+                match checkout::after_decision(decision, distinct, c.approvals_required, c.veto) {
+                    CheckoutState::Approved => {
+                        c.state = CheckoutState::Approved.as_str().into();
+                        c.approved_at = Some(now.unix_timestamp());
+                        c.expires_at = (now + approved_ttl).unix_timestamp();
+                        store::update(tx, &c)?;
+                        audit::append(tx, now, &actor, "checkout.approved", &subject(&c), &json!({"checkout": c.id, "approvals": distinct}))?;
+                    }
+                    CheckoutState::Denied => {
+                        c.state = CheckoutState::Denied.as_str().into();
+                        c.ended_at = Some(now.unix_timestamp());
+                        c.ended_by = Some(actor.clone());
+                        store::update(tx, &c)?;
+                        audit::append(tx, now, &actor, "checkout.denied", &subject(&c), &json!({"checkout": c.id}))?;
+                    }
+                    _ => {}
+                }
+                view(tx, &c)
+            })
+            .await
+    }
+
+    /// The requester starts the release: a fresh assertion bound to this request.
+    pub async fn release_start(&self, p: Principal, id: String) -> Result<ReleaseStart, AppError> {
+        let now = self.now();
+        let app = self.clone();
+        self.db
+            .transact(move |tx| {
+                let c = load(tx, &id, now)?;
+                check_revealable(&c, &p, now.unix_timestamp())?;
+                let (options, state) = app
+                    .webauthn
+                    .start_passkey_authentication(&passkeys_of(tx, &p.custodian.id)?)
+                    .map_err(internal)?;
+                let ceremony_id =
+                    app.insert_checkout_ceremony(tx, PURPOSE_RELEASE, &p, &c, &state, now)?;
+                Ok(ReleaseStart {
+                    ceremony_id,
+                    options,
+                    request: view(tx, &c)?,
+                })
+            })
+            .await
+    }
+
+    /// Verify the requester's assertion, then reveal the password and the current
+    /// TOTP code. The first reveal releases the checkout and starts the window.
+    pub async fn release_finish(
+        &self,
+        p: Principal,
+        id: String,
+        ceremony_id: String,
+        credential: PublicKeyCredential,
+    ) -> Result<Revealed, AppError> {
+        let (result, _) = self
+            .verified_assertion(PURPOSE_RELEASE, &p, &id, ceremony_id, &credential)
+            .await?;
+        let now = self.now();
+        let app = self.clone();
+        self.db
+            .transact(move |tx| {
+                let mut c = load(tx, &id, now)?;
+                check_revealable(&c, &p, now.unix_timestamp())?;
+                update_counter(tx, &p.custodian.id, &b64url(result.cred_id()), &result, now.unix_timestamp())?;
+                let account = store_accounts::account(tx, &c.account_id)?.ok_or_else(|| internal("account vanished"))?;
+                let actor = p.actor().audit_name();
+                if state_of(&c)? == CheckoutState::Approved {
+                    c.state = CheckoutState::Released.as_str().into();
+                    c.released_at = Some(now.unix_timestamp());
+                    c.window_ends_at = Some(now.unix_timestamp() + c.reveal_window_minutes * 60);
+                    store::update(tx, &c)?;
+                    let emergency = c.kind == CheckoutKind::Emergency.as_str();
+                    tx.execute(
+                        "UPDATE accounts SET state = 'checked_out', rotation_due_since = CASE WHEN ?2 THEN coalesce(rotation_due_since, ?3) ELSE rotation_due_since END WHERE account_id = ?1",
+                        rusqlite::params![c.account_id, emergency, now.unix_timestamp()],
+                    )?;
+                    audit::append(
+                        tx,
+                        now,
+                        &actor,
+                        "checkout.released",
+                        &subject(&c),
+                        &json!({"checkout": c.id, "window_ends_at": rfc3339(c.window_ends_at.unwrap_or_default()), "rotation_required": emergency}),
+                    )?;
+                }
+                let release = ApprovedRelease { checkout_id: c.id.clone(), account_id: c.account_id.clone(), wrapped_key: account.wrapped_key.clone() };
+                let key = app.release_account_key(&release)?;
+                let (pw_version, pw_ct) = store_accounts::latest_secret(tx, &c.account_id, SecretKind::RootPassword.as_str())?.ok_or_else(|| internal("no password"))?;
+                let (seed_version, seed_ct) = store_accounts::latest_secret(tx, &c.account_id, SecretKind::TotpSeed.as_str())?.ok_or_else(|| internal("no seed"))?;
+                let password = key.open(SecretKind::RootPassword.as_str(), pw_version, &pw_ct)?;
+                let seed = key.open(SecretKind::TotpSeed.as_str(), seed_version, &seed_ct)?;
+                drop(key);
+                let totp = totp::code_at(&seed, now.unix_timestamp().max(0) as u64)?;
+                drop(seed);
+                audit::append(
+                    tx,
+                    now,
+                    &actor,
+                    "checkout.revealed",
+                    &subject(&c),
+                    &json!({"checkout": c.id, "release": release.checkout_id, "password_version": pw_version, "totp_seed_version": seed_version}),
+                )?;
+                Ok(Revealed {
+                    checkout_id: c.id.clone(),
+                    account_id: c.account_id.clone(),
+                    root_email: account.root_email,
+                    password,
+                    password_version: pw_version,
+                    totp,
+                    window_ends_at: rfc3339(c.window_ends_at.unwrap_or_default()),
+                })
+            })
+            .await
+    }
+
+    /// **The seam between policy mode and quorum mode**: the only way from an
+    /// approved, confirmed release to an account key. Policy mode: the unsealed
+    /// vault key unwraps it. Quorum mode will combine the approvers' shares here.
+    fn release_account_key(&self, release: &ApprovedRelease) -> Result<AccountKey, AppError> {
+        let vault = self.vault.as_ref().ok_or_else(|| {
+            AppError::unavailable("vault_sealed", "The vault is sealed on this process.")
+        })?;
+        Ok(vault.account_key(&release.account_id, &release.wrapped_key)?)
+    }
+
+    /// Check-in: the requester (or an admin) ends a released checkout with a note.
+    pub async fn close_checkout(
+        &self,
+        p: Principal,
+        id: String,
+        note: String,
+    ) -> Result<CheckoutView, AppError> {
+        let note = display_text("note", &note, checkout::NOTE_MAX_CHARS)?;
+        let now = self.now();
+        self.db
+            .transact(move |tx| {
+                let mut c = load(tx, &id, now)?;
+                if c.requester_id != p.custodian.id && !p.custodian.has_role(Role::Admin) {
+                    return Err(AppError::forbidden("not_the_requester", "Only the requester or an admin can check this checkout in."));
+                }
+                if state_of(&c)? != CheckoutState::Released {
+                    return Err(AppError::conflict("not_released", format!("This checkout is {}; only a released checkout is checked in (cancel a pending one).", c.state)));
+                }
+                c.state = CheckoutState::Closed.as_str().into();
+                c.ended_at = Some(now.unix_timestamp());
+                c.ended_by = Some(p.actor().audit_name());
+                c.end_note = Some(note.clone());
+                store::update(tx, &c)?;
+                settle_account(tx, &c.account_id)?;
+                let state: String = tx.query_row("SELECT state FROM accounts WHERE account_id = ?1", [&c.account_id], |r| r.get(0))?;
+                audit::append(tx, now, &p.actor().audit_name(), "checkout.closed", &subject(&c), &json!({"checkout": c.id, "note": note, "checked_in": true, "account_state": state}))?;
+                view(tx, &c)
+            })
+            .await
+    }
+
+    /// Rotation after an emergency: the requester deposits the new root password.
+    pub async fn rotate_after_checkout(
+        &self,
+        p: Principal,
+        id: String,
+        value: SecretString,
+    ) -> Result<super::accounts::Deposited, AppError> {
+        let actor = p.actor();
+        let account_id = {
+            let now = self.now();
+            self.db
+                .transact(move |tx| {
+                    let c = load(tx, &id, now)?;
+                    if c.requester_id != p.custodian.id {
+                        return Err(AppError::forbidden("not_the_requester", "Only the person who used this checkout deposits the new password (or an admin, on the account)."));
+                    }
+                    if c.released_at.is_none() {
+                        return Err(AppError::conflict("not_released", "Nothing was released on this checkout, so there is nothing to rotate."));
+                    }
+                    Ok(c.account_id)
+                })
+                .await?
+        };
+        self.deposit_secret(actor, account_id, SecretKind::RootPassword, value)
+            .await
+    }
+
+    /// Apply every passed deadline. Idempotent; run by the scheduler tick.
+    pub async fn expire_due(&self) -> Result<usize, AppError> {
+        let now = self.now();
+        self.db
+            .transact(move |tx| {
+                let mut n = 0;
+                for c in store::open_checkouts(tx)? {
+                    let before = c.state.clone();
+                    if refresh(tx, c, now)?.state != before {
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+            .await
+    }
+}
+
+fn check_revealable(c: &CheckoutRow, p: &Principal, now: i64) -> Result<(), AppError> {
+    if c.requester_id != p.custodian.id {
+        return Err(AppError::forbidden(
+            "not_the_requester",
+            "Only the person who made the request can reveal the credentials.",
+        ));
+    }
+    match CheckoutState::parse(&c.state) {
+        Some(CheckoutState::Pending) => Err(AppError::conflict(
+            "quorum_not_met",
+            format!(
+                "This request still needs approval from other custodians ({} required).",
+                c.approvals_required
+            ),
+        )),
+        Some(CheckoutState::Approved) => Ok(()),
+        Some(CheckoutState::Released) if c.window_ends_at.is_some_and(|w| now < w) => Ok(()),
+        Some(CheckoutState::Released) => Err(AppError::gone(
+            "reveal_window_closed",
+            "The reveal window has ended. Check in, or make a new request if you still need access.",
+        )),
+        _ => Err(AppError::gone(
+            "checkout_ended",
+            format!("This checkout is {}; nothing more is revealed.", c.state),
+        )),
+    }
+}
+
+fn update_counter(
+    tx: &rusqlite::Connection,
+    custodian_id: &str,
+    cred_id: &str,
+    result: &webauthn_rs::prelude::AuthenticationResult,
+    now: i64,
+) -> Result<(), AppError> {
+    let stored = people::credentials_of(tx, custodian_id)?
+        .into_iter()
+        .find(|r| r.id == cred_id)
+        .ok_or_else(|| internal("credential vanished"))?;
+    let mut passkey: Passkey = serde_json::from_str(&stored.passkey).map_err(internal)?;
+    passkey.update_credential(result);
+    people::update_credential_use(
+        tx,
+        cred_id,
+        &serde_json::to_string(&passkey).map_err(internal)?,
+        now,
+    )?;
+    Ok(())
+}

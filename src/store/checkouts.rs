@@ -1,0 +1,274 @@
+//! Checkouts, approvals and account approver sets.
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::StoreError;
+
+#[derive(Debug, Clone)]
+pub struct CheckoutRow {
+    pub id: String,
+    pub account_id: String,
+    pub requester_id: String,
+    pub kind: String,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub duration_minutes: i64,
+    pub state: String,
+    pub approvals_required: u32,
+    pub veto: bool,
+    pub reveal_window_minutes: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub approved_at: Option<i64>,
+    pub released_at: Option<i64>,
+    pub window_ends_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub ended_by: Option<String>,
+    pub end_note: Option<String>,
+}
+
+const COLS: &str = "id, account_id, requester_id, kind, reason, ticket, duration_minutes, state, approvals_required, veto, \
+     reveal_window_minutes, created_at, expires_at, approved_at, released_at, window_ends_at, ended_at, ended_by, end_note";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<CheckoutRow> {
+    Ok(CheckoutRow {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        requester_id: r.get(2)?,
+        kind: r.get(3)?,
+        reason: r.get(4)?,
+        ticket: r.get(5)?,
+        duration_minutes: r.get(6)?,
+        state: r.get(7)?,
+        approvals_required: r.get(8)?,
+        veto: r.get::<_, i64>(9)? != 0,
+        reveal_window_minutes: r.get(10)?,
+        created_at: r.get(11)?,
+        expires_at: r.get(12)?,
+        approved_at: r.get(13)?,
+        released_at: r.get(14)?,
+        window_ends_at: r.get(15)?,
+        ended_at: r.get(16)?,
+        ended_by: r.get(17)?,
+        end_note: r.get(18)?,
+    })
+}
+
+pub fn insert(conn: &Connection, c: &CheckoutRow) -> Result<(), StoreError> {
+    conn.execute(
+        &format!("INSERT INTO checkouts ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
+        params![
+            c.id,
+            c.account_id,
+            c.requester_id,
+            c.kind,
+            c.reason,
+            c.ticket,
+            c.duration_minutes,
+            c.state,
+            c.approvals_required,
+            c.veto as i64,
+            c.reveal_window_minutes,
+            c.created_at,
+            c.expires_at,
+            c.approved_at,
+            c.released_at,
+            c.window_ends_at,
+            c.ended_at,
+            c.ended_by,
+            c.end_note
+        ],
+    )?;
+    Ok(())
+}
+
+/// Write back the mutable fields of a checkout.
+pub fn update(conn: &Connection, c: &CheckoutRow) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE checkouts SET state = ?2, expires_at = ?3, approved_at = ?4, released_at = ?5, window_ends_at = ?6, \
+         ended_at = ?7, ended_by = ?8, end_note = ?9 WHERE id = ?1",
+        params![c.id, c.state, c.expires_at, c.approved_at, c.released_at, c.window_ends_at, c.ended_at, c.ended_by, c.end_note],
+    )?;
+    Ok(())
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Option<CheckoutRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLS} FROM checkouts WHERE id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()?)
+}
+
+pub fn open_for_account(
+    conn: &Connection,
+    account_id: &str,
+) -> Result<Option<CheckoutRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLS} FROM checkouts WHERE account_id = ?1 AND state IN ('pending', 'approved', 'released')"),
+            [account_id],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// Open checkouts whose deadline may have passed (the caller decides with the domain rule).
+pub fn open_checkouts(conn: &Connection) -> Result<Vec<CheckoutRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLS} FROM checkouts WHERE state IN ('pending', 'approved', 'released') ORDER BY created_at"))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CheckoutFilter {
+    pub state: Option<String>,
+    pub account_id: Option<String>,
+    pub requester_id: Option<String>,
+}
+
+pub fn list(
+    conn: &Connection,
+    f: &CheckoutFilter,
+    limit: u32,
+) -> Result<Vec<CheckoutRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLS} FROM checkouts WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR account_id = ?2) \
+         AND (?3 IS NULL OR requester_id = ?3) ORDER BY created_at DESC, id LIMIT ?4"
+    ))?;
+    let rows = stmt.query_map(
+        params![f.state, f.account_id, f.requester_id, limit],
+        from_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+// ---- approvals ----
+
+#[derive(Debug, Clone)]
+pub struct ApprovalRow {
+    pub id: i64,
+    pub checkout_id: String,
+    pub custodian_id: String,
+    pub credential_id: String,
+    pub decision: String,
+    pub comment: Option<String>,
+    pub at: i64,
+    pub challenge: String,
+    pub client_data_json: String,
+    pub authenticator_data: String,
+    pub signature: String,
+}
+
+const APPROVAL_COLS: &str = "id, checkout_id, custodian_id, credential_id, decision, comment, at, challenge, client_data_json, authenticator_data, signature";
+
+fn approval_from_row(r: &Row<'_>) -> rusqlite::Result<ApprovalRow> {
+    Ok(ApprovalRow {
+        id: r.get(0)?,
+        checkout_id: r.get(1)?,
+        custodian_id: r.get(2)?,
+        credential_id: r.get(3)?,
+        decision: r.get(4)?,
+        comment: r.get(5)?,
+        at: r.get(6)?,
+        challenge: r.get(7)?,
+        client_data_json: r.get(8)?,
+        authenticator_data: r.get(9)?,
+        signature: r.get(10)?,
+    })
+}
+
+/// Insert a decision. `Ok(false)` when this person already decided (the UNIQUE
+/// constraint is the last line of defence for "one person counts once").
+pub fn insert_approval(conn: &Connection, a: &ApprovalRow) -> Result<bool, StoreError> {
+    let r = conn.execute(
+        "INSERT INTO approvals (checkout_id, custodian_id, credential_id, decision, comment, at, challenge, client_data_json, \
+         authenticator_data, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![a.checkout_id, a.custodian_id, a.credential_id, a.decision, a.comment, a.at, a.challenge, a.client_data_json, a.authenticator_data, a.signature],
+    );
+    match r {
+        Ok(_) => Ok(true),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn approvals_of(conn: &Connection, checkout_id: &str) -> Result<Vec<ApprovalRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {APPROVAL_COLS} FROM approvals WHERE checkout_id = ?1 ORDER BY at, id"
+    ))?;
+    let rows = stmt.query_map([checkout_id], approval_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn all_approvals(conn: &Connection) -> Result<Vec<ApprovalRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {APPROVAL_COLS} FROM approvals ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([], approval_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Distinct people who approved (never credentials).
+pub fn count_distinct_approvers(conn: &Connection, checkout_id: &str) -> Result<u32, StoreError> {
+    Ok(conn.query_row(
+        "SELECT count(DISTINCT custodian_id) FROM approvals WHERE checkout_id = ?1 AND decision = 'approve'",
+        [checkout_id],
+        |r| r.get(0),
+    )?)
+}
+
+pub fn has_decided(
+    conn: &Connection,
+    checkout_id: &str,
+    custodian_id: &str,
+) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM approvals WHERE checkout_id = ?1 AND custodian_id = ?2)",
+        params![checkout_id, custodian_id],
+        |r| r.get(0),
+    )?)
+}
+
+// ---- approver sets ----
+
+pub fn approvers(conn: &Connection, account_id: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT custodian_id FROM account_approvers WHERE account_id = ?1 ORDER BY custodian_id",
+    )?;
+    let rows = stmt.query_map([account_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn set_approvers(
+    conn: &Connection,
+    account_id: &str,
+    ids: &[String],
+) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM account_approvers WHERE account_id = ?1",
+        [account_id],
+    )?;
+    for id in ids {
+        conn.execute(
+            "INSERT INTO account_approvers (account_id, custodian_id) VALUES (?1, ?2)",
+            params![account_id, id],
+        )?;
+    }
+    Ok(())
+}
+
+pub fn public_key_of(conn: &Connection, credential_id: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT public_key FROM credentials WHERE id = ?1",
+            [credential_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
