@@ -1,7 +1,7 @@
 //! `cargo bench --bench core`: server-side costs of the custody core, printed as a
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Markdown table for docs/performance.md. A plain binary (no criterion) so it adds
 //! nothing to the test build; each figure is the median of several runs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 use std::time::{Duration, Instant};
 
 use breakglass::{

@@ -89,6 +89,18 @@ pub fn build_router(state: AppState) -> Router {
             "/accounts/{account_id}/secrets/{kind}",
             put(accounts::secrets_deposit),
         )
+        .route(
+            "/accounts/{account_id}/policy",
+            put(accounts::policy_update),
+        )
+        .route(
+            "/checkouts",
+            get(checkouts::checkouts_list).post(checkouts::checkouts_create),
+        )
+        .route("/checkouts/{id}", get(checkouts::checkouts_get))
+        .route("/checkouts/{id}/cancel", post(checkouts::checkouts_cancel))
+        .route("/checkouts/{id}/close", post(checkouts::checkouts_close))
+        .route("/checkouts/{id}/rotation", put(checkouts::checkouts_rotate))
         .route("/audit", get(audit::audit_list))
         .route("/audit/verify", get(audit::audit_verify))
         .fallback(error::not_found)

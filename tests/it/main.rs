@@ -4,6 +4,7 @@ mod support;
 
 mod accounts;
 mod audit_log;
+mod checkouts;
 mod cli;
 mod enrol_and_login;
 mod http_hygiene;
