@@ -60,7 +60,187 @@ fn build_log(path: &std::path::Path, n: u64) {
     }
 }
 
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Each step of a full checkout through the real use cases (SQLite file, WAL,
+/// synchronous=FULL), `n` times in a row. Soft-passkey signing happens outside the
+/// timed section, as it would in the browser.
+async fn checkout_steps(n: usize) {
+    use breakglass::{
+        app::{Actor, App, bootstrap, checkouts::NewCheckout},
+        clock::FixedClock,
+        config::Config,
+        domain::{Role, SecretKind, checkout::Decision},
+        store::Db,
+    };
+    use std::sync::Arc;
+    use webauthn_authenticator_rs::{WebauthnAuthenticator, softpasskey::SoftPasskey};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    config.security.cooling_off_hours = 0;
+    let origin = config.origin_url().unwrap();
+    let clock = FixedClock::new(time::OffsetDateTime::now_utc());
+    let vault = bootstrap::init_vault(
+        &config.db_path(),
+        &config,
+        clock_now(&clock),
+        &mut bootstrap::FileOnly(&config),
+        KdfParams::default(),
+    )
+    .unwrap();
+    let app = App::new(
+        Db::open(&config.db_path()).unwrap(),
+        Arc::new(clock.clone()),
+        Arc::new(config.clone()),
+        Some(vault),
+    )
+    .unwrap();
+    let mut people = Vec::new();
+    for name in ["requester", "approver"] {
+        let token = app
+            .create_invite(Actor::Host, vec![Role::Admin, Role::Custodian])
+            .await
+            .unwrap()
+            .token;
+        let mut key = SoftPasskey::new(true);
+        let st = app
+            .enrol_start(token, name.into(), format!("{name}@example.com"))
+            .await
+            .unwrap();
+        let cred = key.do_registration(origin.clone(), st.options).unwrap();
+        let signed = app.enrol_finish(st.ceremony_id, cred, None).await.unwrap();
+        people.push((signed.session_token, key));
+    }
+    app.create_account(
+        Actor::Host,
+        breakglass::app::accounts::NewAccount {
+            account_id: "123456789012".into(),
+            alias: "bench".into(),
+            root_email: "root@example.com".into(),
+            approvals_required: None,
+            reveal_window_minutes: None,
+            max_checkout_minutes: None,
+            veto: None,
+            drill_schedule: None,
+        },
+    )
+    .await
+    .unwrap();
+    app.deposit_secret(
+        Actor::Host,
+        "123456789012".into(),
+        SecretKind::RootPassword,
+        SecretString::from("a-long-root-password-123"),
+    )
+    .await
+    .unwrap();
+    app.deposit_secret(
+        Actor::Host,
+        "123456789012".into(),
+        SecretKind::TotpSeed,
+        SecretString::from("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"),
+    )
+    .await
+    .unwrap();
+
+    let steps = [
+        "session check (every request)",
+        "request",
+        "approval start",
+        "approval finish",
+        "release start",
+        "release finish (decrypt + TOTP)",
+        "check-in",
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); steps.len()];
+    let (mut rk, mut ak) = (people.remove(0), people.remove(0));
+    for _ in 0..n {
+        let t = Instant::now();
+        let requester = app.authenticate(rk.0.clone()).await.unwrap();
+        times[0].push(t.elapsed());
+        let approver = app.authenticate(ak.0.clone()).await.unwrap();
+        let t = Instant::now();
+        let c = app
+            .request_checkout(
+                requester.clone(),
+                NewCheckout {
+                    account_id: "123456789012".into(),
+                    reason: "bench".into(),
+                    ticket: None,
+                    kind: None,
+                    duration_minutes: None,
+                },
+            )
+            .await
+            .unwrap();
+        times[1].push(t.elapsed());
+        let t = Instant::now();
+        let st = app
+            .approval_start(approver.clone(), c.id.clone())
+            .await
+            .unwrap();
+        times[2].push(t.elapsed());
+        let cred = ak.1.do_authentication(origin.clone(), st.options).unwrap();
+        let t = Instant::now();
+        app.approval_finish(
+            approver,
+            c.id.clone(),
+            st.ceremony_id,
+            cred,
+            Decision::Approve,
+            None,
+        )
+        .await
+        .unwrap();
+        times[3].push(t.elapsed());
+        let t = Instant::now();
+        let st = app
+            .release_start(requester.clone(), c.id.clone())
+            .await
+            .unwrap();
+        times[4].push(t.elapsed());
+        let cred = rk.1.do_authentication(origin.clone(), st.options).unwrap();
+        let t = Instant::now();
+        let revealed = app
+            .release_finish(requester.clone(), c.id.clone(), st.ceremony_id, cred)
+            .await
+            .unwrap();
+        times[5].push(t.elapsed());
+        assert_eq!(revealed.totp.code.len(), 6);
+        let t = Instant::now();
+        app.close_checkout(requester, c.id.clone(), "bench".into())
+            .await
+            .unwrap();
+        times[6].push(t.elapsed());
+    }
+    let _ = (&mut rk, &mut ak);
+    println!("\n| checkout step ({n} checkouts) | median | p95 |\n|---|---|---|");
+    for (name, mut ts) in steps.iter().zip(times) {
+        ts.sort();
+        println!(
+            "| {name} | {} | {} |",
+            fmt(percentile(&ts, 0.5)),
+            fmt(percentile(&ts, 0.95))
+        );
+    }
+}
+
+fn clock_now(c: &breakglass::clock::FixedClock) -> time::OffsetDateTime {
+    breakglass::clock::Clock::now(c)
+}
+
 fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(checkout_steps(300));
     let dir = tempfile::tempdir().unwrap();
     println!("| operation | median |\n|---|---|");
 

@@ -491,6 +491,14 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_config_is_valid_and_not_the_defaults() {
+        let c = Config::from_toml(include_str!("../deploy/config.example.toml")).unwrap();
+        assert_eq!(c.problems(), Vec::<String>::new());
+        assert_eq!(c.seal.mode, SealMode::KeyFile);
+        assert!(c.is_https());
+    }
+
+    #[test]
     fn key_file_mode_needs_a_path() {
         let e = Config::from_toml("[seal]\nmode = \"key-file\"\n").unwrap();
         assert!(e.problems().iter().any(|p| p.contains("seal.key_file")));

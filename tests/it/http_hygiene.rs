@@ -9,6 +9,8 @@ use crate::support::*;
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Needs {
     AnyOne,
+    /// The custodian role (auditors are refused with `not_a_custodian`).
+    Custodian,
     Admin,
     AuditReader,
 }
@@ -72,6 +74,62 @@ fn protected() -> Vec<(Method, &'static str, Value, Needs)> {
             Value::Null,
             AuditReader,
         ),
+        (
+            Method::PUT,
+            "/api/v1/accounts/123456789012/policy",
+            json!({"veto": false}),
+            Admin,
+        ),
+        (Method::GET, "/api/v1/checkouts", Value::Null, AnyOne),
+        (
+            Method::POST,
+            "/api/v1/checkouts",
+            json!({"account_id": "123456789012", "reason": "r"}),
+            Custodian,
+        ),
+        (Method::GET, "/api/v1/checkouts/abc", Value::Null, AnyOne),
+        (
+            Method::POST,
+            "/api/v1/checkouts/abc/cancel",
+            json!({}),
+            AnyOne,
+        ),
+        (
+            Method::POST,
+            "/api/v1/checkouts/abc/approvals/start",
+            json!({}),
+            AnyOne,
+        ),
+        (
+            Method::POST,
+            "/api/v1/checkouts/abc/approvals/finish",
+            json!({"ceremony_id": "x", "credential": {}, "decision": "approve"}),
+            AnyOne,
+        ),
+        (
+            Method::POST,
+            "/api/v1/checkouts/abc/release/start",
+            json!({}),
+            AnyOne,
+        ),
+        (
+            Method::POST,
+            "/api/v1/checkouts/abc/release/finish",
+            json!({"ceremony_id": "x", "credential": {}}),
+            AnyOne,
+        ),
+        (
+            Method::POST,
+            "/api/v1/checkouts/abc/close",
+            json!({"note": "n"}),
+            AnyOne,
+        ),
+        (
+            Method::PUT,
+            "/api/v1/checkouts/abc/rotation",
+            json!({"value": "long-enough-pw"}),
+            AnyOne,
+        ),
         // Last: it ends the session.
         (Method::POST, "/api/v1/logout", json!({}), AnyOne),
     ]
@@ -120,8 +178,12 @@ async fn admin_endpoints_refuse_custodians_and_auditors() {
     for (m, path, body, needs) in protected() {
         for (who, p) in [("custodian", &bo), ("auditor", &au)] {
             let got = call(&p.client, &s, &m, path, &body).await;
+            if needs == Needs::Custodian && who == "auditor" {
+                assert_error(&got, StatusCode::FORBIDDEN, "not_a_custodian");
+                continue;
+            }
             let forbidden = match needs {
-                Needs::AnyOne => false,
+                Needs::AnyOne | Needs::Custodian => false,
                 Needs::Admin => true,
                 Needs::AuditReader => who == "custodian",
             };
