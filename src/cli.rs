@@ -467,7 +467,7 @@ fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
             }
             if status.ok {
                 println!(
-                    "ok: {} entries, head {}; {} approval signatures verified",
+                    "ok: {} entries, head {}; {} WebAuthn signatures verified (approvals, denials, releases)",
                     status.entries, status.head, status.approvals_checked
                 );
                 Ok(ExitCode::SUCCESS)

@@ -78,6 +78,9 @@ pub struct HttpConfig {
     pub ceremony_rate_per_minute: u32,
     /// Burst allowed above that rate.
     pub ceremony_burst: u32,
+    /// Addresses of reverse proxies in front of the service. Only from these is
+    /// `X-Forwarded-For` believed (its last entry is taken as the client address).
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Defaults applied to accounts created without an explicit policy.
@@ -137,6 +140,7 @@ impl Default for HttpConfig {
             request_timeout_seconds: 30,
             ceremony_rate_per_minute: 30,
             ceremony_burst: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -341,6 +345,13 @@ impl Config {
             if value < min || value > max {
                 p.push(format!(
                     "{name} = {value} is out of range: use a value from {min} to {max}."
+                ));
+            }
+        }
+        for proxy in &self.http.trusted_proxies {
+            if proxy.parse::<std::net::IpAddr>().is_err() {
+                p.push(format!(
+                    "http.trusted_proxies contains {proxy:?}, which is not an IP address: list the proxies' addresses, e.g. [\"127.0.0.1\"]."
                 ));
             }
         }

@@ -314,47 +314,64 @@ impl App {
         let value = normalize_secret(kind, &value)?;
         let now = self.now();
         self.db
-            .transact(move |tx| {
-                let account =
-                    store::account(tx, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?;
-                let version = store::next_secret_version(tx, id.as_str(), kind.as_str())?;
-                let header = EnvelopeHeader::new(id.as_str(), kind.as_str(), version);
-                let ciphertext = vault::encrypt_secret(&account.recipient, &header, &value)?;
-                store::insert_secret_version(
-                    tx,
-                    id.as_str(),
-                    kind.as_str(),
-                    version,
-                    &ciphertext,
-                    now.unix_timestamp(),
-                    &actor.audit_name(),
-                )?;
-                // A new root password completes any rotation due after an emergency release.
-                let rotation_due: Option<i64> = tx.query_row("SELECT rotation_due_since FROM accounts WHERE account_id = ?1", [id.as_str()], |r| r.get(0))?;
-                let rotated = kind == SecretKind::RootPassword && rotation_due.is_some();
-                if rotated {
-                    tx.execute(
-                        "UPDATE accounts SET rotation_due_since = NULL, state = CASE WHEN state = 'rotation_due' THEN 'available' ELSE state END WHERE account_id = ?1",
-                        [id.as_str()],
-                    )?;
-                }
-                let state: String = tx.query_row("SELECT state FROM accounts WHERE account_id = ?1", [id.as_str()], |r| r.get(0))?;
-                audit::append(
-                    tx,
-                    now,
-                    &actor.audit_name(),
-                    "secret.deposited",
-                    &format!("account:{id}"),
-                    &json!({"kind": kind, "version": version, "rotation_completed": rotated}),
-                )?;
-                Ok(Deposited {
-                    account_id: id.to_string(),
-                    kind,
-                    version,
-                    deposited_at: rfc3339(now.unix_timestamp()),
-                    account_state: state,
-                })
-            })
+            .transact(move |tx| deposit_in_tx(tx, &actor, &id, kind, &value, now))
             .await
     }
+}
+
+/// Store a new, already normalised version of a secret inside the caller's
+/// transaction. A new root password completes any rotation due after an emergency.
+pub(crate) fn deposit_in_tx(
+    tx: &rusqlite::Connection,
+    actor: &Actor,
+    id: &AwsAccountId,
+    kind: SecretKind,
+    value: &SecretString,
+    now: time::OffsetDateTime,
+) -> Result<Deposited, AppError> {
+    let account = store::account(tx, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?;
+    let version = store::next_secret_version(tx, id.as_str(), kind.as_str())?;
+    let header = EnvelopeHeader::new(id.as_str(), kind.as_str(), version);
+    let ciphertext = vault::encrypt_secret(&account.recipient, &header, value)?;
+    store::insert_secret_version(
+        tx,
+        id.as_str(),
+        kind.as_str(),
+        version,
+        &ciphertext,
+        now.unix_timestamp(),
+        &actor.audit_name(),
+    )?;
+    let rotation_due: Option<i64> = tx.query_row(
+        "SELECT rotation_due_since FROM accounts WHERE account_id = ?1",
+        [id.as_str()],
+        |r| r.get(0),
+    )?;
+    let rotated = kind == SecretKind::RootPassword && rotation_due.is_some();
+    if rotated {
+        tx.execute(
+            "UPDATE accounts SET rotation_due_since = NULL, state = CASE WHEN state = 'rotation_due' THEN 'available' ELSE state END WHERE account_id = ?1",
+            [id.as_str()],
+        )?;
+    }
+    let state: String = tx.query_row(
+        "SELECT state FROM accounts WHERE account_id = ?1",
+        [id.as_str()],
+        |r| r.get(0),
+    )?;
+    audit::append(
+        tx,
+        now,
+        &actor.audit_name(),
+        "secret.deposited",
+        &format!("account:{id}"),
+        &json!({"kind": kind, "version": version, "rotation_completed": rotated}),
+    )?;
+    Ok(Deposited {
+        account_id: id.to_string(),
+        kind,
+        version,
+        deposited_at: rfc3339(now.unix_timestamp()),
+        account_state: state,
+    })
 }

@@ -1,5 +1,5 @@
 //! Reading and verifying the audit log.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -33,7 +33,7 @@ pub struct ChainStatus {
     /// The first broken entry, when the chain does not verify.
     pub broken_at_seq: Option<u64>,
     pub problem: Option<String>,
-    /// Approvals and denials whose WebAuthn evidence was checked offline.
+    /// WebAuthn assertions (approvals, denials, releases) checked offline.
     pub approvals_checked: u64,
     /// Each approval whose evidence does not verify, with the reason.
     pub approval_problems: Vec<String>,
@@ -58,7 +58,7 @@ pub fn verify_chain(conn: &rusqlite::Connection) -> Result<ChainStatus, AppError
             false
         }
     })?;
-    let (approvals_checked, approval_problems) = ev.check(conn)?;
+    let (approvals_checked, approval_problems) = ev.finish(conn)?;
     Ok(ChainStatus {
         ok: broken.is_none() && approval_problems.is_empty(),
         entries: v.size(),
@@ -70,49 +70,185 @@ pub fn verify_chain(conn: &rusqlite::Connection) -> Result<ChainStatus, AppError
     })
 }
 
+/// A credential's public key and whose it is, as the log recorded at enrolment.
+struct EnrolledKey {
+    owner: String,
+    key: PublicKeyRecord,
+}
+
+/// A challenge the log shows was issued to an actor for a checkout.
+struct Issued {
+    purpose: &'static str,
+    challenge: String,
+    rp_id: String,
+    origin: Option<String>,
+}
+
+/// What the log says about one checkout, replayed.
+#[derive(Default)]
+struct Track {
+    requester: String,
+    required: u32,
+    /// Actors (never the requester) whose approval evidence verified.
+    approvers: HashSet<String>,
+    approved: bool,
+}
+
+struct Recorded {
+    checkout: String,
+    actor: String,
+    decision: String,
+    evidence: AssertionEvidence,
+}
+
+/// Replays the log in order and checks every WebAuthn assertion it records, and that
+/// the checkout state machine only moved when the evidence allowed it.
 #[derive(Default)]
 struct EvidenceIndex {
-    /// credential id → public key, from `custodian.enrolled` / `credential.added`.
-    keys: HashMap<String, PublicKeyRecord>,
-    /// (checkout, actor) → challenges issued, with the RP id.
-    issued: HashMap<(String, String), Vec<(String, String)>>,
-    /// (seq, checkout, actor, evidence) from `checkout.*_recorded`.
-    recorded: Vec<(u64, String, String, AssertionEvidence)>,
+    keys: HashMap<String, EnrolledKey>,
+    issued: HashMap<(String, String), Vec<Issued>>,
+    tracks: HashMap<String, Track>,
+    recorded: Vec<Recorded>,
+    checked: u64,
+    problems: Vec<String>,
+}
+
+fn str_of(d: &serde_json::Value, k: &str) -> String {
+    d[k].as_str().unwrap_or_default().to_owned()
 }
 
 impl EvidenceIndex {
     fn observe(&mut self, e: &AuditEntry) {
-        let Ok(d) = serde_json::from_str::<serde_json::Value>(&e.details) else {
-            return;
-        };
+        let d: serde_json::Value = serde_json::from_str(&e.details).unwrap_or_default();
+        let checkout = str_of(&d, "checkout");
         match e.action.as_str() {
             "custodian.enrolled" | "credential.added" => {
-                if let (Some(id), Ok(pk)) = (
-                    d["credential_id"].as_str(),
-                    serde_json::from_value::<PublicKeyRecord>(d["public_key"].clone()),
-                ) {
-                    self.keys.insert(id.to_owned(), pk);
+                if let Ok(key) = serde_json::from_value::<PublicKeyRecord>(d["public_key"].clone())
+                {
+                    // The first enrolment of an id wins; the owner is the entry's subject.
+                    self.keys
+                        .entry(str_of(&d, "credential_id"))
+                        .or_insert(EnrolledKey {
+                            owner: e.subject.clone(),
+                            key,
+                        });
                 }
             }
-            "approval.challenge_issued" => {
-                if let (Some(c), Some(ch), Some(rp)) = (
-                    d["checkout"].as_str(),
-                    d["challenge"].as_str(),
-                    d["rp_id"].as_str(),
-                ) {
-                    self.issued
-                        .entry((c.to_owned(), e.actor.clone()))
-                        .or_default()
-                        .push((ch.to_owned(), rp.to_owned()));
-                }
+            "checkout.requested" => {
+                let required = d["approvals_required"]
+                    .as_u64()
+                    .unwrap_or(u64::MAX)
+                    .min(u64::from(u32::MAX)) as u32;
+                self.tracks.insert(
+                    checkout,
+                    Track {
+                        requester: e.actor.clone(),
+                        required,
+                        ..Track::default()
+                    },
+                );
+            }
+            "approval.challenge_issued" | "release.challenge_issued" => {
+                let purpose = if e.action.starts_with("approval") {
+                    "approve"
+                } else {
+                    "release"
+                };
+                self.issued
+                    .entry((checkout, e.actor.clone()))
+                    .or_default()
+                    .push(Issued {
+                        purpose,
+                        challenge: str_of(&d, "challenge"),
+                        rp_id: str_of(&d, "rp_id"),
+                        origin: d["origin"].as_str().map(str::to_owned),
+                    });
             }
             "checkout.approval_recorded" | "checkout.denial_recorded" => {
-                if let (Some(c), Ok(evidence)) = (
-                    d["checkout"].as_str(),
-                    serde_json::from_value::<AssertionEvidence>(d["evidence"].clone()),
-                ) {
-                    self.recorded
-                        .push((e.seq, c.to_owned(), e.actor.clone(), evidence));
+                let decision = if e.action == "checkout.approval_recorded" {
+                    "approve"
+                } else {
+                    "deny"
+                };
+                let Ok(evidence) =
+                    serde_json::from_value::<AssertionEvidence>(d["evidence"].clone())
+                else {
+                    self.problems.push(format!(
+                        "seq {}: a decision on checkout {checkout} carries no readable evidence",
+                        e.seq
+                    ));
+                    return;
+                };
+                self.checked += 1;
+                match self.verify_one(&checkout, &e.actor, "approve", &evidence) {
+                    Ok(()) => {
+                        let track = self.tracks.entry(checkout.clone()).or_default();
+                        if decision == "approve" && e.actor != track.requester {
+                            track.approvers.insert(e.actor.clone());
+                        }
+                        if e.actor == track.requester {
+                            self.problems.push(format!(
+                                "seq {}: the requester decided on their own checkout {checkout}",
+                                e.seq
+                            ));
+                        }
+                    }
+                    Err(why) => self.problems.push(format!(
+                        "approval evidence at seq {} (checkout {checkout}): {why}",
+                        e.seq
+                    )),
+                }
+                self.recorded.push(Recorded {
+                    checkout,
+                    actor: e.actor.clone(),
+                    decision: decision.into(),
+                    evidence,
+                });
+            }
+            "checkout.approved" => {
+                let track = self.tracks.entry(checkout.clone()).or_default();
+                if (track.approvers.len() as u64) < u64::from(track.required) || track.required == 0
+                {
+                    self.problems.push(format!(
+                        "seq {}: checkout {checkout} was approved with {} verified approval(s) from people other than the requester; {} required",
+                        e.seq,
+                        track.approvers.len(),
+                        track.required
+                    ));
+                }
+                track.approved = true;
+            }
+            "checkout.released" => {
+                if !self.tracks.get(&checkout).is_some_and(|t| t.approved) {
+                    self.problems.push(format!(
+                        "seq {}: checkout {checkout} was released without being approved",
+                        e.seq
+                    ));
+                }
+            }
+            "checkout.revealed" => {
+                let requester = self
+                    .tracks
+                    .get(&checkout)
+                    .map(|t| t.requester.clone())
+                    .unwrap_or_default();
+                if e.actor != requester || !self.tracks.get(&checkout).is_some_and(|t| t.approved) {
+                    self.problems.push(format!("seq {}: a reveal on checkout {checkout} by someone other than its approved requester", e.seq));
+                }
+                match serde_json::from_value::<AssertionEvidence>(d["evidence"].clone()) {
+                    Ok(ev) => {
+                        self.checked += 1;
+                        if let Err(why) = self.verify_one(&checkout, &e.actor, "release", &ev) {
+                            self.problems.push(format!(
+                                "release evidence at seq {} (checkout {checkout}): {why}",
+                                e.seq
+                            ));
+                        }
+                    }
+                    Err(_) => self.problems.push(format!(
+                        "seq {}: a reveal on checkout {checkout} carries no readable evidence",
+                        e.seq
+                    )),
                 }
             }
             _ => {}
@@ -123,30 +259,33 @@ impl EvidenceIndex {
         &self,
         checkout: &str,
         actor: &str,
+        purpose: &str,
         ev: &AssertionEvidence,
     ) -> Result<(), String> {
-        let pk = self
+        let enrolled = self
             .keys
             .get(&ev.credential_id)
-            .ok_or("its credential was never enrolled in this log")?;
-        let rp_id = self
+            .ok_or("its credential was not enrolled earlier in this log")?;
+        if enrolled.owner != actor {
+            return Err(format!(
+                "it is signed with a credential of {}, not of {actor}",
+                enrolled.owner
+            ));
+        }
+        let issued = self
             .issued
             .get(&(checkout.to_owned(), actor.to_owned()))
-            .and_then(|v| v.iter().find(|(ch, _)| *ch == ev.challenge))
-            .map(|(_, rp)| rp.as_str())
+            .and_then(|v| {
+                v.iter()
+                    .find(|i| i.purpose == purpose && i.challenge == ev.challenge)
+            })
             .ok_or("its challenge was not issued to this person for this request")?;
-        evidence::verify(pk, ev, rp_id).map_err(|e| e.to_string())
+        evidence::verify(&enrolled.key, ev, &issued.rp_id, issued.origin.as_deref())
+            .map_err(|e| e.to_string())
     }
 
-    fn check(&self, conn: &rusqlite::Connection) -> Result<(u64, Vec<String>), AppError> {
-        let mut problems = Vec::new();
-        for (seq, checkout, actor, ev) in &self.recorded {
-            if let Err(why) = self.verify_one(checkout, actor, ev) {
-                problems.push(format!(
-                    "approval evidence at seq {seq} (checkout {checkout}): {why}"
-                ));
-            }
-        }
+    /// After the replay: the `approvals` table must hold exactly what the log recorded.
+    fn finish(mut self, conn: &rusqlite::Connection) -> Result<(u64, Vec<String>), AppError> {
         for row in checkouts::all_approvals(conn)? {
             let actor = format!("custodian:{}", row.custodian_id);
             let ev = AssertionEvidence {
@@ -156,20 +295,20 @@ impl EvidenceIndex {
                 authenticator_data: row.authenticator_data.clone(),
                 signature: row.signature.clone(),
             };
-            let in_log = self
-                .recorded
-                .iter()
-                .any(|(_, c, a, e)| *c == row.checkout_id && *a == actor && *e == ev);
+            let in_log = self.recorded.iter().any(|r| {
+                r.checkout == row.checkout_id
+                    && r.actor == actor
+                    && r.decision == row.decision
+                    && r.evidence == ev
+            });
             if !in_log {
-                problems.push(format!("approval {} (checkout {}): its stored evidence differs from the evidence in the audit log", row.id, row.checkout_id));
-            } else if let Err(why) = self.verify_one(&row.checkout_id, &actor, &ev) {
-                problems.push(format!(
-                    "approval {} (checkout {}): {why}",
+                self.problems.push(format!(
+                    "approval {} (checkout {}): the stored decision or evidence differs from the evidence in the audit log",
                     row.id, row.checkout_id
                 ));
             }
         }
-        Ok((self.recorded.len() as u64, problems))
+        Ok((self.checked, self.problems))
     }
 }
 
@@ -190,7 +329,12 @@ impl App {
             .await
     }
 
+    /// Verify on a separate read-only connection: a long verification never holds
+    /// up approvals or releases (WAL readers do not block the writer).
     pub async fn audit_verify(&self) -> Result<ChainStatus, AppError> {
-        self.db.call(|conn| verify_chain(conn)).await
+        let path = self.db.path().to_owned();
+        tokio::task::spawn_blocking(move || verify_chain(&crate::store::open_read_only(&path)?))
+            .await
+            .map_err(|_| AppError::Internal("verification worker stopped".into()))?
     }
 }

@@ -493,7 +493,9 @@ impl App {
             .transact(move |tx| {
                 let c = load(tx, &id, now)?;
                 eligibility(tx, &c, &p.custodian, now.unix_timestamp())?;
-                let (options, state) = app.webauthn.start_passkey_authentication(&passkeys_of(tx, &p.custodian.id)?).map_err(internal)?;
+                let cooling = i64::from(app.config.security.cooling_off_hours) * 3600;
+                let keys = approval_passkeys(tx, &p.custodian.id, now.unix_timestamp(), cooling)?;
+                let (options, state) = app.webauthn.start_passkey_authentication(&keys).map_err(internal)?;
                 let ceremony_id = app.insert_checkout_ceremony(tx, PURPOSE_APPROVE, &p, &c, &state, now)?;
                 audit::append(
                     tx,
@@ -501,7 +503,7 @@ impl App {
                     &p.actor().audit_name(),
                     "approval.challenge_issued",
                     &subject(&c),
-                    &json!({"checkout": c.id, "ceremony": ceremony_id, "challenge": b64url(&options.public_key.challenge), "rp_id": app.config.rp_id()}),
+                    &json!({"checkout": c.id, "ceremony": ceremony_id, "challenge": b64url(&options.public_key.challenge), "rp_id": app.config.rp_id(), "origin": app.config.origin_header()}),
                 )?;
                 Ok(ApprovalStart { ceremony_id, options, request: view(tx, &c)? })
             })
@@ -546,7 +548,13 @@ impl App {
         checkout_id: &str,
         ceremony_id: String,
         credential: &PublicKeyCredential,
-    ) -> Result<(webauthn_rs::prelude::AuthenticationResult, String), AppError> {
+    ) -> Result<
+        (
+            webauthn_rs::prelude::AuthenticationResult,
+            AssertionEvidence,
+        ),
+        AppError,
+    > {
         let now = self.now().unix_timestamp();
         let row = self
             .db
@@ -582,13 +590,20 @@ impl App {
             .webauthn
             .finish_passkey_authentication(credential, &state)
             .map_err(|e| assertion_refused(&e))?;
-        // The challenge as issued, for the evidence record.
+        // What an auditor needs to check this assertion offline.
         let challenge =
             serde_json::from_slice::<serde_json::Value>(&credential.response.client_data_json)
                 .ok()
                 .and_then(|v| v["challenge"].as_str().map(str::to_owned))
                 .unwrap_or_default();
-        Ok((result, challenge))
+        let evidence = AssertionEvidence {
+            credential_id: b64url(result.cred_id()),
+            challenge,
+            client_data_json: b64url(&credential.response.client_data_json),
+            authenticator_data: b64url(&credential.response.authenticator_data),
+            signature: b64url(&credential.response.signature),
+        };
+        Ok((result, evidence))
     }
 
     /// Record one person's decision, with its WebAuthn evidence.
@@ -605,7 +620,7 @@ impl App {
             .filter(|c| !c.trim().is_empty())
             .map(|c| display_text("comment", &c, checkout::NOTE_MAX_CHARS))
             .transpose()?;
-        let (result, challenge) = self
+        let (result, evidence) = self
             .verified_assertion(PURPOSE_APPROVE, &p, &id, ceremony_id, &credential)
             .await?;
         let now = self.now();
@@ -617,15 +632,8 @@ impl App {
                 // Re-check everything: the request or the person may have changed since start.
                 let me = people::custodian(tx, &p.custodian.id)?.ok_or_else(|| internal("custodian vanished"))?;
                 eligibility(tx, &c, &me, now.unix_timestamp())?;
-                let cred_id = b64url(result.cred_id());
+                let cred_id = evidence.credential_id.clone();
                 update_counter(tx, &me.id, &cred_id, &result, now.unix_timestamp())?;
-                let evidence = AssertionEvidence {
-                    credential_id: cred_id.clone(),
-                    challenge,
-                    client_data_json: b64url(&credential.response.client_data_json),
-                    authenticator_data: b64url(&credential.response.authenticator_data),
-                    signature: b64url(&credential.response.signature),
-                };
                 let row = ApprovalRow {
                     id: 0,
                     checkout_id: c.id.clone(),
@@ -689,6 +697,20 @@ impl App {
                     .map_err(internal)?;
                 let ceremony_id =
                     app.insert_checkout_ceremony(tx, PURPOSE_RELEASE, &p, &c, &state, now)?;
+                audit::append(
+                    tx,
+                    now,
+                    &p.actor().audit_name(),
+                    "release.challenge_issued",
+                    &subject(&c),
+                    &json!({
+                        "checkout": c.id,
+                        "ceremony": ceremony_id,
+                        "challenge": b64url(&options.public_key.challenge),
+                        "rp_id": app.config.rp_id(),
+                        "origin": app.config.origin_header(),
+                    }),
+                )?;
                 Ok(ReleaseStart {
                     ceremony_id,
                     options,
@@ -707,7 +729,7 @@ impl App {
         ceremony_id: String,
         credential: PublicKeyCredential,
     ) -> Result<Revealed, AppError> {
-        let (result, _) = self
+        let (result, evidence) = self
             .verified_assertion(PURPOSE_RELEASE, &p, &id, ceremony_id, &credential)
             .await?;
         let now = self.now();
@@ -716,6 +738,7 @@ impl App {
             .transact(move |tx| {
                 let mut c = load(tx, &id, now)?;
                 check_revealable(&c, &p, now.unix_timestamp())?;
+                check_quorum_still_holds(tx, &c, now.unix_timestamp())?;
                 update_counter(tx, &p.custodian.id, &b64url(result.cred_id()), &result, now.unix_timestamp())?;
                 let account = store_accounts::account(tx, &c.account_id)?.ok_or_else(|| internal("account vanished"))?;
                 let actor = p.actor().audit_name();
@@ -753,7 +776,7 @@ impl App {
                     &actor,
                     "checkout.revealed",
                     &subject(&c),
-                    &json!({"checkout": c.id, "release": release.checkout_id, "password_version": pw_version, "totp_seed_version": seed_version}),
+                    &json!({"checkout": c.id, "release": release.checkout_id, "password_version": pw_version, "totp_seed_version": seed_version, "evidence": evidence}),
                 )?;
                 Ok(Revealed {
                     checkout_id: c.id.clone(),
@@ -810,29 +833,46 @@ impl App {
     }
 
     /// Rotation after an emergency: the requester deposits the new root password.
+    /// Only for the emergency checkout whose release made the rotation due, only while
+    /// it is due, and only if no later checkout was released on the account; check and
+    /// deposit are one transaction. Admins rotate through the account instead.
     pub async fn rotate_after_checkout(
         &self,
         p: Principal,
         id: String,
         value: SecretString,
     ) -> Result<super::accounts::Deposited, AppError> {
-        let actor = p.actor();
-        let account_id = {
-            let now = self.now();
-            self.db
-                .transact(move |tx| {
-                    let c = load(tx, &id, now)?;
-                    if c.requester_id != p.custodian.id {
-                        return Err(AppError::forbidden("not_the_requester", "Only the person who used this checkout deposits the new password (or an admin, on the account)."));
-                    }
-                    if c.released_at.is_none() {
-                        return Err(AppError::conflict("not_released", "Nothing was released on this checkout, so there is nothing to rotate."));
-                    }
-                    Ok(c.account_id)
-                })
-                .await?
-        };
-        self.deposit_secret(actor, account_id, SecretKind::RootPassword, value)
+        let value = crate::domain::secrets::normalize_secret(SecretKind::RootPassword, &value)?;
+        let now = self.now();
+        self.db
+            .transact(move |tx| {
+                let c = load(tx, &id, now)?;
+                if c.requester_id != p.custodian.id {
+                    return Err(AppError::forbidden(
+                        "not_the_requester",
+                        "Only the person who used this checkout deposits the new password (an admin can, on the account).",
+                    ));
+                }
+                let Some(released_at) = c.released_at else {
+                    return Err(AppError::conflict("not_released", "Nothing was released on this checkout, so there is nothing to rotate."));
+                };
+                let due: Option<i64> =
+                    tx.query_row("SELECT rotation_due_since FROM accounts WHERE account_id = ?1", [&c.account_id], |r| r.get(0))?;
+                let later: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM checkouts WHERE account_id = ?1 AND released_at > ?2)",
+                    rusqlite::params![c.account_id, released_at],
+                    |r| r.get(0),
+                )?;
+                let caused_it = c.kind == CheckoutKind::Emergency.as_str() && due.is_some_and(|d| d <= released_at);
+                if !caused_it || later {
+                    return Err(AppError::conflict(
+                        "rotation_not_due",
+                        "No rotation is due from this checkout (it was a drill, the password was already rotated, or a later checkout was released). An admin can deposit on the account.",
+                    ));
+                }
+                let account = crate::domain::AwsAccountId::parse(&c.account_id)?;
+                super::accounts::deposit_in_tx(tx, &p.actor(), &account, SecretKind::RootPassword, &value, now)
+            })
             .await
     }
 
@@ -852,6 +892,68 @@ impl App {
             })
             .await
     }
+}
+
+/// The approvals behind a release must still stand when it happens: an approver
+/// disabled (say, as compromised), no longer a custodian or removed from the approver
+/// set since approving no longer counts.
+fn check_quorum_still_holds(
+    tx: &rusqlite::Connection,
+    c: &CheckoutRow,
+    now: i64,
+) -> Result<(), AppError> {
+    let set = account_approver_set(tx, &c.account_id)?;
+    let mut standing = 0u32;
+    for a in store::approvals_of(tx, &c.id)?
+        .iter()
+        .filter(|a| a.decision == Decision::Approve.as_str())
+    {
+        let Some(who) = people::custodian(tx, &a.custodian_id)? else {
+            continue;
+        };
+        let in_set = set.as_ref().is_none_or(|ids| ids.contains(&who.id));
+        if who.id != c.requester_id
+            && who.is_active()
+            && who.has_role(Role::Custodian)
+            && in_set
+            && who.approve_after <= now
+        {
+            standing += 1;
+        }
+    }
+    if standing < c.approvals_required {
+        return Err(AppError::conflict(
+            "quorum_no_longer_met",
+            format!(
+                "{standing} of the {} approvals behind this request still stand (an approver was disabled or removed since). Make a new request.",
+                c.approvals_required
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The person's keys that may sign an approval: each past its own cooling-off, so a key
+/// added yesterday (say, with a stolen session) cannot approve today.
+fn approval_passkeys(
+    conn: &rusqlite::Connection,
+    custodian_id: &str,
+    now: i64,
+    cooling_secs: i64,
+) -> Result<Vec<Passkey>, AppError> {
+    let keys = people::credentials_of(conn, custodian_id)?
+        .iter()
+        .filter(|r| r.created_at + cooling_secs <= now)
+        .map(|r| serde_json::from_str::<Passkey>(&r.passkey))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(internal)?;
+    if keys.is_empty() {
+        return Err(AppError::forbidden(
+            "credential_cooling_off",
+            "Your security keys were all enrolled too recently to approve; a key approves once its cooling-off period has passed.",
+        ));
+    }
+    Ok(keys)
 }
 
 fn check_revealable(c: &CheckoutRow, p: &Principal, now: i64) -> Result<(), AppError> {

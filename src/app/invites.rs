@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// A new invite. The token is shown once and never stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct InviteCreated {
     pub id: String,
     pub roles: Vec<Role>,
@@ -23,6 +23,17 @@ pub struct InviteCreated {
     /// not send to servers or in `Referer`.
     pub invite_url: String,
     pub token: String,
+}
+
+impl std::fmt::Debug for InviteCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InviteCreated")
+            .field("id", &self.id)
+            .field("roles", &self.roles)
+            .field("expires_at", &self.expires_at)
+            .field("token", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -86,8 +86,14 @@ pub fn open(
     expected: &EnvelopeHeader,
     ciphertext: &[u8],
 ) -> Result<SecretString, CryptoError> {
-    let plain =
-        Zeroizing::new(age::decrypt(identity, ciphertext).map_err(|_| CryptoError::Decrypt)?);
+    // Read into a buffer sized up front (plaintext < ciphertext), so it never
+    // reallocates and leaves unwiped copies behind (age::decrypt grows a Vec).
+    let decryptor = age::Decryptor::new_buffered(ciphertext).map_err(|_| CryptoError::Decrypt)?;
+    let mut reader = decryptor
+        .decrypt(std::iter::once(identity as &dyn age::Identity))
+        .map_err(|_| CryptoError::Decrypt)?;
+    let mut plain = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
+    std::io::Read::read_to_end(&mut reader, &mut plain).map_err(|_| CryptoError::Decrypt)?;
     let wire: WireIn =
         serde_json::from_slice(&plain).map_err(|_| CryptoError::MalformedEnvelope)?;
     if wire.v != ENVELOPE_VERSION

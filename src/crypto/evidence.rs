@@ -15,7 +15,7 @@ pub enum PublicKeyRecord {
     ES256 { x: String, y: String },
     /// ECDSA P-384 with SHA-384.
     ES384 { x: String, y: String },
-    /// RSASSA-PKCS1-v1_5 with SHA-256; recorded, not verified offline by this tool.
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (Windows Hello); `n`, `e` base64url big-endian.
     RS256 { n: String, e: String },
 }
 
@@ -58,14 +58,14 @@ pub enum EvidenceError {
     WrongType(String),
     #[error("clientDataJSON's challenge is not the challenge issued for this request")]
     ChallengeMismatch,
+    #[error("clientDataJSON comes from origin {0:?}, not the service's")]
+    OriginMismatch(String),
     #[error("authenticatorData is not for this relying party")]
     RpIdMismatch,
-    #[error("the authenticator did not report user verification")]
+    #[error("the authenticator did not report user presence and verification")]
     NotUserVerified,
     #[error("the signature does not verify against the key recorded at enrolment")]
     BadSignature,
-    #[error("{0} signatures are recorded but not verified offline")]
-    Unsupported(&'static str),
 }
 
 #[derive(Deserialize)]
@@ -73,6 +73,10 @@ struct ClientData {
     #[serde(rename = "type")]
     type_: String,
     challenge: String,
+    #[serde(default)]
+    origin: String,
+    #[serde(default, rename = "crossOrigin")]
+    cross_origin: bool,
 }
 
 fn unb64(s: &str) -> Result<Vec<u8>, EvidenceError> {
@@ -81,11 +85,13 @@ fn unb64(s: &str) -> Result<Vec<u8>, EvidenceError> {
         .map_err(|_| EvidenceError::Encoding)
 }
 
-/// Check one approval's evidence completely.
+/// Check one assertion's evidence completely. `origin`, when known, must equal
+/// clientDataJSON's `origin`.
 pub fn verify(
     pk: &PublicKeyRecord,
     ev: &AssertionEvidence,
     rp_id: &str,
+    origin: Option<&str>,
 ) -> Result<(), EvidenceError> {
     let client_data_json = unb64(&ev.client_data_json)?;
     let auth_data = unb64(&ev.authenticator_data)?;
@@ -98,10 +104,22 @@ pub fn verify(
     if unb64(&cd.challenge)? != unb64(&ev.challenge)? {
         return Err(EvidenceError::ChallengeMismatch);
     }
+    // Compare origins as origins (`http://h:1` and `http://h:1/` are the same one).
+    let normal = |o: &str| {
+        url::Url::parse(o)
+            .map(|u| u.origin().ascii_serialization())
+            .ok()
+    };
+    if origin.is_some_and(|o| normal(o).is_none() || normal(o) != normal(&cd.origin))
+        || cd.cross_origin
+    {
+        return Err(EvidenceError::OriginMismatch(cd.origin));
+    }
     if auth_data.len() < 37 || auth_data[..32] != Sha256::digest(rp_id.as_bytes())[..] {
         return Err(EvidenceError::RpIdMismatch);
     }
-    if auth_data[32] & 0x04 == 0 {
+    // UP (0x01) and UV (0x04): the person was present and verified.
+    if auth_data[32] & 0x05 != 0x05 {
         return Err(EvidenceError::NotUserVerified);
     }
     let mut signed = auth_data;
@@ -127,7 +145,19 @@ pub fn verify(
                 .map_err(|_| EvidenceError::BadSignature)?;
             key.verify(&signed, &sig).is_ok()
         }
-        PublicKeyRecord::RS256 { .. } => return Err(EvidenceError::Unsupported("RS256")),
+        PublicKeyRecord::RS256 { n, e } => {
+            use rsa::{BoxedUint, RsaPublicKey, pkcs1v15};
+            let key = RsaPublicKey::new(
+                BoxedUint::from_be_slice_vartime(&unb64(n)?),
+                BoxedUint::from_be_slice_vartime(&unb64(e)?),
+            )
+            .map_err(|_| EvidenceError::BadSignature)?;
+            let sig = pkcs1v15::Signature::try_from(signature.as_slice())
+                .map_err(|_| EvidenceError::BadSignature)?;
+            pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(key)
+                .verify(&signed, &sig)
+                .is_ok()
+        }
     };
     if ok {
         Ok(())
@@ -177,45 +207,85 @@ mod tests {
     #[test]
     fn good_evidence_verifies_and_each_alteration_is_caught() {
         let (pk, ev) = signed_evidence(0x05, "webauthn.get");
-        assert_eq!(verify(&pk, &ev, "localhost"), Ok(()));
         assert_eq!(
-            verify(&pk, &ev, "example.com"),
+            verify(&pk, &ev, "localhost", Some("http://localhost:8080")),
+            Ok(())
+        );
+        assert_eq!(verify(&pk, &ev, "localhost", None), Ok(()));
+        assert!(matches!(
+            verify(&pk, &ev, "localhost", Some("https://evil.example")),
+            Err(EvidenceError::OriginMismatch(_))
+        ));
+        assert_eq!(
+            verify(&pk, &ev, "example.com", None),
             Err(EvidenceError::RpIdMismatch)
         );
+        let other_challenge = AssertionEvidence {
+            challenge: b(&[2u8; 32]),
+            ..ev.clone()
+        };
         assert_eq!(
-            verify(
-                &pk,
-                &AssertionEvidence {
-                    challenge: b(&[2u8; 32]),
-                    ..ev.clone()
-                },
-                "localhost"
-            ),
+            verify(&pk, &other_challenge, "localhost", None),
             Err(EvidenceError::ChallengeMismatch)
         );
         let mut sig = unb64(&ev.signature).unwrap();
         let last = sig.len() - 1;
         sig[last] ^= 1;
+        let bad_sig = AssertionEvidence {
+            signature: b(&sig),
+            ..ev.clone()
+        };
+        assert_eq!(
+            verify(&pk, &bad_sig, "localhost", None),
+            Err(EvidenceError::BadSignature)
+        );
+        let (pk2, ev2) = signed_evidence(0x01, "webauthn.get");
+        assert_eq!(
+            verify(&pk2, &ev2, "localhost", None),
+            Err(EvidenceError::NotUserVerified)
+        );
+        let (pk4, ev4) = signed_evidence(0x04, "webauthn.get");
+        assert_eq!(
+            verify(&pk4, &ev4, "localhost", None),
+            Err(EvidenceError::NotUserVerified),
+            "UV without UP"
+        );
+        let (pk3, ev3) = signed_evidence(0x05, "webauthn.create");
+        assert!(matches!(
+            verify(&pk3, &ev3, "localhost", None),
+            Err(EvidenceError::WrongType(_))
+        ));
+    }
+
+    #[test]
+    fn rs256_evidence_signed_by_openssl_verifies_and_a_flipped_bit_does_not() {
+        // Fixture made with `openssl genrsa 2048` and `openssl dgst -sha256 -sign` over
+        // authenticatorData ‖ SHA-256(clientDataJSON): an independent implementation.
+        let pk = PublicKeyRecord::RS256 { n: "0-6zQLw8PECljxHUmKBXY2F7OHQG_Y9REl9i8_7X23mjvR1Nf9ZF-zDB2SKY61UR4zdYOZT3PMgBdSFYdUQ0gD0LLWVosbB2Udk2yfwICxVmlnXHtpVRMiaZUpovZzr_ygvPfpi0OhFWIWDU3UHfyNX9C23G-nKJ2G2sKma1btbvot4cPVwFTiXGqjg_yI4263f_QTVIZHqH9D-7Rad1CszkJI5RuxDXiiYcrP0m2FFCvNnbz2Fg54fI25LLPx1Ocfdq4CUr-QYEk43KamkDQu_WdEhsl64v2bW8pKMWyGGpq9AMFH0DjRYZUFUMq900rK0ck2-pdG8HZrUGqqJibQ".into(), e: "AQAB".into() };
+        let ev = AssertionEvidence {
+            credential_id: "c".into(),
+            challenge: "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE".into(),
+            client_data_json: "eyJ0eXBlIjoid2ViYXV0aG4uZ2V0IiwiY2hhbGxlbmdlIjoiQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRUJBUUVCQVFFQkFRRSIsIm9yaWdpbiI6Imh0dHA6Ly9sb2NhbGhvc3Q6ODA4MCJ9".into(),
+            authenticator_data: "SZYN5YgOjGh0NBcPZHZgW4_krrmihjLHmVzzuoMdl2MFAAAAAQ".into(),
+            signature: "NLOTXEMryzeEziFPtj6Y4TPIALcmYtx3PNFRVjpbyEq8MXjai9Fllntq_W3VUk9GK1wPMw9-3J8D5jMZYMHSRPlxV5QmGu-ClCX2z_ODkc68nve6nhnaZ2udDdy8kw_PV7W1X4Vpms37yFyvMXBl2JAhmpaxuC-Xgm-J64FSiE00hm3TrCxe_PY5PW7ZyCyPSyznJQwk7iN2Uqs5nanFd0CvtDaWwG1Y-n0gz8TcjtJOy1Z8IVSruDBpLBAWWO0EDX-NB2ZfQWt_loVQ7KVk-DYccwPLU8SErA5Fn_0xs7QO8UfQOJaIwWrPla9J3D40e6EmuR760_illjusGIz7xA".into(),
+        };
+        assert_eq!(
+            verify(&pk, &ev, "localhost", Some("http://localhost:8080")),
+            Ok(())
+        );
+        let mut sig = unb64(&ev.signature).unwrap();
+        sig[10] ^= 0x40;
         assert_eq!(
             verify(
                 &pk,
                 &AssertionEvidence {
                     signature: b(&sig),
-                    ..ev.clone()
+                    ..ev
                 },
-                "localhost"
+                "localhost",
+                None
             ),
             Err(EvidenceError::BadSignature)
         );
-        let (pk2, ev2) = signed_evidence(0x01, "webauthn.get");
-        assert_eq!(
-            verify(&pk2, &ev2, "localhost"),
-            Err(EvidenceError::NotUserVerified)
-        );
-        let (pk3, ev3) = signed_evidence(0x05, "webauthn.create");
-        assert!(matches!(
-            verify(&pk3, &ev3, "localhost"),
-            Err(EvidenceError::WrongType(_))
-        ));
     }
 }

@@ -90,16 +90,31 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
 pub struct RateLimiter {
     per_minute: f64,
     burst: f64,
+    /// Reverse proxies whose `X-Forwarded-For` names the real client.
+    trusted_proxies: Vec<IpAddr>,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
 impl RateLimiter {
-    pub fn new(per_minute: u32, burst: u32) -> Self {
+    pub fn new(per_minute: u32, burst: u32, trusted_proxies: Vec<IpAddr>) -> Self {
         Self {
             per_minute: f64::from(per_minute),
             burst: f64::from(burst),
+            trusted_proxies,
             buckets: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The client address: the peer, or — when the peer is a trusted proxy — the
+    /// last address it appended to `X-Forwarded-For`.
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+        if !self.trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        forwarded_for
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|ip| ip.trim().parse().ok())
+            .unwrap_or(peer)
     }
 
     /// Take one token for `ip`; false when its bucket is empty.
@@ -127,15 +142,48 @@ impl RateLimiter {
 }
 
 pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let ip = req
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let ip = state.limiter.client_ip(peer, forwarded);
     if state.limiter.allow(ip) {
         next.run(req).await
     } else {
         ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many sign-in or enrolment attempts from this address. Wait a minute and try again.")
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let l = RateLimiter::new(60, 2, vec![proxy]);
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        assert_eq!(
+            l.client_ip(proxy, Some("198.51.100.1, 203.0.113.7")),
+            client,
+            "the proxy's own addition, rightmost"
+        );
+        assert_eq!(l.client_ip(proxy, None), proxy);
+        assert_eq!(l.client_ip(proxy, Some("garbage")), proxy);
+        let stranger: IpAddr = "192.0.2.9".parse().unwrap();
+        assert_eq!(
+            l.client_ip(stranger, Some("203.0.113.7")),
+            stranger,
+            "anyone else cannot pick an address"
+        );
+        // Buckets are per client.
+        assert!(l.allow(client) && l.allow(client) && !l.allow(client));
+        assert!(l.allow(stranger));
     }
 }

@@ -30,6 +30,10 @@ impl AppState {
         let limiter = Arc::new(middleware::RateLimiter::new(
             h.ceremony_rate_per_minute,
             h.ceremony_burst,
+            h.trusted_proxies
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
         ));
         Self { app, limiter }
     }
@@ -46,6 +50,12 @@ pub fn build_router(state: AppState) -> Router {
         .route("/login/finish", post(auth::login_finish))
         .route("/me/credentials/start", post(auth::credential_add_start))
         .route("/me/credentials/finish", post(auth::credential_add_finish))
+        .route_layer(from_fn_with_state(state.clone(), middleware::rate_limit));
+
+    let api = Router::new()
+        .merge(ceremonies)
+        // Approval and release ceremonies need a session; they are not in the
+        // unauthenticated per-address bucket, so nobody can starve them.
         .route(
             "/checkouts/{id}/approvals/start",
             post(checkouts::approvals_start),
@@ -62,10 +72,6 @@ pub fn build_router(state: AppState) -> Router {
             "/checkouts/{id}/release/finish",
             post(checkouts::release_finish),
         )
-        .route_layer(from_fn_with_state(state.clone(), middleware::rate_limit));
-
-    let api = Router::new()
-        .merge(ceremonies)
         .route("/logout", post(auth::logout))
         .route("/me", get(auth::me))
         .route("/me/credentials", get(auth::credentials_list))

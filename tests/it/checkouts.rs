@@ -324,7 +324,7 @@ async fn two_person_checkout_releases_the_password_and_a_correct_totp_code() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(
-        stdout.contains("1 approval signatures verified"),
+        stdout.contains("3 WebAuthn signatures verified"),
         "{stdout}"
     );
     let _ = &mut ada;
@@ -530,6 +530,12 @@ async fn one_person_counts_once_whatever_number_of_keys_they_hold() {
         .0,
         StatusCode::CREATED
     );
+    // Let the new key's own cooling-off pass (sessions end meanwhile).
+    s.clock.advance(Duration::hours(25));
+    let mut bo = bo;
+    for p in [&mut bo, &mut cy] {
+        s.login(p).await;
+    }
 
     let id = request_id(&s, &bo, ACCOUNT).await;
     // Two ceremonies started before either finishes; one signed with each key.
@@ -956,5 +962,287 @@ async fn an_altered_approval_signature_makes_audit_verify_fail() {
     assert!(
         out.status.success(),
         "the table copy of the key is not what verification trusts"
+    );
+}
+
+/// Copy the live database into a fresh dir and return it.
+fn snapshot_db(s: &TestServer) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    s.db()
+        .execute(
+            "VACUUM INTO ?1",
+            [dir.path().join("breakglass.db").to_str().unwrap()],
+        )
+        .unwrap();
+    dir
+}
+
+fn verify_out(dir: &std::path::Path) -> (i32, String) {
+    let out = breakglass(dir, &["audit", "verify"]);
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Append entries to a copied log as a modified server would: the chain stays valid.
+fn forge(dir: &std::path::Path, entries: &[(&str, &str, serde_json::Value)]) {
+    let conn = rusqlite::Connection::open(dir.join("breakglass.db")).unwrap();
+    for (actor, action, details) in entries {
+        breakglass::store::audit::append(
+            &conn,
+            time::OffsetDateTime::now_utc(),
+            actor,
+            action,
+            "account:123456789012",
+            details,
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn audit_verify_replays_quorum_and_catches_a_release_a_modified_server_wrote() {
+    let Team { s, bo, mut cy, .. } = team().await;
+    let id = request_id(&s, &bo, ACCOUNT).await;
+    let requester = format!("custodian:{}", bo.id);
+
+    // No approval at all, yet "approved" and "released": the chain is intact, the story is not.
+    let forged = snapshot_db(&s);
+    forge(
+        forged.path(),
+        &[
+            (
+                &requester,
+                "checkout.approved",
+                json!({"checkout": id, "approvals": 1}),
+            ),
+            (&requester, "checkout.released", json!({"checkout": id})),
+        ],
+    );
+    let (code, out) = verify_out(forged.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("approved with 0 verified approval(s)"),
+        "{out}"
+    );
+
+    // A real approval by Cy, then a copy of her signed evidence claimed as Ada's.
+    assert_eq!(
+        decide(&s, &mut cy, &id, "approve").await.1["state"],
+        "approved"
+    );
+    let (details,): (String,) = s
+        .db()
+        .query_row(
+            "SELECT details FROM audit_log WHERE action = 'checkout.approval_recorded'",
+            [],
+            |r| Ok((r.get(0)?,)),
+        )
+        .unwrap();
+    let d: Value = serde_json::from_str(&details).unwrap();
+    let (issued,): (String,) = s
+        .db()
+        .query_row(
+            "SELECT details FROM audit_log WHERE action = 'approval.challenge_issued'",
+            [],
+            |r| Ok((r.get(0)?,)),
+        )
+        .unwrap();
+    let someone_else = "custodian:00000000-0000-4000-8000-000000000000";
+    let stolen = snapshot_db(&s);
+    forge(
+        stolen.path(),
+        &[
+            (
+                someone_else,
+                "approval.challenge_issued",
+                serde_json::from_str(&issued).unwrap(),
+            ),
+            (someone_else, "checkout.approval_recorded", d.clone()),
+        ],
+    );
+    let (code, out) = verify_out(stolen.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("signed with a credential of custodian:"),
+        "{out}"
+    );
+
+    // Turning Cy's recorded decision into its opposite in the table is caught too.
+    let flipped = snapshot_db(&s);
+    rusqlite::Connection::open(flipped.path().join("breakglass.db"))
+        .unwrap()
+        .execute("UPDATE approvals SET decision = 'deny'", [])
+        .unwrap();
+    let (code, out) = verify_out(flipped.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("stored decision or evidence differs"), "{out}");
+
+    // The untouched log verifies, including the release's own assertion.
+    let mut bo = bo;
+    assert_eq!(reveal(&s, &mut bo, &id).await.0, StatusCode::OK);
+    let (code, out) = verify_out(snapshot_db(&s).path());
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("2 WebAuthn signatures verified"),
+        "approval + release: {out}"
+    );
+}
+
+#[tokio::test]
+async fn an_approval_by_someone_disabled_since_no_longer_counts_at_release() {
+    let Team {
+        s,
+        ada,
+        mut bo,
+        mut cy,
+    } = team().await;
+    let id = request_id(&s, &bo, ACCOUNT).await;
+    assert_eq!(
+        decide(&s, &mut cy, &id, "approve").await.1["state"],
+        "approved"
+    );
+    let got = post(
+        &ada.client,
+        s.url(format!("/api/v1/custodians/{}/disable", cy.id)),
+        json!({"reason": "lost laptop with key"}),
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    assert_error(
+        &reveal(&s, &mut bo, &id).await,
+        StatusCode::CONFLICT,
+        "quorum_no_longer_met",
+    );
+    let n: i64 = s
+        .db()
+        .query_row(
+            "SELECT count(*) FROM audit_log WHERE action = 'checkout.revealed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn rotation_through_a_checkout_only_when_that_checkout_made_it_due() {
+    let Team {
+        s,
+        ada: _ada,
+        mut bo,
+        mut cy,
+    } = team().await;
+    // A drill does not make rotation due, so its requester cannot overwrite the password.
+    let got = post(
+        &bo.client,
+        s.url("/api/v1/checkouts"),
+        json!({"account_id": ACCOUNT, "reason": "Monthly drill", "kind": "drill"}),
+    )
+    .await;
+    let drill = got.1["id"].as_str().unwrap().to_owned();
+    decide(&s, &mut cy, &drill, "approve").await;
+    reveal(&s, &mut bo, &drill).await;
+    post(
+        &bo.client,
+        s.url(format!("/api/v1/checkouts/{drill}/close")),
+        json!({"note": "drill ok"}),
+    )
+    .await;
+    assert_error(
+        &put(
+            &bo.client,
+            s.url(format!("/api/v1/checkouts/{drill}/rotation")),
+            json!({"value": "Attacker-chosen-1"}),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "rotation_not_due",
+    );
+    // An emergency: rotation once, then never again through the same checkout.
+    let id = request_id(&s, &bo, ACCOUNT).await;
+    decide(&s, &mut cy, &id, "approve").await;
+    reveal(&s, &mut bo, &id).await;
+    assert_eq!(
+        put(
+            &bo.client,
+            s.url(format!("/api/v1/checkouts/{id}/rotation")),
+            json!({"value": "New-root-pw-001"})
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+    assert_error(
+        &put(
+            &bo.client,
+            s.url(format!("/api/v1/checkouts/{id}/rotation")),
+            json!({"value": "New-root-pw-002"}),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "rotation_not_due",
+    );
+    assert_error(
+        &put(
+            &cy.client,
+            s.url(format!("/api/v1/checkouts/{id}/rotation")),
+            json!({"value": "New-root-pw-003"}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "not_the_requester",
+    );
+    let versions: i64 = s
+        .db()
+        .query_row(
+            "SELECT count(*) FROM secret_versions WHERE account_id = ?1 AND kind = 'root_password'",
+            [ACCOUNT],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(versions, 2, "the deposit plus exactly one rotation");
+}
+
+#[tokio::test]
+async fn a_newly_added_key_cannot_approve_until_its_own_cooling_off_ends() {
+    let Team { s, bo, mut cy, .. } = team().await;
+    let (_, st) = post(&cy.client, s.url("/api/v1/me/credentials/start"), json!({})).await;
+    let st: RegStart = serde_json::from_value(st).unwrap();
+    let mut new_key = SoftPasskey::new(true);
+    let cred = new_key.do_registration(s.origin_url(), st.options).unwrap();
+    assert_eq!(
+        post(
+            &cy.client,
+            s.url("/api/v1/me/credentials/finish"),
+            json!({"ceremony_id": st.ceremony_id, "credential": cred})
+        )
+        .await
+        .0,
+        StatusCode::CREATED
+    );
+    let id = request_id(&s, &bo, ACCOUNT).await;
+    let (_, start) = approval_start(&s, &cy, &id).await;
+    assert_eq!(
+        start["publicKey"]["allowCredentials"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "only the old key is offered: {start}"
+    );
+    let old_key = std::mem::replace(&mut cy.key, new_key);
+    let st: AuthStart = serde_json::from_value(start).unwrap();
+    assert!(
+        cy.key
+            .do_authentication(s.origin_url(), st.options)
+            .is_err(),
+        "the new key cannot answer"
+    );
+    cy.key = old_key;
+    assert_eq!(
+        decide(&s, &mut cy, &id, "approve").await.1["state"],
+        "approved"
     );
 }

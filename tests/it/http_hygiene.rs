@@ -457,8 +457,18 @@ async fn ceremony_endpoints_are_rate_limited_per_client() {
     assert!(res.headers().contains_key("retry-after"));
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "rate_limited");
-    // Other endpoints are not limited.
+    // Other endpoints are not limited; approvals and releases least of all.
     assert_eq!(get(&c, s.url("/healthz")).await.0, StatusCode::OK);
+    for path in [
+        "/api/v1/checkouts/x/approvals/start",
+        "/api/v1/checkouts/x/release/start",
+    ] {
+        assert_error(
+            &post(&c, s.url(path), json!({})).await,
+            StatusCode::UNAUTHORIZED,
+            "not_signed_in",
+        );
+    }
 }
 
 #[tokio::test]
