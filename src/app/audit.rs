@@ -218,13 +218,11 @@ impl EvidenceIndex {
                 }
                 track.approved = true;
             }
-            "checkout.released" => {
-                if !self.tracks.get(&checkout).is_some_and(|t| t.approved) {
-                    self.problems.push(format!(
-                        "seq {}: checkout {checkout} was released without being approved",
-                        e.seq
-                    ));
-                }
+            "checkout.released" if !self.tracks.get(&checkout).is_some_and(|t| t.approved) => {
+                self.problems.push(format!(
+                    "seq {}: checkout {checkout} was released without being approved",
+                    e.seq
+                ));
             }
             "checkout.revealed" => {
                 let requester = self
