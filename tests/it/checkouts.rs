@@ -4,7 +4,7 @@ use breakglass::{clock::Clock, domain::Role};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use time::Duration;
-use webauthn_authenticator_rs::{WebauthnAuthenticator, softpasskey::SoftPasskey};
+use webauthn_authenticator_rs::WebauthnAuthenticator;
 
 use crate::support::*;
 
@@ -516,20 +516,7 @@ async fn one_person_counts_once_whatever_number_of_keys_they_hold() {
     )
     .await;
     // Cy enrols a second key.
-    let (_, st) = post(&cy.client, s.url("/api/v1/me/credentials/start"), json!({})).await;
-    let st: RegStart = serde_json::from_value(st).unwrap();
-    let mut second = SoftPasskey::new(true);
-    let cred = second.do_registration(s.origin_url(), st.options).unwrap();
-    assert_eq!(
-        post(
-            &cy.client,
-            s.url("/api/v1/me/credentials/finish"),
-            json!({"ceremony_id": st.ceremony_id, "credential": cred})
-        )
-        .await
-        .0,
-        StatusCode::CREATED
-    );
+    let second = s.add_key(&cy).await;
     // Let the new key's own cooling-off pass (sessions end meanwhile).
     s.clock.advance(Duration::hours(25));
     let mut bo = bo;
@@ -1208,20 +1195,7 @@ async fn rotation_through_a_checkout_only_when_that_checkout_made_it_due() {
 #[tokio::test]
 async fn a_newly_added_key_cannot_approve_until_its_own_cooling_off_ends() {
     let Team { s, bo, mut cy, .. } = team().await;
-    let (_, st) = post(&cy.client, s.url("/api/v1/me/credentials/start"), json!({})).await;
-    let st: RegStart = serde_json::from_value(st).unwrap();
-    let mut new_key = SoftPasskey::new(true);
-    let cred = new_key.do_registration(s.origin_url(), st.options).unwrap();
-    assert_eq!(
-        post(
-            &cy.client,
-            s.url("/api/v1/me/credentials/finish"),
-            json!({"ceremony_id": st.ceremony_id, "credential": cred})
-        )
-        .await
-        .0,
-        StatusCode::CREATED
-    );
+    let new_key = s.add_key(&cy).await;
     let id = request_id(&s, &bo, ACCOUNT).await;
     let (_, start) = approval_start(&s, &cy, &id).await;
     assert_eq!(

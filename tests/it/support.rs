@@ -209,6 +209,28 @@ impl TestServer {
         .await
     }
 
+    /// Enrol one more security key for a signed-in person; returns the new key.
+    pub async fn add_key(&self, person: &Person) -> SoftPasskey {
+        let (status, body) = post(
+            &person.client,
+            self.url("/api/v1/me/credentials/start"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let st: RegStart = serde_json::from_value(body).unwrap();
+        let mut key = SoftPasskey::new(true);
+        let cred = key.do_registration(self.origin_url(), st.options).unwrap();
+        let (status, body) = post(
+            &person.client,
+            self.url("/api/v1/me/credentials/finish"),
+            json!({"ceremony_id": st.ceremony_id, "credential": cred}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        key
+    }
+
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.config.db_path()).unwrap()
     }
