@@ -79,10 +79,7 @@ async fn checkout_steps(n: usize) {
     use webauthn_authenticator_rs::{WebauthnAuthenticator, softpasskey::SoftPasskey};
 
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
+    let mut config = Config { data_dir: dir.path().join("data"), ..Config::default() };
     config.security.cooling_off_hours = 0;
     let origin = config.origin_url().unwrap();
     let clock = FixedClock::new(time::OffsetDateTime::now_utc());
@@ -94,25 +91,14 @@ async fn checkout_steps(n: usize) {
         KdfParams::default(),
     )
     .unwrap();
-    let app = App::new(
-        Db::open(&config.db_path()).unwrap(),
-        Arc::new(clock.clone()),
-        Arc::new(config.clone()),
-        Some(vault),
-    )
-    .unwrap();
+    let app =
+        App::new(Db::open(&config.db_path()).unwrap(), Arc::new(clock.clone()), Arc::new(config.clone()), Some(vault))
+            .unwrap();
     let mut people = Vec::new();
     for name in ["requester", "approver"] {
-        let token = app
-            .create_invite(Actor::Host, vec![Role::Admin, Role::Custodian])
-            .await
-            .unwrap()
-            .token;
+        let token = app.create_invite(Actor::Host, vec![Role::Admin, Role::Custodian]).await.unwrap().token;
         let mut key = SoftPasskey::new(true);
-        let st = app
-            .enrol_start(token, name.into(), format!("{name}@example.com"))
-            .await
-            .unwrap();
+        let st = app.enrol_start(token, name.into(), format!("{name}@example.com")).await.unwrap();
         let cred = key.do_registration(origin.clone(), st.options).unwrap();
         let signed = app.enrol_finish(st.ceremony_id, cred, None).await.unwrap();
         people.push((signed.session_token, key));
@@ -181,53 +167,29 @@ async fn checkout_steps(n: usize) {
             .unwrap();
         times[1].push(t.elapsed());
         let t = Instant::now();
-        let st = app
-            .approval_start(approver.clone(), c.id.clone())
-            .await
-            .unwrap();
+        let st = app.approval_start(approver.clone(), c.id.clone()).await.unwrap();
         times[2].push(t.elapsed());
         let cred = ak.1.do_authentication(origin.clone(), st.options).unwrap();
         let t = Instant::now();
-        app.approval_finish(
-            approver,
-            c.id.clone(),
-            st.ceremony_id,
-            cred,
-            Decision::Approve,
-            None,
-        )
-        .await
-        .unwrap();
+        app.approval_finish(approver, c.id.clone(), st.ceremony_id, cred, Decision::Approve, None).await.unwrap();
         times[3].push(t.elapsed());
         let t = Instant::now();
-        let st = app
-            .release_start(requester.clone(), c.id.clone())
-            .await
-            .unwrap();
+        let st = app.release_start(requester.clone(), c.id.clone()).await.unwrap();
         times[4].push(t.elapsed());
         let cred = rk.1.do_authentication(origin.clone(), st.options).unwrap();
         let t = Instant::now();
-        let revealed = app
-            .release_finish(requester.clone(), c.id.clone(), st.ceremony_id, cred)
-            .await
-            .unwrap();
+        let revealed = app.release_finish(requester.clone(), c.id.clone(), st.ceremony_id, cred).await.unwrap();
         times[5].push(t.elapsed());
         assert_eq!(revealed.totp.code.len(), 6);
         let t = Instant::now();
-        app.close_checkout(requester, c.id.clone(), "bench".into())
-            .await
-            .unwrap();
+        app.close_checkout(requester, c.id.clone(), "bench".into()).await.unwrap();
         times[6].push(t.elapsed());
     }
     let _ = (&mut rk, &mut ak);
     println!("\n| checkout step ({n} checkouts) | median | p95 |\n|---|---|---|");
     for (name, mut ts) in steps.iter().zip(times) {
         ts.sort();
-        println!(
-            "| {name} | {} | {} |",
-            fmt(percentile(&ts, 0.5)),
-            fmt(percentile(&ts, 0.95))
-        );
+        println!("| {name} | {} | {} |", fmt(percentile(&ts, 0.5)), fmt(percentile(&ts, 0.95)));
     }
 }
 
@@ -236,10 +198,7 @@ fn clock_now(c: &breakglass::clock::FixedClock) -> time::OffsetDateTime {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(checkout_steps(300));
     let dir = tempfile::tempdir().unwrap();
     println!("| operation | median |\n|---|---|");
@@ -248,21 +207,9 @@ fn main() {
     let d = median(5, || {
         seal::derive_from_passphrase(&pass, b"0123456789abcdef", KdfParams::default()).unwrap();
     });
-    println!(
-        "| argon2id (64 MiB, t=3, p=1): unseal cost at start-up | {} |",
-        fmt(d)
-    );
+    println!("| argon2id (64 MiB, t=3, p=1): unseal cost at start-up | {} |", fmt(d));
 
-    let key = seal::derive_from_passphrase(
-        &pass,
-        b"0123456789abcdef",
-        KdfParams {
-            m_kib: 1024,
-            t: 1,
-            p: 1,
-        },
-    )
-    .unwrap();
+    let key = seal::derive_from_passphrase(&pass, b"0123456789abcdef", KdfParams { m_kib: 1024, t: 1, p: 1 }).unwrap();
     let new = UnsealedVault::create(&key).unwrap();
     let acct = vault::new_account_key(&new.recipient, "123456789012").unwrap();
     let h = EnvelopeHeader::new("123456789012", "root_password", 1);
@@ -273,11 +220,7 @@ fn main() {
     println!("| deposit encryption (age X25519, envelope) | {} |", fmt(d));
     let ct = vault::encrypt_secret(&acct.recipient, &h, &value).unwrap();
     let d = median(201, || {
-        new.vault
-            .account_key("123456789012", &acct.wrapped)
-            .unwrap()
-            .open("root_password", 1, &ct)
-            .unwrap();
+        new.vault.account_key("123456789012", &acct.wrapped).unwrap().open("root_password", 1, &ct).unwrap();
     });
     println!("| unwrap account key + decrypt one secret | {} |", fmt(d));
 
@@ -286,21 +229,11 @@ fn main() {
     let now = time::OffsetDateTime::now_utc();
     let d = median(101, || {
         store::transact(&mut conn, |tx| {
-            audit::append(
-                tx,
-                now,
-                "host:cli",
-                "invite.created",
-                "invite:x",
-                &json!({"roles": ["custodian"]}),
-            )
+            audit::append(tx, now, "host:cli", "invite.created", "invite:x", &json!({"roles": ["custodian"]}))
         })
         .unwrap();
     });
-    println!(
-        "| one audit entry in its own committed transaction | {} |",
-        fmt(d)
-    );
+    println!("| one audit entry in its own committed transaction | {} |", fmt(d));
 
     for n in [100_000u64, 1_000_000] {
         let path = dir.path().join(format!("log{n}.db"));
@@ -310,10 +243,6 @@ fn main() {
             let s = verify_chain(&conn).unwrap();
             assert!(s.ok && s.entries == n);
         });
-        println!(
-            "| `audit verify`, {n} entries | {} ({:.0} entries/s) |",
-            fmt(d),
-            n as f64 / d.as_secs_f64()
-        );
+        println!("| `audit verify`, {n} entries | {} ({:.0} entries/s) |", fmt(d), n as f64 / d.as_secs_f64());
     }
 }

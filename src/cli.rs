@@ -31,11 +31,7 @@ use crate::{
 };
 
 #[derive(Parser)]
-#[command(
-    name = "breakglass",
-    version,
-    about = "Two-person custody of AWS account root credentials"
-)]
+#[command(name = "breakglass", version, about = "Two-person custody of AWS account root credentials")]
 struct Cli {
     /// TOML configuration file (also BREAKGLASS_CONFIG). Without it, embedded defaults.
     #[arg(long, global = true, env = "BREAKGLASS_CONFIG")]
@@ -184,10 +180,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -206,34 +199,18 @@ pub fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => serve(config).await,
-        Command::Init {
-            kdf_memory_mib,
-            kdf_passes,
-        } => init(
-            config,
-            KdfParams {
-                m_kib: kdf_memory_mib * 1024,
-                t: kdf_passes,
-                p: 1,
-            },
-        ),
+        Command::Init { kdf_memory_mib, kdf_passes } => {
+            init(config, KdfParams { m_kib: kdf_memory_mib * 1024, t: kdf_passes, p: 1 })
+        }
         Command::Invite { roles } => {
             let app = host_app(config)?;
-            let inv = app
-                .create_invite(Actor::Host, roles.into_iter().map(Role::from).collect())
-                .await?;
+            let inv = app.create_invite(Actor::Host, roles.into_iter().map(Role::from).collect()).await?;
             let roles: Vec<&str> = inv.roles.iter().map(|r| r.as_str()).collect();
-            println!(
-                "Invite for {} (single use, expires {}):",
-                roles.join(" + "),
-                inv.expires_at
-            );
+            println!("Invite for {} (single use, expires {}):", roles.join(" + "), inv.expires_at);
             println!("{}", inv.invite_url);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Config {
-            command: ConfigCommand::Check,
-        } => Ok(config_check(&config)),
+        Command::Config { command: ConfigCommand::Check } => Ok(config_check(&config)),
         Command::Account { command } => account(config, command).await,
         Command::Audit { command } => audit(config, command),
     }
@@ -250,12 +227,9 @@ impl SealInput for OperatorInput<'_> {
         }
         let io = |e: std::io::Error| AppError::Internal(format!("cannot read the passphrase: {e}"));
         if std::io::stdin().is_terminal() {
-            let first =
-                SecretString::from(rpassword::prompt_password("Vault passphrase: ").map_err(io)?);
+            let first = SecretString::from(rpassword::prompt_password("Vault passphrase: ").map_err(io)?);
             if confirm {
-                let again = SecretString::from(
-                    rpassword::prompt_password("Repeat the passphrase: ").map_err(io)?,
-                );
+                let again = SecretString::from(rpassword::prompt_password("Repeat the passphrase: ").map_err(io)?);
                 if first.expose_secret() != again.expose_secret() {
                     return Err(AppError::invalid(
                         "passphrase_mismatch",
@@ -267,9 +241,7 @@ impl SealInput for OperatorInput<'_> {
         } else {
             let mut line = Zeroizing::new(String::new());
             std::io::stdin().read_line(&mut line).map_err(io)?;
-            Ok(SecretString::from(
-                line.trim_end_matches(['\n', '\r']).to_owned(),
-            ))
+            Ok(SecretString::from(line.trim_end_matches(['\n', '\r']).to_owned()))
         }
     }
 }
@@ -281,18 +253,8 @@ fn init(config: Config, kdf: KdfParams) -> anyhow::Result<ExitCode> {
             "warning: seal.mode is dev-key-file: the key sits next to the database. Use key-file or passphrase for real credentials."
         );
     }
-    let vault = bootstrap::init_vault(
-        &db_path,
-        &config,
-        SystemClock.now(),
-        &mut OperatorInput(&config),
-        kdf,
-    )?;
-    println!(
-        "Vault created in {} (recipient {}).",
-        db_path.display(),
-        vault.recipient()
-    );
+    let vault = bootstrap::init_vault(&db_path, &config, SystemClock.now(), &mut OperatorInput(&config), kdf)?;
+    println!("Vault created in {} (recipient {}).", db_path.display(), vault.recipient());
     match config.seal.mode {
         SealMode::Passphrase => println!(
             "Sealed with your passphrase (argon2id, {} MiB, {} passes). Without it the vault cannot be opened.",
@@ -324,12 +286,7 @@ fn config_check(config: &Config) -> ExitCode {
             }
         }
         SealMode::Passphrase => {
-            if let Some(Err(e)) = config
-                .seal
-                .passphrase_file
-                .as_deref()
-                .map(seal::read_passphrase_file)
-            {
+            if let Some(Err(e)) = config.seal.passphrase_file.as_deref().map(seal::read_passphrase_file) {
                 problems.push(e.to_string().replace("key file", "passphrase file"));
             }
         }
@@ -338,11 +295,7 @@ fn config_check(config: &Config) -> ExitCode {
         println!("configuration OK");
         println!("  data_dir    {}", config.data_dir.display());
         println!("  listen      {}", config.listen);
-        println!(
-            "  origin      {} (WebAuthn RP id {})",
-            config.origin_header(),
-            config.rp_id()
-        );
+        println!("  origin      {} (WebAuthn RP id {})", config.origin_header(), config.rp_id());
         println!("  seal.mode   {:?}", config.seal.mode);
         ExitCode::SUCCESS
     } else {
@@ -369,16 +322,11 @@ fn host_app(config: Config) -> anyhow::Result<App> {
 
 fn read_secret_from_stdin(kind: SecretKind) -> anyhow::Result<SecretString> {
     if std::io::stdin().is_terminal() {
-        let v = rpassword::prompt_password(format!(
-            "Paste the {} (input hidden): ",
-            kind.as_str().replace('_', " ")
-        ))?;
+        let v = rpassword::prompt_password(format!("Paste the {} (input hidden): ", kind.as_str().replace('_', " ")))?;
         return Ok(SecretString::from(v));
     }
     let mut buf = Zeroizing::new(String::new());
-    std::io::stdin()
-        .read_to_string(&mut buf)
-        .context("reading the secret from stdin")?;
+    std::io::stdin().read_to_string(&mut buf).context("reading the secret from stdin")?;
     let trimmed = buf.strip_suffix('\n').unwrap_or(&buf);
     let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
     Ok(SecretString::from(trimmed.to_owned()))
@@ -387,12 +335,7 @@ fn read_secret_from_stdin(kind: SecretKind) -> anyhow::Result<SecretString> {
 async fn account(config: Config, command: AccountCommand) -> anyhow::Result<ExitCode> {
     let app = host_app(config)?;
     match command {
-        AccountCommand::Create {
-            account_id,
-            alias,
-            root_email,
-            approvals_required,
-        } => {
+        AccountCommand::Create { account_id, alias, root_email, approvals_required } => {
             let a = app
                 .create_account(
                     Actor::Host,
@@ -416,34 +359,17 @@ async fn account(config: Config, command: AccountCommand) -> anyhow::Result<Exit
         AccountCommand::Deposit { account_id, kind } => {
             let kind = SecretKind::from(kind);
             let value = read_secret_from_stdin(kind)?;
-            let d = app
-                .deposit_secret(Actor::Host, account_id, kind, value)
-                .await?;
-            println!(
-                "Deposited {} version {} for account {}.",
-                d.kind, d.version, d.account_id
-            );
+            let d = app.deposit_secret(Actor::Host, account_id, kind, value).await?;
+            println!("Deposited {} version {} for account {}.", d.kind, d.version, d.account_id);
         }
         AccountCommand::List => {
             for a in app.list_accounts().await? {
                 let secrets: Vec<String> = a
                     .secrets
                     .iter()
-                    .map(|s| {
-                        format!(
-                            "{} v{}",
-                            s.kind,
-                            s.versions.first().map(|v| v.version).unwrap_or(0)
-                        )
-                    })
+                    .map(|s| format!("{} v{}", s.kind, s.versions.first().map(|v| v.version).unwrap_or(0)))
                     .collect();
-                println!(
-                    "{}  {:<24} {:<13} {}",
-                    a.account_id,
-                    a.alias,
-                    a.state,
-                    secrets.join(", ")
-                );
+                println!("{}  {:<24} {:<13} {}", a.account_id, a.alias, a.state, secrets.join(", "));
             }
         }
     }
@@ -457,10 +383,7 @@ fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
             let status = verify_chain(&conn)?;
             if let Some(problem) = &status.problem {
                 println!("{problem}");
-                println!(
-                    "{} entries before it verified (head {}).",
-                    status.entries, status.head
-                );
+                println!("{} entries before it verified (head {}).", status.entries, status.head);
             }
             for p in &status.approval_problems {
                 println!("{p}");
@@ -475,9 +398,7 @@ fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         }
-        AuditCommand::Export {
-            format: ExportFormat::Jsonl,
-        } => {
+        AuditCommand::Export { format: ExportFormat::Jsonl } => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             let mut result = Ok(());
@@ -500,19 +421,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let vault = if bootstrap::is_initialized(&db_path)? {
         bootstrap::unseal_vault(&db_path, &config, &mut OperatorInput(&config))?
     } else if config.seal.mode == SealMode::DevKeyFile {
-        let v = bootstrap::init_vault(
-            &db_path,
-            &config,
-            clock.now(),
-            &mut OperatorInput(&config),
-            KdfParams::default(),
-        )?;
+        let v =
+            bootstrap::init_vault(&db_path, &config, clock.now(), &mut OperatorInput(&config), KdfParams::default())?;
         eprintln!();
         eprintln!("  ******************************************************************");
-        eprintln!(
-            "  *  DEV MODE: the vault key file is {}",
-            config.dev_key_file().display()
-        );
+        eprintln!("  *  DEV MODE: the vault key file is {}", config.dev_key_file().display());
         eprintln!("  *  next to the database. Anyone who can read the data dir can read");
         eprintln!("  *  every secret. This is for trying breakglass out. For real root");
         eprintln!("  *  credentials run `breakglass init` with seal.mode = \"key-file\"");
@@ -521,11 +434,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         eprintln!();
         v
     } else {
-        bail!(
-            "{} has no vault: run `breakglass init` first (seal.mode is {:?}).",
-            db_path.display(),
-            config.seal.mode
-        );
+        bail!("{} has no vault: run `breakglass init` first (seal.mode is {:?}).", db_path.display(), config.seal.mode);
     };
     let db = Db::open(&db_path)?;
     if let Some(inv) = db.with(|conn| bootstrap::first_admin_invite(conn, &config, clock.now()))? {
@@ -535,9 +444,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         println!();
         println!("    {}", inv.invite_url);
         println!();
-        println!(
-            "Enrolling through the API: POST /api/v1/enrol/start with invite_token = the part after '#'."
-        );
+        println!("Enrolling through the API: POST /api/v1/enrol/start with invite_token = the part after '#'.");
         println!();
     }
     let listen: SocketAddr = config.listen.parse().context("listen address")?;
@@ -553,20 +460,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         }
     });
     let router = build_router(AppState::new(app.clone()));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
-    println!(
-        "breakglass listening on http://{local} (origin {})",
-        app.config.origin_header()
-    );
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    println!("breakglass listening on http://{local} (origin {})", app.config.origin_header());
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     println!("breakglass stopped.");
     Ok(ExitCode::SUCCESS)
 }
@@ -577,8 +476,7 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };

@@ -26,27 +26,18 @@ impl FixedClock {
     }
 
     pub fn advance(&self, by: Duration) {
-        let mut guard = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *guard += by;
     }
 
     pub fn set(&self, at: OffsetDateTime) {
-        let mut guard = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *guard = at;
     }
 }
 
 impl Clock for FixedClock {
     fn now(&self) -> OffsetDateTime {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -29,6 +29,28 @@ pub struct Config {
     pub security: SecurityConfig,
     pub http: HttpConfig,
     pub policy: PolicyDefaults,
+    pub sns: SnsConfig,
+}
+
+/// Announcements. Region, credentials and endpoint come from the standard AWS chain
+/// (`AWS_REGION`, `AWS_PROFILE`, `AWS_ENDPOINT_URL_SNS`, container and instance roles).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnsConfig {
+    /// The topic every event is published to. Empty: announcements stay in the outbox
+    /// (`no_sink`) until one is configured.
+    pub topic_arn: String,
+    /// Delivery attempts before a message is marked `failed` (retry with `breakglass outbox retry`).
+    pub max_attempts: u32,
+    /// First retry delay; it doubles (with jitter) up to `max_backoff_seconds`.
+    pub base_backoff_seconds: u32,
+    pub max_backoff_seconds: u32,
+}
+
+impl Default for SnsConfig {
+    fn default() -> Self {
+        Self { topic_arn: String::new(), max_attempts: 12, base_backoff_seconds: 5, max_backoff_seconds: 900 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -104,17 +126,14 @@ impl Default for Config {
             security: SecurityConfig::default(),
             http: HttpConfig::default(),
             policy: PolicyDefaults::default(),
+            sns: SnsConfig::default(),
         }
     }
 }
 
 impl Default for SealConfig {
     fn default() -> Self {
-        Self {
-            mode: SealMode::DevKeyFile,
-            key_file: None,
-            passphrase_file: None,
-        }
+        Self { mode: SealMode::DevKeyFile, key_file: None, passphrase_file: None }
     }
 }
 
@@ -165,9 +184,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn one(p: impl Into<String>) -> Self {
-        Self {
-            problems: vec![p.into()],
-        }
+        Self { problems: vec![p.into()] }
     }
 }
 
@@ -181,14 +198,12 @@ pub const ENV_VARS: &[&str] = &[
     "BREAKGLASS_SEAL_MODE",
     "BREAKGLASS_SEAL_KEY_FILE",
     "BREAKGLASS_SEAL_PASSPHRASE_FILE",
+    "BREAKGLASS_SNS_TOPIC_ARN",
 ];
 
 impl Config {
     /// Load from an optional file and the given environment (pass `std::env::vars()`).
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
         let mut config = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
@@ -197,16 +212,12 @@ impl Config {
                         path.display()
                     ))
                 })?;
-                Self::from_toml(&text).map_err(|e| {
-                    ConfigError::one(format!("{}: {}", path.display(), e.problems.join("; ")))
-                })?
+                Self::from_toml(&text)
+                    .map_err(|e| ConfigError::one(format!("{}: {}", path.display(), e.problems.join("; "))))?
             }
             None => Self::default(),
         };
-        let env: BTreeMap<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("BREAKGLASS_"))
-            .collect();
+        let env: BTreeMap<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("BREAKGLASS_")).collect();
         let mut problems = Vec::new();
         for key in env.keys() {
             if !ENV_VARS.contains(&key.as_str()) {
@@ -238,15 +249,14 @@ impl Config {
         if let Some(v) = env.get("BREAKGLASS_SEAL_KEY_FILE") {
             config.seal.key_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = env.get("BREAKGLASS_SNS_TOPIC_ARN") {
+            config.sns.topic_arn = v.clone();
+        }
         if let Some(v) = env.get("BREAKGLASS_SEAL_PASSPHRASE_FILE") {
             config.seal.passphrase_file = Some(PathBuf::from(v));
         }
         problems.extend(config.problems());
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError { problems })
-        }
+        if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
     }
 
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
@@ -280,73 +290,27 @@ impl Config {
         let s = &self.security;
         for (name, value, min, max) in [
             ("security.invite_ttl_hours", s.invite_ttl_hours, 1, 24 * 30),
-            (
-                "security.cooling_off_hours",
-                s.cooling_off_hours,
-                0,
-                24 * 30,
-            ),
-            (
-                "security.ceremony_ttl_seconds",
-                s.ceremony_ttl_seconds,
-                30,
-                3600,
-            ),
-            (
-                "security.session_idle_minutes",
-                s.session_idle_minutes,
-                1,
-                24 * 60,
-            ),
-            (
-                "security.session_absolute_hours",
-                s.session_absolute_hours,
-                1,
-                24 * 7,
-            ),
-            (
-                "security.reauth_window_minutes",
-                s.reauth_window_minutes,
-                1,
-                24 * 60,
-            ),
-            (
-                "http.request_timeout_seconds",
-                self.http.request_timeout_seconds,
-                1,
-                600,
-            ),
-            (
-                "http.ceremony_rate_per_minute",
-                self.http.ceremony_rate_per_minute,
-                1,
-                100_000,
-            ),
+            ("security.cooling_off_hours", s.cooling_off_hours, 0, 24 * 30),
+            ("security.ceremony_ttl_seconds", s.ceremony_ttl_seconds, 30, 3600),
+            ("security.session_idle_minutes", s.session_idle_minutes, 1, 24 * 60),
+            ("security.session_absolute_hours", s.session_absolute_hours, 1, 24 * 7),
+            ("security.reauth_window_minutes", s.reauth_window_minutes, 1, 24 * 60),
+            ("http.request_timeout_seconds", self.http.request_timeout_seconds, 1, 600),
+            ("http.ceremony_rate_per_minute", self.http.ceremony_rate_per_minute, 1, 100_000),
             ("http.ceremony_burst", self.http.ceremony_burst, 1, 100_000),
-            (
-                "policy.approvals_required",
-                self.policy.approvals_required,
-                1,
-                20,
-            ),
-            (
-                "policy.reveal_window_minutes",
-                self.policy.reveal_window_minutes,
-                1,
-                24 * 60,
-            ),
-            (
-                "policy.max_checkout_minutes",
-                self.policy.max_checkout_minutes,
-                5,
-                7 * 24 * 60,
-            ),
+            ("policy.approvals_required", self.policy.approvals_required, 1, 20),
+            ("policy.reveal_window_minutes", self.policy.reveal_window_minutes, 1, 24 * 60),
+            ("policy.max_checkout_minutes", self.policy.max_checkout_minutes, 5, 7 * 24 * 60),
         ] {
             if value < min || value > max {
-                p.push(format!(
-                    "{name} = {value} is out of range: use a value from {min} to {max}."
-                ));
+                p.push(format!("{name} = {value} is out of range: use a value from {min} to {max}."));
             }
+        }
+        let arn = &self.sns.topic_arn;
+        if !arn.is_empty() && (!arn.starts_with("arn:") || arn.split(':').count() != 6 || !arn.contains(":sns:")) {
+            p.push(format!(
+                "sns.topic_arn = {arn:?} is not an SNS topic ARN: use arn:aws:sns:REGION:ACCOUNT:NAME, or leave it empty to keep announcements in the outbox."
+            ));
         }
         for proxy in &self.http.trusted_proxies {
             if proxy.parse::<std::net::IpAddr>().is_err() {
@@ -367,7 +331,10 @@ impl Config {
     /// The origin as a URL, checked to be usable for WebAuthn.
     pub fn origin_url(&self) -> Result<Url, String> {
         let url = Url::parse(&self.origin).map_err(|e| {
-            format!("origin = {:?} is not a URL ({e}): use the public URL, e.g. \"https://breakglass.example.com\".", self.origin)
+            format!(
+                "origin = {:?} is not a URL ({e}): use the public URL, e.g. \"https://breakglass.example.com\".",
+                self.origin
+            )
         })?;
         let host = url.host_str().unwrap_or_default().to_owned();
         if host.is_empty() {
@@ -389,16 +356,10 @@ impl Config {
                 ));
             }
             other => {
-                return Err(format!(
-                    "origin = {:?}: scheme {other:?} is not http or https.",
-                    self.origin
-                ));
+                return Err(format!("origin = {:?}: scheme {other:?} is not http or https.", self.origin));
             }
         }
-        if url
-            .host()
-            .is_some_and(|h| !matches!(h, url::Host::Domain(_)))
-        {
+        if url.host().is_some_and(|h| !matches!(h, url::Host::Domain(_))) {
             return Err(format!(
                 "origin = {:?}: WebAuthn needs a domain name, not an IP address. Use localhost or a DNS name.",
                 self.origin
@@ -409,17 +370,12 @@ impl Config {
 
     /// The WebAuthn relying-party id: the origin's host.
     pub fn rp_id(&self) -> String {
-        self.origin_url()
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default()
+        self.origin_url().ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default()
     }
 
     /// The origin exactly as browsers send it in the `Origin` header.
     pub fn origin_header(&self) -> String {
-        self.origin_url()
-            .map(|u| u.origin().ascii_serialization())
-            .unwrap_or_else(|_| self.origin.clone())
+        self.origin_url().map(|u| u.origin().ascii_serialization()).unwrap_or_else(|_| self.origin.clone())
     }
 
     pub fn is_https(&self) -> bool {
@@ -473,10 +429,7 @@ mod tests {
         let c = Config::load(
             None,
             [
-                (
-                    "BREAKGLASS_ORIGIN".into(),
-                    "https://custody.example.com".into(),
-                ),
+                ("BREAKGLASS_ORIGIN".into(), "https://custody.example.com".into()),
                 ("BREAKGLASS_LISTEN".into(), "0.0.0.0:9000".into()),
             ],
         )
@@ -487,17 +440,9 @@ mod tests {
 
     #[test]
     fn plain_http_origin_off_localhost_is_refused() {
-        let e = Config::load(
-            None,
-            [("BREAKGLASS_ORIGIN".into(), "http://10.0.0.1:8080".into())],
-        )
-        .unwrap_err();
+        let e = Config::load(None, [("BREAKGLASS_ORIGIN".into(), "http://10.0.0.1:8080".into())]).unwrap_err();
         assert!(e.to_string().contains("https"), "{e}");
-        let e = Config::load(
-            None,
-            [("BREAKGLASS_ORIGIN".into(), "https://x.example/path".into())],
-        )
-        .unwrap_err();
+        let e = Config::load(None, [("BREAKGLASS_ORIGIN".into(), "https://x.example/path".into())]).unwrap_err();
         assert!(e.to_string().contains("no path"), "{e}");
     }
 

@@ -39,10 +39,7 @@ pub enum AppError {
 macro_rules! ctor {
     ($name:ident, $variant:ident) => {
         pub fn $name(code: &'static str, message: impl Into<String>) -> Self {
-            Self::$variant {
-                code,
-                message: message.into(),
-            }
+            Self::$variant { code, message: message.into() }
         }
     };
 }
@@ -80,9 +77,6 @@ impl From<rusqlite::Error> for AppError {
 
 impl From<crate::domain::ValidationError> for AppError {
     fn from(e: crate::domain::ValidationError) -> Self {
-        Self::Invalid {
-            code: e.code,
-            message: e.message,
-        }
+        Self::Invalid { code: e.code, message: e.message }
     }
 }

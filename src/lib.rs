@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod notify;
 pub mod store;
 pub mod telemetry;
 

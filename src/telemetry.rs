@@ -3,9 +3,8 @@
 use tracing_subscriber::EnvFilter;
 
 pub fn init() {
-    let filter = EnvFilter::try_from_env("BREAKGLASS_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,tower_http=warn,webauthn_rs=warn,webauthn_rs_core=warn")
-    });
+    let filter = EnvFilter::try_from_env("BREAKGLASS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,webauthn_rs=warn,webauthn_rs_core=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -7,12 +7,9 @@ use serde_json::json;
 use super::{Actor, App, rfc3339};
 use crate::{
     crypto::{EnvelopeHeader, vault},
-    domain::{
-        AccountState, AwsAccountId, Email, Policy, SecretKind, display_text,
-        secrets::normalize_secret,
-    },
+    domain::{AccountState, AwsAccountId, Email, Policy, SecretKind, display_text, secrets::normalize_secret},
     error::AppError,
-    store::{accounts as store, audit},
+    store::accounts as store,
 };
 
 /// What an admin sends to create an account. Policy fields default from config.
@@ -114,10 +111,7 @@ fn view(conn: &rusqlite::Connection, a: store::AccountRow) -> Result<AccountView
                 })
                 .collect();
             vs.reverse();
-            (!vs.is_empty()).then(|| SecretView {
-                kind: k.as_str().into(),
-                versions: vs,
-            })
+            (!vs.is_empty()).then(|| SecretView { kind: k.as_str().into(), versions: vs })
         })
         .collect();
     let has = |k: SecretKind| secrets.iter().any(|s| s.kind == k.as_str());
@@ -161,25 +155,17 @@ fn not_found(id: &str) -> AppError {
 }
 
 impl App {
-    pub async fn create_account(
-        &self,
-        actor: Actor,
-        input: NewAccount,
-    ) -> Result<AccountView, AppError> {
+    pub async fn create_account(&self, actor: Actor, input: NewAccount) -> Result<AccountView, AppError> {
         let id = AwsAccountId::parse(&input.account_id)?;
         let alias = display_text("alias", &input.alias, 64)?;
         let root_email = Email::parse("root_email", &input.root_email)?;
         let d = &self.config.policy;
         let policy = Policy {
             approvals_required: input.approvals_required.unwrap_or(d.approvals_required),
-            reveal_window_minutes: input
-                .reveal_window_minutes
-                .unwrap_or(d.reveal_window_minutes),
+            reveal_window_minutes: input.reveal_window_minutes.unwrap_or(d.reveal_window_minutes),
             max_checkout_minutes: input.max_checkout_minutes.unwrap_or(d.max_checkout_minutes),
             veto: input.veto.unwrap_or(true),
-            drill_schedule: input
-                .drill_schedule
-                .unwrap_or_else(|| d.drill_schedule.clone()),
+            drill_schedule: input.drill_schedule.unwrap_or_else(|| d.drill_schedule.clone()),
         };
         policy.validate()?;
         let now = self.now();
@@ -208,7 +194,7 @@ impl App {
                     created_by: actor.audit_name(),
                 };
                 store::insert_account(tx, &row)?;
-                audit::append(
+                crate::app::announce::record(
                     tx,
                     now,
                     &actor.audit_name(),
@@ -224,10 +210,7 @@ impl App {
     pub async fn list_accounts(&self) -> Result<Vec<AccountView>, AppError> {
         self.db
             .call(|conn| {
-                store::list_accounts(conn)?
-                    .into_iter()
-                    .map(|a| view(conn, a))
-                    .collect::<Result<Vec<_>, AppError>>()
+                store::list_accounts(conn)?.into_iter().map(|a| view(conn, a)).collect::<Result<Vec<_>, AppError>>()
             })
             .await
     }
@@ -295,7 +278,7 @@ impl App {
                 }
                 let a = store::account(tx, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?;
                 let v = view(tx, a)?;
-                audit::append(tx, now, &actor.audit_name(), "account.policy_changed", &format!("account:{id}"), &json!({"policy": v.policy, "approvers": v.approvers}))?;
+                crate::app::announce::record(tx, now, &actor.audit_name(), "account.policy_changed", &format!("account:{id}"), &json!({"policy": v.policy, "approvers": v.approvers}))?;
                 Ok(v)
             })
             .await
@@ -313,9 +296,7 @@ impl App {
         let id = AwsAccountId::parse(&account_id)?;
         let value = normalize_secret(kind, &value)?;
         let now = self.now();
-        self.db
-            .transact(move |tx| deposit_in_tx(tx, &actor, &id, kind, &value, now))
-            .await
+        self.db.transact(move |tx| deposit_in_tx(tx, &actor, &id, kind, &value, now)).await
     }
 }
 
@@ -342,11 +323,8 @@ pub(crate) fn deposit_in_tx(
         now.unix_timestamp(),
         &actor.audit_name(),
     )?;
-    let rotation_due: Option<i64> = tx.query_row(
-        "SELECT rotation_due_since FROM accounts WHERE account_id = ?1",
-        [id.as_str()],
-        |r| r.get(0),
-    )?;
+    let rotation_due: Option<i64> =
+        tx.query_row("SELECT rotation_due_since FROM accounts WHERE account_id = ?1", [id.as_str()], |r| r.get(0))?;
     let rotated = kind == SecretKind::RootPassword && rotation_due.is_some();
     if rotated {
         tx.execute(
@@ -354,12 +332,9 @@ pub(crate) fn deposit_in_tx(
             [id.as_str()],
         )?;
     }
-    let state: String = tx.query_row(
-        "SELECT state FROM accounts WHERE account_id = ?1",
-        [id.as_str()],
-        |r| r.get(0),
-    )?;
-    audit::append(
+    let state: String =
+        tx.query_row("SELECT state FROM accounts WHERE account_id = ?1", [id.as_str()], |r| r.get(0))?;
+    crate::app::announce::record(
         tx,
         now,
         &actor.audit_name(),

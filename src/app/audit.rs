@@ -123,60 +123,31 @@ impl EvidenceIndex {
         let checkout = str_of(&d, "checkout");
         match e.action.as_str() {
             "custodian.enrolled" | "credential.added" => {
-                if let Ok(key) = serde_json::from_value::<PublicKeyRecord>(d["public_key"].clone())
-                {
+                if let Ok(key) = serde_json::from_value::<PublicKeyRecord>(d["public_key"].clone()) {
                     // The first enrolment of an id wins; the owner is the entry's subject.
                     self.keys
                         .entry(str_of(&d, "credential_id"))
-                        .or_insert(EnrolledKey {
-                            owner: e.subject.clone(),
-                            key,
-                        });
+                        .or_insert(EnrolledKey { owner: e.subject.clone(), key });
                 }
             }
             "checkout.requested" => {
-                let required = d["approvals_required"]
-                    .as_u64()
-                    .unwrap_or(u64::MAX)
-                    .min(u64::from(u32::MAX)) as u32;
-                self.tracks.insert(
-                    checkout,
-                    Track {
-                        requester: e.actor.clone(),
-                        required,
-                        ..Track::default()
-                    },
-                );
+                let required = d["approvals_required"].as_u64().unwrap_or(u64::MAX).min(u64::from(u32::MAX)) as u32;
+                self.tracks.insert(checkout, Track { requester: e.actor.clone(), required, ..Track::default() });
             }
             "approval.challenge_issued" | "release.challenge_issued" => {
-                let purpose = if e.action.starts_with("approval") {
-                    "approve"
-                } else {
-                    "release"
-                };
-                self.issued
-                    .entry((checkout, e.actor.clone()))
-                    .or_default()
-                    .push(Issued {
-                        purpose,
-                        challenge: str_of(&d, "challenge"),
-                        rp_id: str_of(&d, "rp_id"),
-                        origin: d["origin"].as_str().map(str::to_owned),
-                    });
+                let purpose = if e.action.starts_with("approval") { "approve" } else { "release" };
+                self.issued.entry((checkout, e.actor.clone())).or_default().push(Issued {
+                    purpose,
+                    challenge: str_of(&d, "challenge"),
+                    rp_id: str_of(&d, "rp_id"),
+                    origin: d["origin"].as_str().map(str::to_owned),
+                });
             }
             "checkout.approval_recorded" | "checkout.denial_recorded" => {
-                let decision = if e.action == "checkout.approval_recorded" {
-                    "approve"
-                } else {
-                    "deny"
-                };
-                let Ok(evidence) =
-                    serde_json::from_value::<AssertionEvidence>(d["evidence"].clone())
-                else {
-                    self.problems.push(format!(
-                        "seq {}: a decision on checkout {checkout} carries no readable evidence",
-                        e.seq
-                    ));
+                let decision = if e.action == "checkout.approval_recorded" { "approve" } else { "deny" };
+                let Ok(evidence) = serde_json::from_value::<AssertionEvidence>(d["evidence"].clone()) else {
+                    self.problems
+                        .push(format!("seq {}: a decision on checkout {checkout} carries no readable evidence", e.seq));
                     return;
                 };
                 self.checked += 1;
@@ -187,28 +158,19 @@ impl EvidenceIndex {
                             track.approvers.insert(e.actor.clone());
                         }
                         if e.actor == track.requester {
-                            self.problems.push(format!(
-                                "seq {}: the requester decided on their own checkout {checkout}",
-                                e.seq
-                            ));
+                            self.problems
+                                .push(format!("seq {}: the requester decided on their own checkout {checkout}", e.seq));
                         }
                     }
-                    Err(why) => self.problems.push(format!(
-                        "approval evidence at seq {} (checkout {checkout}): {why}",
-                        e.seq
-                    )),
+                    Err(why) => {
+                        self.problems.push(format!("approval evidence at seq {} (checkout {checkout}): {why}", e.seq))
+                    }
                 }
-                self.recorded.push(Recorded {
-                    checkout,
-                    actor: e.actor.clone(),
-                    decision: decision.into(),
-                    evidence,
-                });
+                self.recorded.push(Recorded { checkout, actor: e.actor.clone(), decision: decision.into(), evidence });
             }
             "checkout.approved" => {
                 let track = self.tracks.entry(checkout.clone()).or_default();
-                if (track.approvers.len() as u64) < u64::from(track.required) || track.required == 0
-                {
+                if (track.approvers.len() as u64) < u64::from(track.required) || track.required == 0 {
                     self.problems.push(format!(
                         "seq {}: checkout {checkout} was approved with {} verified approval(s) from people other than the requester; {} required",
                         e.seq,
@@ -219,67 +181,44 @@ impl EvidenceIndex {
                 track.approved = true;
             }
             "checkout.released" if !self.tracks.get(&checkout).is_some_and(|t| t.approved) => {
-                self.problems.push(format!(
-                    "seq {}: checkout {checkout} was released without being approved",
-                    e.seq
-                ));
+                self.problems.push(format!("seq {}: checkout {checkout} was released without being approved", e.seq));
             }
             "checkout.revealed" => {
-                let requester = self
-                    .tracks
-                    .get(&checkout)
-                    .map(|t| t.requester.clone())
-                    .unwrap_or_default();
+                let requester = self.tracks.get(&checkout).map(|t| t.requester.clone()).unwrap_or_default();
                 if e.actor != requester || !self.tracks.get(&checkout).is_some_and(|t| t.approved) {
-                    self.problems.push(format!("seq {}: a reveal on checkout {checkout} by someone other than its approved requester", e.seq));
+                    self.problems.push(format!(
+                        "seq {}: a reveal on checkout {checkout} by someone other than its approved requester",
+                        e.seq
+                    ));
                 }
                 match serde_json::from_value::<AssertionEvidence>(d["evidence"].clone()) {
                     Ok(ev) => {
                         self.checked += 1;
                         if let Err(why) = self.verify_one(&checkout, &e.actor, "release", &ev) {
-                            self.problems.push(format!(
-                                "release evidence at seq {} (checkout {checkout}): {why}",
-                                e.seq
-                            ));
+                            self.problems
+                                .push(format!("release evidence at seq {} (checkout {checkout}): {why}", e.seq));
                         }
                     }
-                    Err(_) => self.problems.push(format!(
-                        "seq {}: a reveal on checkout {checkout} carries no readable evidence",
-                        e.seq
-                    )),
+                    Err(_) => self
+                        .problems
+                        .push(format!("seq {}: a reveal on checkout {checkout} carries no readable evidence", e.seq)),
                 }
             }
             _ => {}
         }
     }
 
-    fn verify_one(
-        &self,
-        checkout: &str,
-        actor: &str,
-        purpose: &str,
-        ev: &AssertionEvidence,
-    ) -> Result<(), String> {
-        let enrolled = self
-            .keys
-            .get(&ev.credential_id)
-            .ok_or("its credential was not enrolled earlier in this log")?;
+    fn verify_one(&self, checkout: &str, actor: &str, purpose: &str, ev: &AssertionEvidence) -> Result<(), String> {
+        let enrolled = self.keys.get(&ev.credential_id).ok_or("its credential was not enrolled earlier in this log")?;
         if enrolled.owner != actor {
-            return Err(format!(
-                "it is signed with a credential of {}, not of {actor}",
-                enrolled.owner
-            ));
+            return Err(format!("it is signed with a credential of {}, not of {actor}", enrolled.owner));
         }
         let issued = self
             .issued
             .get(&(checkout.to_owned(), actor.to_owned()))
-            .and_then(|v| {
-                v.iter()
-                    .find(|i| i.purpose == purpose && i.challenge == ev.challenge)
-            })
+            .and_then(|v| v.iter().find(|i| i.purpose == purpose && i.challenge == ev.challenge))
             .ok_or("its challenge was not issued to this person for this request")?;
-        evidence::verify(&enrolled.key, ev, &issued.rp_id, issued.origin.as_deref())
-            .map_err(|e| e.to_string())
+        evidence::verify(&enrolled.key, ev, &issued.rp_id, issued.origin.as_deref()).map_err(|e| e.to_string())
     }
 
     /// After the replay: the `approvals` table must hold exactly what the log recorded.
@@ -294,10 +233,7 @@ impl EvidenceIndex {
                 signature: row.signature.clone(),
             };
             let in_log = self.recorded.iter().any(|r| {
-                r.checkout == row.checkout_id
-                    && r.actor == actor
-                    && r.decision == row.decision
-                    && r.evidence == ev
+                r.checkout == row.checkout_id && r.actor == actor && r.decision == row.decision && r.evidence == ev
             });
             if !in_log {
                 self.problems.push(format!(
@@ -316,13 +252,8 @@ impl App {
         self.db
             .call(move |conn| {
                 let entries = audit::list(conn, &filter, limit)?;
-                let next_after_seq = (entries.len() as u32 == limit)
-                    .then(|| entries.last().map(|e| e.seq))
-                    .flatten();
-                Ok::<_, AppError>(AuditPage {
-                    entries,
-                    next_after_seq,
-                })
+                let next_after_seq = (entries.len() as u32 == limit).then(|| entries.last().map(|e| e.seq)).flatten();
+                Ok::<_, AppError>(AuditPage { entries, next_after_seq })
             })
             .await
     }

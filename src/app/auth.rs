@@ -8,19 +8,17 @@ use sha2::Sha256;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration,
-    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, WebauthnError,
+    CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
+    RegisterPublicKeyCredential, RequestChallengeResponse, WebauthnError,
 };
-use webauthn_rs_proto::{
-    AllowCredentials, PublicKeyCredentialRequestOptions, UserVerificationPolicy,
-};
+use webauthn_rs_proto::{AllowCredentials, PublicKeyCredentialRequestOptions, UserVerificationPolicy};
 
 use super::{Actor, App, Principal, b64url, new_token, rfc3339, token_hash};
 use crate::{
     crypto::evidence::PublicKeyRecord,
     domain::{Email, display_text},
     error::AppError,
-    store::{audit, people},
+    store::people,
 };
 
 /// The first half of a ceremony: its id and the W3C options for the browser.
@@ -96,8 +94,7 @@ fn label_or_default(label: Option<String>, n: usize) -> Result<String, AppError>
 
 impl App {
     fn ceremony_expiry(&self, now: OffsetDateTime) -> i64 {
-        (now + Duration::seconds(i64::from(self.config.security.ceremony_ttl_seconds)))
-            .unix_timestamp()
+        (now + Duration::seconds(i64::from(self.config.security.ceremony_ttl_seconds))).unix_timestamp()
     }
 
     /// Remove a ceremony (single use, whatever happens next) and check it is ours.
@@ -107,13 +104,8 @@ impl App {
         purpose: &'static str,
         now: i64,
     ) -> Result<people::CeremonyRow, AppError> {
-        let row = self
-            .db
-            .transact(move |tx| Ok::<_, AppError>(people::take_ceremony(tx, &id)?))
-            .await?;
-        let row = row
-            .filter(|r| r.purpose == purpose)
-            .ok_or_else(ceremony_unknown)?;
+        let row = self.db.transact(move |tx| Ok::<_, AppError>(people::take_ceremony(tx, &id)?)).await?;
+        let row = row.filter(|r| r.purpose == purpose).ok_or_else(ceremony_unknown)?;
         if row.expires_at <= now {
             return Err(ceremony_expired());
         }
@@ -159,10 +151,14 @@ impl App {
             .transact(move |tx| {
                 let invite = usable_invite(tx, &invite_token, now.unix_timestamp())?;
                 if people::custodian_by_email(tx, email.as_str())?.is_some() {
-                    return Err(AppError::conflict("email_taken", "A custodian with this e-mail address is already enrolled. Sign in instead."));
+                    return Err(AppError::conflict(
+                        "email_taken",
+                        "A custodian with this e-mail address is already enrolled. Sign in instead.",
+                    ));
                 }
                 let user_id = Uuid::new_v4();
-                let (ccr, state) = app.webauthn.start_passkey_registration(user_id, email.as_str(), &name, None).map_err(internal)?;
+                let (ccr, state) =
+                    app.webauthn.start_passkey_registration(user_id, email.as_str(), &name, None).map_err(internal)?;
                 let id = Uuid::new_v4().to_string();
                 people::insert_ceremony(
                     tx,
@@ -172,7 +168,10 @@ impl App {
                         custodian_id: None,
                         invite_id: Some(invite.id),
                         checkout_id: None,
-                        pending: Some(serde_json::to_string(&PendingEnrolment { user_id, name, email: email.as_str().into() }).map_err(internal)?),
+                        pending: Some(
+                            serde_json::to_string(&PendingEnrolment { user_id, name, email: email.as_str().into() })
+                                .map_err(internal)?,
+                        ),
                         state: Some(serde_json::to_string(&state).map_err(internal)?),
                         created_at: now.unix_timestamp(),
                         expires_at: app.ceremony_expiry(now),
@@ -191,17 +190,13 @@ impl App {
     ) -> Result<SignedIn, AppError> {
         let now = self.now();
         let label = label_or_default(label, 1)?;
-        let c = self
-            .take_ceremony(ceremony_id, PURPOSE_ENROL, now.unix_timestamp())
-            .await?;
+        let c = self.take_ceremony(ceremony_id, PURPOSE_ENROL, now.unix_timestamp()).await?;
         let state: PasskeyRegistration =
             serde_json::from_str(c.state.as_deref().unwrap_or_default()).map_err(internal)?;
         let pending: PendingEnrolment =
             serde_json::from_str(c.pending.as_deref().unwrap_or_default()).map_err(internal)?;
-        let passkey = self
-            .webauthn
-            .finish_passkey_registration(&credential, &state)
-            .map_err(|e| registration_refused(&e))?;
+        let passkey =
+            self.webauthn.finish_passkey_registration(&credential, &state).map_err(|e| registration_refused(&e))?;
         let invite_id = c.invite_id.unwrap_or_default();
         let app = self.clone();
         self.db
@@ -209,7 +204,10 @@ impl App {
                 let invite = people::invite(tx, &invite_id)?.ok_or_else(invite_invalid)?;
                 check_invite_usable(&invite, now.unix_timestamp())?;
                 if people::custodian_by_email(tx, &pending.email)?.is_some() {
-                    return Err(AppError::conflict("email_taken", "A custodian with this e-mail address is already enrolled. Sign in instead."));
+                    return Err(AppError::conflict(
+                        "email_taken",
+                        "A custodian with this e-mail address is already enrolled. Sign in instead.",
+                    ));
                 }
                 let custodian = people::CustodianRow {
                     id: pending.user_id.to_string(),
@@ -218,7 +216,8 @@ impl App {
                     status: "active".into(),
                     roles: invite.roles.clone(),
                     enrolled_at: now.unix_timestamp(),
-                    approve_after: (now + Duration::hours(i64::from(app.config.security.cooling_off_hours))).unix_timestamp(),
+                    approve_after: (now + Duration::hours(i64::from(app.config.security.cooling_off_hours)))
+                        .unix_timestamp(),
                     disabled_at: None,
                 };
                 people::insert_custodian(tx, &custodian)?;
@@ -228,7 +227,7 @@ impl App {
                 let (cred_id, public_key) = insert_passkey(tx, &custodian.id, &passkey, &label, now.unix_timestamp())?;
                 let (session_token, expires_at) = app.new_session(tx, &custodian.id, &cred_id, now.unix_timestamp())?;
                 let actor = Actor::Custodian(custodian.id.clone()).audit_name();
-                audit::append(
+                crate::app::announce::record(
                     tx,
                     now,
                     &actor,
@@ -253,15 +252,10 @@ impl App {
 
     // ---- sign-in ----
 
-    pub async fn login_start(
-        &self,
-        email: String,
-    ) -> Result<CeremonyStart<RequestChallengeResponse>, AppError> {
+    pub async fn login_start(&self, email: String) -> Result<CeremonyStart<RequestChallengeResponse>, AppError> {
         let now = self.now();
         // An address that is not an e-mail cannot belong to anyone: answer like an unknown one.
-        let email = Email::parse("email", &email)
-            .map(|e| e.as_str().to_owned())
-            .unwrap_or(email);
+        let email = Email::parse("email", &email).map(|e| e.as_str().to_owned()).unwrap_or(email);
         let app = self.clone();
         self.db
             .transact(move |tx| {
@@ -275,20 +269,12 @@ impl App {
                         .map_err(internal)?,
                     None => Vec::new(),
                 };
-                let (options, state, custodian_id) =
-                    if let (Some(c), false) = (&custodian, passkeys.is_empty()) {
-                        let (rcr, state) = app
-                            .webauthn
-                            .start_passkey_authentication(&passkeys)
-                            .map_err(internal)?;
-                        (
-                            rcr,
-                            Some(serde_json::to_string(&state).map_err(internal)?),
-                            Some(c.id.clone()),
-                        )
-                    } else {
-                        (app.decoy_login_options(&email)?, None, None)
-                    };
+                let (options, state, custodian_id) = if let (Some(c), false) = (&custodian, passkeys.is_empty()) {
+                    let (rcr, state) = app.webauthn.start_passkey_authentication(&passkeys).map_err(internal)?;
+                    (rcr, Some(serde_json::to_string(&state).map_err(internal)?), Some(c.id.clone()))
+                } else {
+                    (app.decoy_login_options(&email)?, None, None)
+                };
                 people::insert_ceremony(
                     tx,
                     &people::CeremonyRow {
@@ -303,10 +289,7 @@ impl App {
                         expires_at: app.ceremony_expiry(now),
                     },
                 )?;
-                Ok(CeremonyStart {
-                    ceremony_id: id,
-                    options,
-                })
+                Ok(CeremonyStart { ceremony_id: id, options })
             })
             .await
     }
@@ -315,8 +298,7 @@ impl App {
     /// response does not reveal who is enrolled. The credential id is stable per
     /// address (keyed HMAC), as a real one would be.
     fn decoy_login_options(&self, email: &str) -> Result<RequestChallengeResponse, AppError> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.decoy_key.as_slice())
-            .map_err(internal)?;
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.decoy_key.as_slice()).map_err(internal)?;
         mac.update(email.as_bytes());
         let id = mac.finalize().into_bytes()[..16].to_vec();
         let challenge = crate::crypto::random_bytes::<32>()?.to_vec();
@@ -325,11 +307,7 @@ impl App {
                 challenge,
                 timeout: Some(self.config.security.ceremony_ttl_seconds * 1000),
                 rp_id: self.config.rp_id(),
-                allow_credentials: vec![AllowCredentials {
-                    type_: "public-key".into(),
-                    id,
-                    transports: None,
-                }],
+                allow_credentials: vec![AllowCredentials { type_: "public-key".into(), id, transports: None }],
                 user_verification: UserVerificationPolicy::Required,
                 hints: None,
                 extensions: None,
@@ -344,17 +322,12 @@ impl App {
         credential: PublicKeyCredential,
     ) -> Result<SignedIn, AppError> {
         let now = self.now();
-        let c = self
-            .take_ceremony(ceremony_id, PURPOSE_LOGIN, now.unix_timestamp())
-            .await?;
+        let c = self.take_ceremony(ceremony_id, PURPOSE_LOGIN, now.unix_timestamp()).await?;
         let (Some(custodian_id), Some(state)) = (c.custodian_id, c.state) else {
             return Err(sign_in_failed());
         };
         let state: PasskeyAuthentication = serde_json::from_str(&state).map_err(internal)?;
-        let result = match self
-            .webauthn
-            .finish_passkey_authentication(&credential, &state)
-        {
+        let result = match self.webauthn.finish_passkey_authentication(&credential, &state) {
             Ok(r) => r,
             Err(e) => {
                 let reason = match e {
@@ -364,7 +337,7 @@ impl App {
                 };
                 self.db
                     .transact(move |tx| {
-                        audit::append(
+                        crate::app::announce::record(
                             tx,
                             now,
                             &Actor::Custodian(custodian_id.clone()).audit_name(),
@@ -384,16 +357,14 @@ impl App {
         let app = self.clone();
         self.db
             .transact(move |tx| {
-                let custodian = people::custodian(tx, &custodian_id)?
-                    .filter(|c| c.is_active())
-                    .ok_or_else(sign_in_failed)?;
+                let custodian =
+                    people::custodian(tx, &custodian_id)?.filter(|c| c.is_active()).ok_or_else(sign_in_failed)?;
                 let cred_id = b64url(result.cred_id());
                 let stored = people::credentials_of(tx, &custodian.id)?
                     .into_iter()
                     .find(|r| r.id == cred_id)
                     .ok_or_else(sign_in_failed)?;
-                let mut passkey: Passkey =
-                    serde_json::from_str(&stored.passkey).map_err(internal)?;
+                let mut passkey: Passkey = serde_json::from_str(&stored.passkey).map_err(internal)?;
                 passkey.update_credential(&result);
                 people::update_credential_use(
                     tx,
@@ -401,9 +372,8 @@ impl App {
                     &serde_json::to_string(&passkey).map_err(internal)?,
                     now.unix_timestamp(),
                 )?;
-                let (session_token, expires_at) =
-                    app.new_session(tx, &custodian.id, &cred_id, now.unix_timestamp())?;
-                audit::append(
+                let (session_token, expires_at) = app.new_session(tx, &custodian.id, &cred_id, now.unix_timestamp())?;
+                crate::app::announce::record(
                     tx,
                     now,
                     &Actor::Custodian(custodian.id.clone()).audit_name(),
@@ -411,11 +381,7 @@ impl App {
                     &format!("custodian:{}", custodian.id),
                     &json!({"credential_id": cred_id}),
                 )?;
-                Ok(SignedIn {
-                    session_token,
-                    custodian,
-                    expires_at,
-                })
+                Ok(SignedIn { session_token, custodian, expires_at })
             })
             .await
     }
@@ -438,9 +404,8 @@ impl App {
                     people::delete_session(tx, &hash)?;
                     return Err(expired());
                 }
-                let custodian = people::custodian(tx, &s.custodian_id)?
-                    .filter(|c| c.is_active())
-                    .ok_or_else(expired)?;
+                let custodian =
+                    people::custodian(tx, &s.custodian_id)?.filter(|c| c.is_active()).ok_or_else(expired)?;
                 people::touch_session(tx, &hash, now)?;
                 Ok(Principal {
                     custodian,
@@ -457,7 +422,7 @@ impl App {
         self.db
             .transact(move |tx| {
                 people::delete_session(tx, &principal.token_hash)?;
-                audit::append(
+                crate::app::announce::record(
                     tx,
                     now,
                     &principal.actor().audit_name(),
@@ -494,9 +459,7 @@ impl App {
                 let user_id = Uuid::parse_str(&c.id).map_err(internal)?;
                 let existing = people::credentials_of(tx, &c.id)?
                     .iter()
-                    .map(|r| {
-                        serde_json::from_str::<Passkey>(&r.passkey).map(|p| p.cred_id().clone())
-                    })
+                    .map(|r| serde_json::from_str::<Passkey>(&r.passkey).map(|p| p.cred_id().clone()))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(internal)?;
                 let (ccr, state) = app
@@ -518,10 +481,7 @@ impl App {
                         expires_at: app.ceremony_expiry(now),
                     },
                 )?;
-                Ok(CeremonyStart {
-                    ceremony_id: id,
-                    options: ccr,
-                })
+                Ok(CeremonyStart { ceremony_id: id, options: ccr })
             })
             .await
     }
@@ -534,26 +494,21 @@ impl App {
         label: Option<String>,
     ) -> Result<people::CredentialRow, AppError> {
         let now = self.now();
-        let c = self
-            .take_ceremony(ceremony_id, PURPOSE_ADD, now.unix_timestamp())
-            .await?;
+        let c = self.take_ceremony(ceremony_id, PURPOSE_ADD, now.unix_timestamp()).await?;
         if c.custodian_id.as_deref() != Some(principal.custodian.id.as_str()) {
             return Err(ceremony_unknown());
         }
         let state: PasskeyRegistration =
             serde_json::from_str(c.state.as_deref().unwrap_or_default()).map_err(internal)?;
-        let passkey = self
-            .webauthn
-            .finish_passkey_registration(&credential, &state)
-            .map_err(|e| registration_refused(&e))?;
+        let passkey =
+            self.webauthn.finish_passkey_registration(&credential, &state).map_err(|e| registration_refused(&e))?;
         self.db
             .transact(move |tx| {
                 let me = &principal.custodian.id;
                 let n = people::credentials_of(tx, me)?.len() + 1;
                 let label = label_or_default(label, n)?;
-                let (cred_id, public_key) =
-                    insert_passkey(tx, me, &passkey, &label, now.unix_timestamp())?;
-                audit::append(
+                let (cred_id, public_key) = insert_passkey(tx, me, &passkey, &label, now.unix_timestamp())?;
+                crate::app::announce::record(
                     tx,
                     now,
                     &principal.actor().audit_name(),
@@ -581,12 +536,9 @@ impl App {
             .transact(move |tx| {
                 let me = &principal.custodian.id;
                 if !people::rename_credential(tx, me, &credential_id, &label)? {
-                    return Err(AppError::not_found(
-                        "credential_not_found",
-                        "You have no security key with that id.",
-                    ));
+                    return Err(AppError::not_found("credential_not_found", "You have no security key with that id."));
                 }
-                audit::append(
+                crate::app::announce::record(
                     tx,
                     now,
                     &principal.actor().audit_name(),
@@ -602,14 +554,9 @@ impl App {
             .await
     }
 
-    pub async fn my_credentials(
-        &self,
-        principal: &Principal,
-    ) -> Result<Vec<people::CredentialRow>, AppError> {
+    pub async fn my_credentials(&self, principal: &Principal) -> Result<Vec<people::CredentialRow>, AppError> {
         let me = principal.custodian.id.clone();
-        self.db
-            .call(move |conn| Ok::<_, AppError>(people::credentials_of(conn, &me)?))
-            .await
+        self.db.call(move |conn| Ok::<_, AppError>(people::credentials_of(conn, &me)?)).await
     }
 }
 
@@ -629,10 +576,7 @@ fn insert_passkey(
     })?;
     let record = serde_json::to_value(&record).map_err(internal)?;
     if people::credential_exists(conn, &cred_id)? {
-        return Err(AppError::conflict(
-            "credential_exists",
-            "This security key is already enrolled.",
-        ));
+        return Err(AppError::conflict("credential_exists", "This security key is already enrolled."));
     }
     people::insert_credential(
         conn,
@@ -658,10 +602,7 @@ fn invite_invalid() -> AppError {
 }
 
 fn invite_used() -> AppError {
-    AppError::gone(
-        "invite_used",
-        "This invite was already used or revoked. Ask an admin for a new one.",
-    )
+    AppError::gone("invite_used", "This invite was already used or revoked. Ask an admin for a new one.")
 }
 
 fn check_invite_usable(invite: &people::InviteRow, now: i64) -> Result<(), AppError> {
@@ -669,17 +610,13 @@ fn check_invite_usable(invite: &people::InviteRow, now: i64) -> Result<(), AppEr
         return Err(invite_used());
     }
     if invite.expires_at <= now {
-        return Err(AppError::gone(
-            "invite_expired",
-            "This invite has expired. Ask an admin for a new one.",
-        ));
+        return Err(AppError::gone("invite_expired", "This invite has expired. Ask an admin for a new one."));
     }
     Ok(())
 }
 
 fn usable_invite(conn: &Connection, token: &str, now: i64) -> Result<people::InviteRow, AppError> {
-    let invite = people::invite_by_token_hash(conn, &token_hash(token.trim()))?
-        .ok_or_else(invite_invalid)?;
+    let invite = people::invite_by_token_hash(conn, &token_hash(token.trim()))?.ok_or_else(invite_invalid)?;
     check_invite_usable(&invite, now)?;
     Ok(invite)
 }

@@ -17,7 +17,7 @@ use crate::{
     },
     domain::Role,
     error::AppError,
-    store::{self, accounts as store_accounts, audit, people},
+    store::{self, accounts as store_accounts, people},
 };
 
 /// What `serve` / `init` need from the operator, asked only when needed.
@@ -46,9 +46,7 @@ pub fn instance_secret(conn: &Connection, key: &str) -> Result<[u8; 32], AppErro
     let fresh = crate::crypto::random_bytes::<32>()?;
     store_accounts::set_setting_if_absent(conn, key, fresh.as_slice())?;
     let v = store_accounts::setting(conn, key)?.unwrap_or_default();
-    v.as_slice()
-        .try_into()
-        .map_err(|_| AppError::Internal(format!("setting {key} is not 32 bytes")))
+    v.as_slice().try_into().map_err(|_| AppError::Internal(format!("setting {key} is not 32 bytes")))
 }
 
 fn seal_key_for(
@@ -60,9 +58,7 @@ fn seal_key_for(
 ) -> Result<SealKey, AppError> {
     match config.seal.mode {
         SealMode::DevKeyFile | SealMode::KeyFile => {
-            let path = config
-                .key_file_path()
-                .ok_or_else(|| AppError::Internal("no key file configured".into()))?;
+            let path = config.key_file_path().ok_or_else(|| AppError::Internal("no key file configured".into()))?;
             if creating && config.seal.mode == SealMode::DevKeyFile && !path.exists() {
                 Ok(seal::create_key_file(&path)?)
             } else {
@@ -105,10 +101,7 @@ pub fn init_vault(
         if vault_row(&conn)?.is_some() {
             return Err(AppError::conflict(
                 "already_initialized",
-                format!(
-                    "{} already holds a vault; nothing was changed.",
-                    db_path.display()
-                ),
+                format!("{} already holds a vault; nothing was changed.", db_path.display()),
             ));
         }
     }
@@ -121,17 +114,12 @@ pub fn init_vault(
     }
     let salt = crate::crypto::random_bytes::<16>()?;
     let key = seal_key_for(config, input, true, salt.as_slice(), kdf)?;
-    let NewVault {
-        sealed_key,
-        recipient,
-        vault,
-    } = UnsealedVault::create(&key)?;
+    let NewVault { sealed_key, recipient, vault } = UnsealedVault::create(&key)?;
     let dev = config.seal.mode == SealMode::DevKeyFile;
     let (kdf_params, kdf_salt) = match config.seal.mode {
-        SealMode::Passphrase => (
-            Some(serde_json::to_string(&kdf).map_err(|e| AppError::Internal(e.to_string()))?),
-            Some(salt.to_vec()),
-        ),
+        SealMode::Passphrase => {
+            (Some(serde_json::to_string(&kdf).map_err(|e| AppError::Internal(e.to_string()))?), Some(salt.to_vec()))
+        }
         _ => (None, None),
     };
     let mut conn = store::open(db_path)?;
@@ -149,7 +137,7 @@ pub fn init_vault(
             },
         )?;
         instance_secret(tx, "decoy_key")?;
-        audit::append(
+        crate::app::announce::record(
             tx,
             now,
             &Actor::Host.audit_name(),
@@ -176,19 +164,12 @@ fn vault_row(conn: &Connection) -> Result<Option<store_accounts::VaultRow>, AppE
 }
 
 /// Unseal the vault of an existing database, reading it without writing anything.
-pub fn unseal_vault(
-    db_path: &Path,
-    config: &Config,
-    input: &mut dyn SealInput,
-) -> Result<UnsealedVault, AppError> {
+pub fn unseal_vault(db_path: &Path, config: &Config, input: &mut dyn SealInput) -> Result<UnsealedVault, AppError> {
     let conn = store::open_read_only(db_path)?;
     let row = vault_row(&conn)?.ok_or_else(|| {
         AppError::unavailable(
             "vault_not_initialized",
-            format!(
-                "{} has no vault: run `breakglass init` first.",
-                db_path.display()
-            ),
+            format!("{} has no vault: run `breakglass init` first.", db_path.display()),
         )
     })?;
     drop(conn);
@@ -204,14 +185,10 @@ pub fn unseal_vault(
         ));
     }
     if row.dev_mode && config.seal.mode != SealMode::DevKeyFile {
-        tracing::warn!(
-            "this vault was created in dev mode; its key file is {}",
-            config.dev_key_file().display()
-        );
+        tracing::warn!("this vault was created in dev mode; its key file is {}", config.dev_key_file().display());
     }
     let params: KdfParams = match &row.kdf_params {
-        Some(p) => serde_json::from_str(p)
-            .map_err(|e| AppError::Internal(format!("stored KDF params: {e}")))?,
+        Some(p) => serde_json::from_str(p).map_err(|e| AppError::Internal(format!("stored KDF params: {e}")))?,
         None => KdfParams::default(),
     };
     let salt = row.kdf_salt.clone().unwrap_or_default();
@@ -260,7 +237,7 @@ pub fn first_admin_invite(
                 && inv.expires_at > now.unix_timestamp()
             {
                 people::revoke_invite(tx, &inv.id, now.unix_timestamp())?;
-                audit::append(
+                crate::app::announce::record(
                     tx,
                     now,
                     &system,
@@ -270,13 +247,7 @@ pub fn first_admin_invite(
                 )?;
             }
         }
-        let created = invites::create_in_tx(
-            tx,
-            config,
-            now,
-            &Actor::System,
-            &[Role::Admin, Role::Custodian],
-        )?;
+        let created = invites::create_in_tx(tx, config, now, &Actor::System, &[Role::Admin, Role::Custodian])?;
         Ok::<_, AppError>(Some(created))
     })
 }

@@ -22,7 +22,7 @@ use crate::{
     },
     error::AppError,
     store::{
-        accounts as store_accounts, audit,
+        accounts as store_accounts,
         checkouts::{self as store, ApprovalRow, CheckoutFilter, CheckoutRow},
         people,
     },
@@ -139,22 +139,16 @@ fn not_found(id: &str) -> AppError {
 }
 
 fn state_of(row: &CheckoutRow) -> Result<CheckoutState, AppError> {
-    CheckoutState::parse(&row.state)
-        .ok_or_else(|| internal(format!("unknown checkout state {}", row.state)))
+    CheckoutState::parse(&row.state).ok_or_else(|| internal(format!("unknown checkout state {}", row.state)))
 }
 
 fn person(conn: &rusqlite::Connection, id: &str) -> Result<PersonRef, AppError> {
     let c = people::custodian(conn, id)?.ok_or_else(|| internal("custodian vanished"))?;
-    Ok(PersonRef {
-        id: c.id,
-        name: c.name,
-        email: c.email,
-    })
+    Ok(PersonRef { id: c.id, name: c.name, email: c.email })
 }
 
 pub(crate) fn view(conn: &rusqlite::Connection, c: &CheckoutRow) -> Result<CheckoutView, AppError> {
-    let account = store_accounts::account(conn, &c.account_id)?
-        .ok_or_else(|| internal("account vanished"))?;
+    let account = store_accounts::account(conn, &c.account_id)?.ok_or_else(|| internal("account vanished"))?;
     let approvals = store::approvals_of(conn, &c.id)?;
     let received = store::count_distinct_approvers(conn, &c.id)?;
     let decisions = approvals
@@ -186,8 +180,7 @@ pub(crate) fn view(conn: &rusqlite::Connection, c: &CheckoutRow) -> Result<Check
         veto: c.veto,
         decisions,
         created_at: rfc3339(c.created_at),
-        expires_at: matches!(state, CheckoutState::Pending | CheckoutState::Approved)
-            .then(|| rfc3339(c.expires_at)),
+        expires_at: matches!(state, CheckoutState::Pending | CheckoutState::Approved).then(|| rfc3339(c.expires_at)),
         approved_at: c.approved_at.map(rfc3339),
         released_at: c.released_at.map(rfc3339),
         window_ends_at: c.window_ends_at.map(rfc3339),
@@ -233,7 +226,7 @@ fn refresh(
             c.ended_at = Some(t);
             c.ended_by = Some(Actor::System.audit_name());
             store::update(conn, &c)?;
-            audit::append(
+            crate::app::announce::record(
                 conn,
                 now,
                 &Actor::System.audit_name(),
@@ -249,7 +242,7 @@ fn refresh(
             c.end_note = Some("The checkout duration ended without a check-in.".into());
             store::update(conn, &c)?;
             settle_account(conn, &c.account_id)?;
-            audit::append(
+            crate::app::announce::record(
                 conn,
                 now,
                 &Actor::System.audit_name(),
@@ -262,11 +255,7 @@ fn refresh(
     Ok(c)
 }
 
-fn load(
-    conn: &rusqlite::Connection,
-    id: &str,
-    now: time::OffsetDateTime,
-) -> Result<CheckoutRow, AppError> {
+fn load(conn: &rusqlite::Connection, id: &str, now: time::OffsetDateTime) -> Result<CheckoutRow, AppError> {
     let c = store::get(conn, id)?.ok_or_else(|| not_found(id))?;
     refresh(conn, c, now)
 }
@@ -278,10 +267,8 @@ fn eligibility(
     who: &people::CustodianRow,
     now: i64,
 ) -> Result<(), AppError> {
-    let account = store_accounts::account(conn, &c.account_id)?
-        .ok_or_else(|| internal("account vanished"))?;
-    let in_set =
-        account_approver_set(conn, &account.account_id)?.is_none_or(|ids| ids.contains(&who.id));
+    let account = store_accounts::account(conn, &c.account_id)?.ok_or_else(|| internal("account vanished"))?;
+    let in_set = account_approver_set(conn, &account.account_id)?.is_none_or(|ids| ids.contains(&who.id));
     let facts = ApproverFacts {
         is_requester: who.id == c.requester_id,
         has_custodian_role: who.has_role(Role::Custodian),
@@ -299,20 +286,10 @@ fn eligibility(
 }
 
 /// `None` when every custodian may approve; otherwise the listed ids.
-fn account_approver_set(
-    conn: &rusqlite::Connection,
-    account_id: &str,
-) -> Result<Option<Vec<String>>, AppError> {
-    let mode: String = conn.query_row(
-        "SELECT approver_set FROM accounts WHERE account_id = ?1",
-        [account_id],
-        |r| r.get(0),
-    )?;
-    Ok(if mode == "listed" {
-        Some(store::approvers(conn, account_id)?)
-    } else {
-        None
-    })
+fn account_approver_set(conn: &rusqlite::Connection, account_id: &str) -> Result<Option<Vec<String>>, AppError> {
+    let mode: String =
+        conn.query_row("SELECT approver_set FROM accounts WHERE account_id = ?1", [account_id], |r| r.get(0))?;
+    Ok(if mode == "listed" { Some(store::approvers(conn, account_id)?) } else { None })
 }
 
 fn passkeys_of(conn: &rusqlite::Connection, custodian_id: &str) -> Result<Vec<Passkey>, AppError> {
@@ -329,25 +306,15 @@ fn assertion_refused(e: &WebauthnError) -> AppError {
             "user_verification_required",
             "Your security key did not verify you (PIN or biometric). Use a key with user verification set up.",
         ),
-        _ => AppError::invalid(
-            "webauthn_failed",
-            "The security key's answer did not verify. Start again.",
-        ),
+        _ => AppError::invalid("webauthn_failed", "The security key's answer did not verify. Start again."),
     }
 }
 
 impl App {
     /// Open a checkout request on an account (one open per account).
-    pub async fn request_checkout(
-        &self,
-        p: Principal,
-        input: NewCheckout,
-    ) -> Result<CheckoutView, AppError> {
+    pub async fn request_checkout(&self, p: Principal, input: NewCheckout) -> Result<CheckoutView, AppError> {
         if !p.custodian.has_role(Role::Custodian) {
-            return Err(AppError::forbidden(
-                "not_a_custodian",
-                "Only custodians can request root access.",
-            ));
+            return Err(AppError::forbidden("not_a_custodian", "Only custodians can request root access."));
         }
         let account_id = crate::domain::AwsAccountId::parse(&input.account_id)?;
         let reason = display_text("reason", &input.reason, checkout::REASON_MAX_CHARS)?;
@@ -358,8 +325,7 @@ impl App {
             .transpose()?;
         let kind = input.kind.unwrap_or(CheckoutKind::Emergency);
         let now = self.now();
-        let pending_ttl =
-            Duration::hours(i64::from(self.config.security.request_pending_ttl_hours));
+        let pending_ttl = Duration::hours(i64::from(self.config.security.request_pending_ttl_hours));
         self.db
             .transact(move |tx| {
                 let account = store_accounts::account(tx, account_id.as_str())?
@@ -408,7 +374,7 @@ impl App {
                     }
                     other => other.into(),
                 })?;
-                audit::append(
+                crate::app::announce::record(
                     tx,
                     now,
                     &p.actor().audit_name(),
@@ -423,9 +389,7 @@ impl App {
 
     pub async fn get_checkout(&self, id: String) -> Result<CheckoutView, AppError> {
         let now = self.now();
-        self.db
-            .transact(move |tx| view(tx, &load(tx, &id, now)?))
-            .await
+        self.db.transact(move |tx| view(tx, &load(tx, &id, now)?)).await
     }
 
     /// List checkouts; `awaiting` keeps only those this person may decide on now.
@@ -455,26 +419,35 @@ impl App {
             .await
     }
 
-    pub async fn cancel_checkout(
-        &self,
-        p: Principal,
-        id: String,
-    ) -> Result<CheckoutView, AppError> {
+    pub async fn cancel_checkout(&self, p: Principal, id: String) -> Result<CheckoutView, AppError> {
         let now = self.now();
         self.db
             .transact(move |tx| {
                 let mut c = load(tx, &id, now)?;
                 if c.requester_id != p.custodian.id {
-                    return Err(AppError::forbidden("not_the_requester", "Only the person who made the request can cancel it."));
+                    return Err(AppError::forbidden(
+                        "not_the_requester",
+                        "Only the person who made the request can cancel it.",
+                    ));
                 }
                 if !matches!(state_of(&c)?, CheckoutState::Pending | CheckoutState::Approved) {
-                    return Err(AppError::conflict("not_cancellable", format!("This request is {}; only pending or approved requests can be cancelled.", c.state)));
+                    return Err(AppError::conflict(
+                        "not_cancellable",
+                        format!("This request is {}; only pending or approved requests can be cancelled.", c.state),
+                    ));
                 }
                 c.state = CheckoutState::Cancelled.as_str().into();
                 c.ended_at = Some(now.unix_timestamp());
                 c.ended_by = Some(p.actor().audit_name());
                 store::update(tx, &c)?;
-                audit::append(tx, now, &p.actor().audit_name(), "checkout.cancelled", &subject(&c), &json!({"checkout": c.id}))?;
+                crate::app::announce::record(
+                    tx,
+                    now,
+                    &p.actor().audit_name(),
+                    "checkout.cancelled",
+                    &subject(&c),
+                    &json!({"checkout": c.id}),
+                )?;
                 view(tx, &c)
             })
             .await
@@ -482,11 +455,7 @@ impl App {
 
     /// Start one person's approval: checks they may decide, issues a challenge bound
     /// to (this request, this person), and shows what they are approving.
-    pub async fn approval_start(
-        &self,
-        p: Principal,
-        id: String,
-    ) -> Result<ApprovalStart, AppError> {
+    pub async fn approval_start(&self, p: Principal, id: String) -> Result<ApprovalStart, AppError> {
         let now = self.now();
         let app = self.clone();
         self.db
@@ -497,7 +466,7 @@ impl App {
                 let keys = approval_passkeys(tx, &p.custodian.id, now.unix_timestamp(), cooling)?;
                 let (options, state) = app.webauthn.start_passkey_authentication(&keys).map_err(internal)?;
                 let ceremony_id = app.insert_checkout_ceremony(tx, PURPOSE_APPROVE, &p, &c, &state, now)?;
-                audit::append(
+                crate::app::announce::record(
                     tx,
                     now,
                     &p.actor().audit_name(),
@@ -531,9 +500,8 @@ impl App {
                 pending: None,
                 state: Some(serde_json::to_string(state).map_err(internal)?),
                 created_at: now.unix_timestamp(),
-                expires_at: (now
-                    + Duration::seconds(i64::from(self.config.security.ceremony_ttl_seconds)))
-                .unix_timestamp(),
+                expires_at: (now + Duration::seconds(i64::from(self.config.security.ceremony_ttl_seconds)))
+                    .unix_timestamp(),
             },
         )?;
         Ok(id)
@@ -548,18 +516,9 @@ impl App {
         checkout_id: &str,
         ceremony_id: String,
         credential: &PublicKeyCredential,
-    ) -> Result<
-        (
-            webauthn_rs::prelude::AuthenticationResult,
-            AssertionEvidence,
-        ),
-        AppError,
-    > {
+    ) -> Result<(webauthn_rs::prelude::AuthenticationResult, AssertionEvidence), AppError> {
         let now = self.now().unix_timestamp();
-        let row = self
-            .db
-            .transact(move |tx| Ok::<_, AppError>(people::take_ceremony(tx, &ceremony_id)?))
-            .await?;
+        let row = self.db.transact(move |tx| Ok::<_, AppError>(people::take_ceremony(tx, &ceremony_id)?)).await?;
         let row = row.filter(|r| r.purpose == purpose).ok_or_else(|| {
             AppError::invalid(
                 "ceremony_not_found",
@@ -586,16 +545,13 @@ impl App {
         }
         let state: PasskeyAuthentication =
             serde_json::from_str(row.state.as_deref().unwrap_or_default()).map_err(internal)?;
-        let result = self
-            .webauthn
-            .finish_passkey_authentication(credential, &state)
-            .map_err(|e| assertion_refused(&e))?;
+        let result =
+            self.webauthn.finish_passkey_authentication(credential, &state).map_err(|e| assertion_refused(&e))?;
         // What an auditor needs to check this assertion offline.
-        let challenge =
-            serde_json::from_slice::<serde_json::Value>(&credential.response.client_data_json)
-                .ok()
-                .and_then(|v| v["challenge"].as_str().map(str::to_owned))
-                .unwrap_or_default();
+        let challenge = serde_json::from_slice::<serde_json::Value>(&credential.response.client_data_json)
+            .ok()
+            .and_then(|v| v["challenge"].as_str().map(str::to_owned))
+            .unwrap_or_default();
         let evidence = AssertionEvidence {
             credential_id: b64url(result.cred_id()),
             challenge,
@@ -620,12 +576,9 @@ impl App {
             .filter(|c| !c.trim().is_empty())
             .map(|c| display_text("comment", &c, checkout::NOTE_MAX_CHARS))
             .transpose()?;
-        let (result, evidence) = self
-            .verified_assertion(PURPOSE_APPROVE, &p, &id, ceremony_id, &credential)
-            .await?;
+        let (result, evidence) = self.verified_assertion(PURPOSE_APPROVE, &p, &id, ceremony_id, &credential).await?;
         let now = self.now();
-        let approved_ttl =
-            Duration::minutes(i64::from(self.config.security.request_approved_ttl_minutes));
+        let approved_ttl = Duration::minutes(i64::from(self.config.security.request_approved_ttl_minutes));
         self.db
             .transact(move |tx| {
                 let mut c = load(tx, &id, now)?;
@@ -652,11 +605,15 @@ impl App {
                     return Err(AppError::conflict(why.code(), why.message()));
                 }
                 let actor = p.actor().audit_name();
-                audit::append(
+                crate::app::announce::record(
                     tx,
                     now,
                     &actor,
-                    if decision == Decision::Approve { "checkout.approval_recorded" } else { "checkout.denial_recorded" },
+                    if decision == Decision::Approve {
+                        "checkout.approval_recorded"
+                    } else {
+                        "checkout.denial_recorded"
+                    },
                     &subject(&c),
                     &json!({"checkout": c.id, "decision": decision, "comment": comment, "evidence": evidence}),
                 )?;
@@ -667,14 +624,28 @@ impl App {
                         c.approved_at = Some(now.unix_timestamp());
                         c.expires_at = (now + approved_ttl).unix_timestamp();
                         store::update(tx, &c)?;
-                        audit::append(tx, now, &actor, "checkout.approved", &subject(&c), &json!({"checkout": c.id, "approvals": distinct}))?;
+                        crate::app::announce::record(
+                            tx,
+                            now,
+                            &actor,
+                            "checkout.approved",
+                            &subject(&c),
+                            &json!({"checkout": c.id, "approvals": distinct}),
+                        )?;
                     }
                     CheckoutState::Denied => {
                         c.state = CheckoutState::Denied.as_str().into();
                         c.ended_at = Some(now.unix_timestamp());
                         c.ended_by = Some(actor.clone());
                         store::update(tx, &c)?;
-                        audit::append(tx, now, &actor, "checkout.denied", &subject(&c), &json!({"checkout": c.id}))?;
+                        crate::app::announce::record(
+                            tx,
+                            now,
+                            &actor,
+                            "checkout.denied",
+                            &subject(&c),
+                            &json!({"checkout": c.id}),
+                        )?;
                     }
                     _ => {}
                 }
@@ -691,13 +662,10 @@ impl App {
             .transact(move |tx| {
                 let c = load(tx, &id, now)?;
                 check_revealable(&c, &p, now.unix_timestamp())?;
-                let (options, state) = app
-                    .webauthn
-                    .start_passkey_authentication(&passkeys_of(tx, &p.custodian.id)?)
-                    .map_err(internal)?;
-                let ceremony_id =
-                    app.insert_checkout_ceremony(tx, PURPOSE_RELEASE, &p, &c, &state, now)?;
-                audit::append(
+                let (options, state) =
+                    app.webauthn.start_passkey_authentication(&passkeys_of(tx, &p.custodian.id)?).map_err(internal)?;
+                let ceremony_id = app.insert_checkout_ceremony(tx, PURPOSE_RELEASE, &p, &c, &state, now)?;
+                crate::app::announce::record(
                     tx,
                     now,
                     &p.actor().audit_name(),
@@ -711,11 +679,7 @@ impl App {
                         "origin": app.config.origin_header(),
                     }),
                 )?;
-                Ok(ReleaseStart {
-                    ceremony_id,
-                    options,
-                    request: view(tx, &c)?,
-                })
+                Ok(ReleaseStart { ceremony_id, options, request: view(tx, &c)? })
             })
             .await
     }
@@ -729,9 +693,7 @@ impl App {
         ceremony_id: String,
         credential: PublicKeyCredential,
     ) -> Result<Revealed, AppError> {
-        let (result, evidence) = self
-            .verified_assertion(PURPOSE_RELEASE, &p, &id, ceremony_id, &credential)
-            .await?;
+        let (result, evidence) = self.verified_assertion(PURPOSE_RELEASE, &p, &id, ceremony_id, &credential).await?;
         let now = self.now();
         let app = self.clone();
         self.db
@@ -752,7 +714,7 @@ impl App {
                         "UPDATE accounts SET state = 'checked_out', rotation_due_since = CASE WHEN ?2 THEN coalesce(rotation_due_since, ?3) ELSE rotation_due_since END WHERE account_id = ?1",
                         rusqlite::params![c.account_id, emergency, now.unix_timestamp()],
                     )?;
-                    audit::append(
+                    crate::app::announce::record(
                         tx,
                         now,
                         &actor,
@@ -770,7 +732,7 @@ impl App {
                 drop(key);
                 let totp = totp::code_at(&seed, now.unix_timestamp().max(0) as u64)?;
                 drop(seed);
-                audit::append(
+                crate::app::announce::record(
                     tx,
                     now,
                     &actor,
@@ -795,29 +757,34 @@ impl App {
     /// approved, confirmed release to an account key. Policy mode: the unsealed
     /// vault key unwraps it. Quorum mode will combine the approvers' shares here.
     fn release_account_key(&self, release: &ApprovedRelease) -> Result<AccountKey, AppError> {
-        let vault = self.vault.as_ref().ok_or_else(|| {
-            AppError::unavailable("vault_sealed", "The vault is sealed on this process.")
-        })?;
+        let vault = self
+            .vault
+            .as_ref()
+            .ok_or_else(|| AppError::unavailable("vault_sealed", "The vault is sealed on this process."))?;
         Ok(vault.account_key(&release.account_id, &release.wrapped_key)?)
     }
 
     /// Check-in: the requester (or an admin) ends a released checkout with a note.
-    pub async fn close_checkout(
-        &self,
-        p: Principal,
-        id: String,
-        note: String,
-    ) -> Result<CheckoutView, AppError> {
+    pub async fn close_checkout(&self, p: Principal, id: String, note: String) -> Result<CheckoutView, AppError> {
         let note = display_text("note", &note, checkout::NOTE_MAX_CHARS)?;
         let now = self.now();
         self.db
             .transact(move |tx| {
                 let mut c = load(tx, &id, now)?;
                 if c.requester_id != p.custodian.id && !p.custodian.has_role(Role::Admin) {
-                    return Err(AppError::forbidden("not_the_requester", "Only the requester or an admin can check this checkout in."));
+                    return Err(AppError::forbidden(
+                        "not_the_requester",
+                        "Only the requester or an admin can check this checkout in.",
+                    ));
                 }
                 if state_of(&c)? != CheckoutState::Released {
-                    return Err(AppError::conflict("not_released", format!("This checkout is {}; only a released checkout is checked in (cancel a pending one).", c.state)));
+                    return Err(AppError::conflict(
+                        "not_released",
+                        format!(
+                            "This checkout is {}; only a released checkout is checked in (cancel a pending one).",
+                            c.state
+                        ),
+                    ));
                 }
                 c.state = CheckoutState::Closed.as_str().into();
                 c.ended_at = Some(now.unix_timestamp());
@@ -825,8 +792,16 @@ impl App {
                 c.end_note = Some(note.clone());
                 store::update(tx, &c)?;
                 settle_account(tx, &c.account_id)?;
-                let state: String = tx.query_row("SELECT state FROM accounts WHERE account_id = ?1", [&c.account_id], |r| r.get(0))?;
-                audit::append(tx, now, &p.actor().audit_name(), "checkout.closed", &subject(&c), &json!({"checkout": c.id, "note": note, "checked_in": true, "account_state": state}))?;
+                let state: String =
+                    tx.query_row("SELECT state FROM accounts WHERE account_id = ?1", [&c.account_id], |r| r.get(0))?;
+                crate::app::announce::record(
+                    tx,
+                    now,
+                    &p.actor().audit_name(),
+                    "checkout.closed",
+                    &subject(&c),
+                    &json!({"checkout": c.id, "note": note, "checked_in": true, "account_state": state}),
+                )?;
                 view(tx, &c)
             })
             .await
@@ -897,17 +872,10 @@ impl App {
 /// The approvals behind a release must still stand when it happens: an approver
 /// disabled (say, as compromised), no longer a custodian or removed from the approver
 /// set since approving no longer counts.
-fn check_quorum_still_holds(
-    tx: &rusqlite::Connection,
-    c: &CheckoutRow,
-    now: i64,
-) -> Result<(), AppError> {
+fn check_quorum_still_holds(tx: &rusqlite::Connection, c: &CheckoutRow, now: i64) -> Result<(), AppError> {
     let set = account_approver_set(tx, &c.account_id)?;
     let mut standing = 0u32;
-    for a in store::approvals_of(tx, &c.id)?
-        .iter()
-        .filter(|a| a.decision == Decision::Approve.as_str())
-    {
+    for a in store::approvals_of(tx, &c.id)?.iter().filter(|a| a.decision == Decision::Approve.as_str()) {
         let Some(who) = people::custodian(tx, &a.custodian_id)? else {
             continue;
         };
@@ -966,10 +934,7 @@ fn check_revealable(c: &CheckoutRow, p: &Principal, now: i64) -> Result<(), AppE
     match CheckoutState::parse(&c.state) {
         Some(CheckoutState::Pending) => Err(AppError::conflict(
             "quorum_not_met",
-            format!(
-                "This request still needs approval from other custodians ({} required).",
-                c.approvals_required
-            ),
+            format!("This request still needs approval from other custodians ({} required).", c.approvals_required),
         )),
         Some(CheckoutState::Approved) => Ok(()),
         Some(CheckoutState::Released) if c.window_ends_at.is_some_and(|w| now < w) => Ok(()),
@@ -977,10 +942,7 @@ fn check_revealable(c: &CheckoutRow, p: &Principal, now: i64) -> Result<(), AppE
             "reveal_window_closed",
             "The reveal window has ended. Check in, or make a new request if you still need access.",
         )),
-        _ => Err(AppError::gone(
-            "checkout_ended",
-            format!("This checkout is {}; nothing more is revealed.", c.state),
-        )),
+        _ => Err(AppError::gone("checkout_ended", format!("This checkout is {}; nothing more is revealed.", c.state))),
     }
 }
 
@@ -997,11 +959,6 @@ fn update_counter(
         .ok_or_else(|| internal("credential vanished"))?;
     let mut passkey: Passkey = serde_json::from_str(&stored.passkey).map_err(internal)?;
     passkey.update_credential(result);
-    people::update_credential_use(
-        tx,
-        cred_id,
-        &serde_json::to_string(&passkey).map_err(internal)?,
-        now,
-    )?;
+    people::update_credential_use(tx, cred_id, &serde_json::to_string(&passkey).map_err(internal)?, now)?;
     Ok(())
 }

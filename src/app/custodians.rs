@@ -46,10 +46,7 @@ pub(crate) fn custodian_view(
     c: people::CustodianRow,
     now: i64,
 ) -> Result<CustodianView, AppError> {
-    let credentials = people::credentials_of(conn, &c.id)?
-        .into_iter()
-        .map(CredentialView::from)
-        .collect();
+    let credentials = people::credentials_of(conn, &c.id)?.into_iter().map(CredentialView::from).collect();
     Ok(CustodianView {
         in_cooling_off: c.approve_after > now,
         can_approve_from: rfc3339(c.approve_after),
@@ -69,9 +66,8 @@ impl App {
         let now = self.now().unix_timestamp();
         self.db
             .call(move |conn| {
-                let c = people::custodian(conn, &custodian_id)?.ok_or_else(|| {
-                    AppError::not_found("custodian_not_found", "No such custodian.")
-                })?;
+                let c = people::custodian(conn, &custodian_id)?
+                    .ok_or_else(|| AppError::not_found("custodian_not_found", "No such custodian."))?;
                 custodian_view(conn, c, now)
             })
             .await
@@ -97,22 +93,24 @@ impl App {
         custodian_id: String,
         reason: Option<String>,
     ) -> Result<CustodianView, AppError> {
-        let reason = reason
-            .map(|r| crate::domain::display_text("reason", &r, 500))
-            .transpose()?;
+        let reason = reason.map(|r| crate::domain::display_text("reason", &r, 500)).transpose()?;
         let now = self.now();
         self.db
             .transact(move |tx| {
-                let c = people::custodian(tx, &custodian_id)?
-                    .ok_or_else(|| AppError::not_found("custodian_not_found", format!("No custodian with id {custodian_id}.")))?;
+                let c = people::custodian(tx, &custodian_id)?.ok_or_else(|| {
+                    AppError::not_found("custodian_not_found", format!("No custodian with id {custodian_id}."))
+                })?;
                 if !c.is_active() {
                     return Err(AppError::conflict("already_disabled", format!("{} is already disabled.", c.email)));
                 }
                 if c.has_role(Role::Admin) && people::count_active_with_role(tx, Role::Admin)? <= 1 {
-                    return Err(AppError::conflict("last_admin", "This is the last active admin: enrol another admin before disabling this one."));
+                    return Err(AppError::conflict(
+                        "last_admin",
+                        "This is the last active admin: enrol another admin before disabling this one.",
+                    ));
                 }
                 people::disable_custodian(tx, &c.id, now.unix_timestamp(), &actor.audit_name())?;
-                crate::store::audit::append(
+                crate::app::announce::record(
                     tx,
                     now,
                     &actor.audit_name(),

@@ -6,12 +6,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::{Actor, App, new_token, rfc3339, token_hash};
-use crate::{
-    config::Config,
-    domain::Role,
-    error::AppError,
-    store::{audit, people},
-};
+use crate::{config::Config, domain::Role, error::AppError, store::people};
 
 /// A new invite. The token is shown once and never stored.
 #[derive(Clone, Serialize)]
@@ -79,7 +74,7 @@ pub(crate) fn create_in_tx(
     };
     people::insert_invite(conn, &token_hash(&token), &row)?;
     let expires_at = rfc3339(row.expires_at);
-    audit::append(
+    crate::app::announce::record(
         conn,
         now,
         &actor.audit_name(),
@@ -88,13 +83,7 @@ pub(crate) fn create_in_tx(
         &json!({"roles": roles, "expires_at": expires_at}),
     )?;
     let invite_url = format!("{}/enrol#{token}", config.origin_header());
-    Ok(InviteCreated {
-        id,
-        roles,
-        expires_at,
-        invite_url,
-        token,
-    })
+    Ok(InviteCreated { id, roles, expires_at, invite_url, token })
 }
 
 fn view(row: people::InviteRow, now: i64) -> InviteView {
@@ -119,27 +108,16 @@ fn view(row: people::InviteRow, now: i64) -> InviteView {
 }
 
 impl App {
-    pub async fn create_invite(
-        &self,
-        actor: Actor,
-        roles: Vec<Role>,
-    ) -> Result<InviteCreated, AppError> {
+    pub async fn create_invite(&self, actor: Actor, roles: Vec<Role>) -> Result<InviteCreated, AppError> {
         let (config, now) = (self.config.clone(), self.now());
-        self.db
-            .transact(move |tx| create_in_tx(tx, &config, now, &actor, &roles))
-            .await
+        self.db.transact(move |tx| create_in_tx(tx, &config, now, &actor, &roles)).await
     }
 
     pub async fn list_invites(&self) -> Result<Vec<InviteView>, AppError> {
         let now = self.now().unix_timestamp();
         self.db
             .call(move |conn| {
-                Ok::<_, AppError>(
-                    people::list_invites(conn)?
-                        .into_iter()
-                        .map(|r| view(r, now))
-                        .collect(),
-                )
+                Ok::<_, AppError>(people::list_invites(conn)?.into_iter().map(|r| view(r, now)).collect())
             })
             .await
     }
@@ -148,16 +126,12 @@ impl App {
         let now = self.now();
         self.db
             .transact(move |tx| {
-                let row = people::invite(tx, &id)?.ok_or_else(|| {
-                    AppError::not_found("invite_not_found", format!("No invite with id {id}."))
-                })?;
+                let row = people::invite(tx, &id)?
+                    .ok_or_else(|| AppError::not_found("invite_not_found", format!("No invite with id {id}.")))?;
                 if !people::revoke_invite(tx, &id, now.unix_timestamp())? {
-                    return Err(AppError::conflict(
-                        "invite_not_pending",
-                        "This invite was already used or revoked.",
-                    ));
+                    return Err(AppError::conflict("invite_not_pending", "This invite was already used or revoked."));
                 }
-                audit::append(
+                crate::app::announce::record(
                     tx,
                     now,
                     &actor.audit_name(),
@@ -165,8 +139,7 @@ impl App {
                     &format!("invite:{id}"),
                     &json!({"roles": row.roles}),
                 )?;
-                let row = people::invite(tx, &id)?
-                    .ok_or_else(|| AppError::Internal("invite vanished".into()))?;
+                let row = people::invite(tx, &id)?.ok_or_else(|| AppError::Internal("invite vanished".into()))?;
                 Ok(view(row, now.unix_timestamp()))
             })
             .await

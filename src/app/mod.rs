@@ -1,6 +1,7 @@
 //! Use cases. Each one is a single SQLite transaction that makes the change and
 //! appends its audit entry; nothing else writes audit rows.
 pub mod accounts;
+pub mod announce;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
@@ -74,6 +75,10 @@ pub struct App {
     pub(crate) vault: Option<Arc<UnsealedVault>>,
     /// Keys the decoy answers for sign-ins with an unknown e-mail.
     pub(crate) decoy_key: Arc<[u8; 32]>,
+    /// Where announcements go (`None`: they wait in the outbox).
+    pub(crate) sink: Option<Arc<crate::notify::SnsSink>>,
+    /// Signs audit checkpoints; present when the vault is unsealed.
+    pub(crate) log_signer: Option<Arc<announce::LogSigner>>,
 }
 
 impl App {
@@ -88,12 +93,17 @@ impl App {
         let webauthn = WebauthnBuilder::new(&rp_id, &origin)
             .map_err(|e| AppError::Internal(format!("WebAuthn configuration: {e}")))?
             .rp_name(&config.rp_name)
-            .timeout(std::time::Duration::from_secs(u64::from(
-                config.security.ceremony_ttl_seconds,
-            )))
+            .timeout(std::time::Duration::from_secs(u64::from(config.security.ceremony_ttl_seconds)))
             .build()
             .map_err(|e| AppError::Internal(format!("WebAuthn configuration: {e}")))?;
         let decoy_key = db.with(|conn| bootstrap::instance_secret(conn, "decoy_key"))?;
+        let log_signer = match &vault {
+            Some(v) => {
+                let name = format!("{}/breakglass/audit", config.rp_id());
+                Some(Arc::new(db.with(|conn| announce::ensure_log_key(conn, v, &name, clock.now()))?))
+            }
+            None => None,
+        };
         Ok(Self {
             db,
             clock,
@@ -101,6 +111,8 @@ impl App {
             webauthn: Arc::new(webauthn),
             vault: vault.map(Arc::new),
             decoy_key: Arc::new(decoy_key),
+            sink: None,
+            log_signer,
         })
     }
 
@@ -110,14 +122,9 @@ impl App {
 
     /// Whether the database answers and the vault is unsealed (for `/readyz`).
     pub async fn ready(&self) -> Result<(), AppError> {
-        self.db
-            .call(|conn| Ok::<_, AppError>(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-            .await?;
+        self.db.call(|conn| Ok::<_, AppError>(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).await?;
         if self.vault.is_none() {
-            return Err(AppError::unavailable(
-                "vault_sealed",
-                "The vault is sealed.",
-            ));
+            return Err(AppError::unavailable("vault_sealed", "The vault is sealed."));
         }
         Ok(())
     }
@@ -126,12 +133,8 @@ impl App {
     pub async fn housekeeping(&self) -> Result<usize, AppError> {
         let now = self.now().unix_timestamp();
         let idle = i64::from(self.config.security.session_idle_minutes) * 60;
-        let purged = self
-            .db
-            .transact(move |tx| {
-                Ok::<_, AppError>(crate::store::people::purge_expired(tx, now, idle)?)
-            })
-            .await?;
+        let purged =
+            self.db.transact(move |tx| Ok::<_, AppError>(crate::store::people::purge_expired(tx, now, idle)?)).await?;
         Ok(purged + self.expire_due().await?)
     }
 }
@@ -153,9 +156,6 @@ pub(crate) fn b64url(bytes: &[u8]) -> String {
 pub(crate) fn rfc3339(unix: i64) -> String {
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| unix.to_string())
 }

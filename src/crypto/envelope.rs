@@ -22,11 +22,7 @@ pub struct EnvelopeHeader {
 
 impl EnvelopeHeader {
     pub fn new(account_id: impl Into<String>, kind: impl Into<String>, version: u64) -> Self {
-        Self {
-            account_id: account_id.into(),
-            kind: kind.into(),
-            version,
-        }
+        Self { account_id: account_id.into(), kind: kind.into(), version }
     }
 }
 
@@ -56,16 +52,11 @@ struct WireIn {
 }
 
 /// Encrypt `value` to `recipient` inside an envelope. Needs only the public key.
-pub fn seal(
-    recipient: &Recipient,
-    header: &EnvelopeHeader,
-    value: &str,
-) -> Result<Vec<u8>, CryptoError> {
+pub fn seal(recipient: &Recipient, header: &EnvelopeHeader, value: &str) -> Result<Vec<u8>, CryptoError> {
     // Reserve the worst case (every byte escaped as \u00XX) so the buffer never
     // reallocates and leaves unzeroized copies behind.
-    let mut plain = Zeroizing::new(Vec::with_capacity(
-        value.len() * 6 + header.account_id.len() + header.kind.len() + 128,
-    ));
+    let mut plain =
+        Zeroizing::new(Vec::with_capacity(value.len() * 6 + header.account_id.len() + header.kind.len() + 128));
     serde_json::to_writer(
         &mut *plain,
         &WireOut {
@@ -81,29 +72,21 @@ pub fn seal(
 }
 
 /// Decrypt and check that the payload belongs to `expected`.
-pub fn open(
-    identity: &Identity,
-    expected: &EnvelopeHeader,
-    ciphertext: &[u8],
-) -> Result<SecretString, CryptoError> {
+pub fn open(identity: &Identity, expected: &EnvelopeHeader, ciphertext: &[u8]) -> Result<SecretString, CryptoError> {
     // Read into a buffer sized up front (plaintext < ciphertext), so it never
     // reallocates and leaves unwiped copies behind (age::decrypt grows a Vec).
     let decryptor = age::Decryptor::new_buffered(ciphertext).map_err(|_| CryptoError::Decrypt)?;
-    let mut reader = decryptor
-        .decrypt(std::iter::once(identity as &dyn age::Identity))
-        .map_err(|_| CryptoError::Decrypt)?;
+    let mut reader =
+        decryptor.decrypt(std::iter::once(identity as &dyn age::Identity)).map_err(|_| CryptoError::Decrypt)?;
     let mut plain = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
     std::io::Read::read_to_end(&mut reader, &mut plain).map_err(|_| CryptoError::Decrypt)?;
-    let wire: WireIn =
-        serde_json::from_slice(&plain).map_err(|_| CryptoError::MalformedEnvelope)?;
+    let wire: WireIn = serde_json::from_slice(&plain).map_err(|_| CryptoError::MalformedEnvelope)?;
     if wire.v != ENVELOPE_VERSION
         || wire.account_id != expected.account_id
         || wire.kind != expected.kind
         || wire.version != expected.version
     {
-        return Err(CryptoError::EnvelopeMismatch {
-            expected: expected.to_string(),
-        });
+        return Err(CryptoError::EnvelopeMismatch { expected: expected.to_string() });
     }
     Ok(wire.value)
 }
@@ -119,19 +102,13 @@ mod tests {
         let id = Identity::generate();
         let h = EnvelopeHeader::new("123456789012", "root_password", 1);
         let ct = seal(&id.to_public(), &h, "correct horse \"battery\" \u{1F511}").unwrap();
-        assert_eq!(
-            open(&id, &h, &ct).unwrap().expose_secret(),
-            "correct horse \"battery\" \u{1F511}"
-        );
+        assert_eq!(open(&id, &h, &ct).unwrap().expose_secret(), "correct horse \"battery\" \u{1F511}");
         for wrong in [
             EnvelopeHeader::new("210987654321", "root_password", 1),
             EnvelopeHeader::new("123456789012", "totp_seed", 1),
             EnvelopeHeader::new("123456789012", "root_password", 2),
         ] {
-            assert!(matches!(
-                open(&id, &wrong, &ct),
-                Err(CryptoError::EnvelopeMismatch { .. })
-            ));
+            assert!(matches!(open(&id, &wrong, &ct), Err(CryptoError::EnvelopeMismatch { .. })));
         }
         let other = Identity::generate();
         assert!(matches!(open(&other, &h, &ct), Err(CryptoError::Decrypt)));

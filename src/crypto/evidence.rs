@@ -23,18 +23,9 @@ impl PublicKeyRecord {
     pub fn from_cose(k: &COSEKey) -> Option<Self> {
         let b = |v: &[u8]| URL_SAFE_NO_PAD.encode(v);
         match (&k.type_, &k.key) {
-            (COSEAlgorithm::ES256, COSEKeyType::EC_EC2(ec)) => Some(Self::ES256 {
-                x: b(&ec.x),
-                y: b(&ec.y),
-            }),
-            (COSEAlgorithm::ES384, COSEKeyType::EC_EC2(ec)) => Some(Self::ES384 {
-                x: b(&ec.x),
-                y: b(&ec.y),
-            }),
-            (COSEAlgorithm::RS256, COSEKeyType::RSA(rsa)) => Some(Self::RS256 {
-                n: b(&rsa.n),
-                e: b(&rsa.e),
-            }),
+            (COSEAlgorithm::ES256, COSEKeyType::EC_EC2(ec)) => Some(Self::ES256 { x: b(&ec.x), y: b(&ec.y) }),
+            (COSEAlgorithm::ES384, COSEKeyType::EC_EC2(ec)) => Some(Self::ES384 { x: b(&ec.x), y: b(&ec.y) }),
+            (COSEAlgorithm::RS256, COSEKeyType::RSA(rsa)) => Some(Self::RS256 { n: b(&rsa.n), e: b(&rsa.e) }),
             _ => None,
         }
     }
@@ -80,9 +71,7 @@ struct ClientData {
 }
 
 fn unb64(s: &str) -> Result<Vec<u8>, EvidenceError> {
-    URL_SAFE_NO_PAD
-        .decode(s.trim_end_matches('='))
-        .map_err(|_| EvidenceError::Encoding)
+    URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).map_err(|_| EvidenceError::Encoding)
 }
 
 /// Check one assertion's evidence completely. `origin`, when known, must equal
@@ -96,8 +85,7 @@ pub fn verify(
     let client_data_json = unb64(&ev.client_data_json)?;
     let auth_data = unb64(&ev.authenticator_data)?;
     let signature = unb64(&ev.signature)?;
-    let cd: ClientData =
-        serde_json::from_slice(&client_data_json).map_err(|_| EvidenceError::Encoding)?;
+    let cd: ClientData = serde_json::from_slice(&client_data_json).map_err(|_| EvidenceError::Encoding)?;
     if cd.type_ != "webauthn.get" {
         return Err(EvidenceError::WrongType(cd.type_));
     }
@@ -105,14 +93,8 @@ pub fn verify(
         return Err(EvidenceError::ChallengeMismatch);
     }
     // Compare origins as origins (`http://h:1` and `http://h:1/` are the same one).
-    let normal = |o: &str| {
-        url::Url::parse(o)
-            .map(|u| u.origin().ascii_serialization())
-            .ok()
-    };
-    if origin.is_some_and(|o| normal(o).is_none() || normal(o) != normal(&cd.origin))
-        || cd.cross_origin
-    {
+    let normal = |o: &str| url::Url::parse(o).map(|u| u.origin().ascii_serialization()).ok();
+    if origin.is_some_and(|o| normal(o).is_none() || normal(o) != normal(&cd.origin)) || cd.cross_origin {
         return Err(EvidenceError::OriginMismatch(cd.origin));
     }
     if auth_data.len() < 37 || auth_data[..32] != Sha256::digest(rp_id.as_bytes())[..] {
@@ -132,17 +114,15 @@ pub fn verify(
     };
     let ok = match pk {
         PublicKeyRecord::ES256 { x, y } => {
-            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1(x, y)?)
-                .map_err(|_| EvidenceError::BadSignature)?;
-            let sig = p256::ecdsa::Signature::from_der(&signature)
-                .map_err(|_| EvidenceError::BadSignature)?;
+            let key =
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1(x, y)?).map_err(|_| EvidenceError::BadSignature)?;
+            let sig = p256::ecdsa::Signature::from_der(&signature).map_err(|_| EvidenceError::BadSignature)?;
             key.verify(&signed, &sig).is_ok()
         }
         PublicKeyRecord::ES384 { x, y } => {
-            let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1(x, y)?)
-                .map_err(|_| EvidenceError::BadSignature)?;
-            let sig = p384::ecdsa::Signature::from_der(&signature)
-                .map_err(|_| EvidenceError::BadSignature)?;
+            let key =
+                p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1(x, y)?).map_err(|_| EvidenceError::BadSignature)?;
+            let sig = p384::ecdsa::Signature::from_der(&signature).map_err(|_| EvidenceError::BadSignature)?;
             key.verify(&signed, &sig).is_ok()
         }
         PublicKeyRecord::RS256 { n, e } => {
@@ -152,18 +132,11 @@ pub fn verify(
                 BoxedUint::from_be_slice_vartime(&unb64(e)?),
             )
             .map_err(|_| EvidenceError::BadSignature)?;
-            let sig = pkcs1v15::Signature::try_from(signature.as_slice())
-                .map_err(|_| EvidenceError::BadSignature)?;
-            pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(key)
-                .verify(&signed, &sig)
-                .is_ok()
+            let sig = pkcs1v15::Signature::try_from(signature.as_slice()).map_err(|_| EvidenceError::BadSignature)?;
+            pkcs1v15::VerifyingKey::<rsa::sha2::Sha256>::new(key).verify(&signed, &sig).is_ok()
         }
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(EvidenceError::BadSignature)
-    }
+    if ok { Ok(()) } else { Err(EvidenceError::BadSignature) }
 }
 
 #[cfg(test)]
@@ -180,14 +153,9 @@ mod tests {
         let sk = SigningKey::from_slice(&[7u8; 32]).unwrap();
         let point = sk.verifying_key().to_sec1_point(false);
         let bytes = point.as_bytes();
-        let pk = PublicKeyRecord::ES256 {
-            x: b(&bytes[1..33]),
-            y: b(&bytes[33..65]),
-        };
+        let pk = PublicKeyRecord::ES256 { x: b(&bytes[1..33]), y: b(&bytes[33..65]) };
         let challenge = b(&[1u8; 32]);
-        let cdj = format!(
-            r#"{{"type":"{typ}","challenge":"{challenge}","origin":"http://localhost:8080"}}"#
-        );
+        let cdj = format!(r#"{{"type":"{typ}","challenge":"{challenge}","origin":"http://localhost:8080"}}"#);
         let mut ad = Sha256::digest(b"localhost").to_vec();
         ad.push(flags);
         ad.extend([0, 0, 0, 1]);
@@ -207,54 +175,26 @@ mod tests {
     #[test]
     fn good_evidence_verifies_and_each_alteration_is_caught() {
         let (pk, ev) = signed_evidence(0x05, "webauthn.get");
-        assert_eq!(
-            verify(&pk, &ev, "localhost", Some("http://localhost:8080")),
-            Ok(())
-        );
+        assert_eq!(verify(&pk, &ev, "localhost", Some("http://localhost:8080")), Ok(()));
         assert_eq!(verify(&pk, &ev, "localhost", None), Ok(()));
         assert!(matches!(
             verify(&pk, &ev, "localhost", Some("https://evil.example")),
             Err(EvidenceError::OriginMismatch(_))
         ));
-        assert_eq!(
-            verify(&pk, &ev, "example.com", None),
-            Err(EvidenceError::RpIdMismatch)
-        );
-        let other_challenge = AssertionEvidence {
-            challenge: b(&[2u8; 32]),
-            ..ev.clone()
-        };
-        assert_eq!(
-            verify(&pk, &other_challenge, "localhost", None),
-            Err(EvidenceError::ChallengeMismatch)
-        );
+        assert_eq!(verify(&pk, &ev, "example.com", None), Err(EvidenceError::RpIdMismatch));
+        let other_challenge = AssertionEvidence { challenge: b(&[2u8; 32]), ..ev.clone() };
+        assert_eq!(verify(&pk, &other_challenge, "localhost", None), Err(EvidenceError::ChallengeMismatch));
         let mut sig = unb64(&ev.signature).unwrap();
         let last = sig.len() - 1;
         sig[last] ^= 1;
-        let bad_sig = AssertionEvidence {
-            signature: b(&sig),
-            ..ev.clone()
-        };
-        assert_eq!(
-            verify(&pk, &bad_sig, "localhost", None),
-            Err(EvidenceError::BadSignature)
-        );
+        let bad_sig = AssertionEvidence { signature: b(&sig), ..ev.clone() };
+        assert_eq!(verify(&pk, &bad_sig, "localhost", None), Err(EvidenceError::BadSignature));
         let (pk2, ev2) = signed_evidence(0x01, "webauthn.get");
-        assert_eq!(
-            verify(&pk2, &ev2, "localhost", None),
-            Err(EvidenceError::NotUserVerified)
-        );
+        assert_eq!(verify(&pk2, &ev2, "localhost", None), Err(EvidenceError::NotUserVerified));
         let (pk4, ev4) = signed_evidence(0x04, "webauthn.get");
-        assert_eq!(
-            verify(&pk4, &ev4, "localhost", None),
-            Err(EvidenceError::NotUserVerified),
-            "UV without UP"
-        );
+        assert_eq!(verify(&pk4, &ev4, "localhost", None), Err(EvidenceError::NotUserVerified), "UV without UP");
         let (pk3, ev3) = signed_evidence(0x05, "webauthn.create");
-        assert!(matches!(
-            verify(&pk3, &ev3, "localhost", None),
-            Err(EvidenceError::WrongType(_))
-        ));
+        assert!(matches!(verify(&pk3, &ev3, "localhost", None), Err(EvidenceError::WrongType(_))));
     }
 
     #[test]
@@ -269,22 +209,11 @@ mod tests {
             authenticator_data: "SZYN5YgOjGh0NBcPZHZgW4_krrmihjLHmVzzuoMdl2MFAAAAAQ".into(),
             signature: "NLOTXEMryzeEziFPtj6Y4TPIALcmYtx3PNFRVjpbyEq8MXjai9Fllntq_W3VUk9GK1wPMw9-3J8D5jMZYMHSRPlxV5QmGu-ClCX2z_ODkc68nve6nhnaZ2udDdy8kw_PV7W1X4Vpms37yFyvMXBl2JAhmpaxuC-Xgm-J64FSiE00hm3TrCxe_PY5PW7ZyCyPSyznJQwk7iN2Uqs5nanFd0CvtDaWwG1Y-n0gz8TcjtJOy1Z8IVSruDBpLBAWWO0EDX-NB2ZfQWt_loVQ7KVk-DYccwPLU8SErA5Fn_0xs7QO8UfQOJaIwWrPla9J3D40e6EmuR760_illjusGIz7xA".into(),
         };
-        assert_eq!(
-            verify(&pk, &ev, "localhost", Some("http://localhost:8080")),
-            Ok(())
-        );
+        assert_eq!(verify(&pk, &ev, "localhost", Some("http://localhost:8080")), Ok(()));
         let mut sig = unb64(&ev.signature).unwrap();
         sig[10] ^= 0x40;
         assert_eq!(
-            verify(
-                &pk,
-                &AssertionEvidence {
-                    signature: b(&sig),
-                    ..ev
-                },
-                "localhost",
-                None
-            ),
+            verify(&pk, &AssertionEvidence { signature: b(&sig), ..ev }, "localhost", None),
             Err(EvidenceError::BadSignature)
         );
     }

@@ -25,12 +25,10 @@ pub fn random_bytes<const N: usize>() -> Result<Zeroizing<[u8; N]>, CryptoError>
 pub fn derive_identity(label: &str, secret: &[u8; 32]) -> Result<Identity, CryptoError> {
     let hk = Hkdf::<Sha256>::new(None, secret);
     let mut scalar = Zeroizing::new([0u8; 32]);
-    hk.expand(label.as_bytes(), scalar.as_mut_slice())
-        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    hk.expand(label.as_bytes(), scalar.as_mut_slice()).map_err(|e| CryptoError::Kdf(e.to_string()))?;
     // age only constructs identities from their Bech32 text form.
     let hrp = Hrp::parse("age-secret-key-").map_err(|e| CryptoError::Kdf(e.to_string()))?;
-    let mut encoded = bech32::encode::<Bech32>(hrp, scalar.as_slice())
-        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    let mut encoded = bech32::encode::<Bech32>(hrp, scalar.as_slice()).map_err(|e| CryptoError::Kdf(e.to_string()))?;
     encoded.make_ascii_uppercase();
     let identity = Identity::from_str(&encoded).map_err(|e| CryptoError::Kdf(e.to_string()));
     encoded.zeroize();
@@ -48,18 +46,9 @@ mod tests {
     #[test]
     fn derivation_is_deterministic_and_label_separated() {
         let secret = [7u8; 32];
-        let a = derive_identity(LABEL_ACCOUNT, &secret)
-            .unwrap()
-            .to_public()
-            .to_string();
-        let b = derive_identity(LABEL_ACCOUNT, &secret)
-            .unwrap()
-            .to_public()
-            .to_string();
-        let c = derive_identity(LABEL_VAULT, &secret)
-            .unwrap()
-            .to_public()
-            .to_string();
+        let a = derive_identity(LABEL_ACCOUNT, &secret).unwrap().to_public().to_string();
+        let b = derive_identity(LABEL_ACCOUNT, &secret).unwrap().to_public().to_string();
+        let c = derive_identity(LABEL_VAULT, &secret).unwrap().to_public().to_string();
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.starts_with("age1"));

@@ -1,5 +1,6 @@
 //! Cryptography: one primitive (32 secret bytes → age X25519 identity), the
 //! authenticated envelope inside every age payload, and the vault seal.
+pub mod checkpoint;
 pub mod envelope;
 pub mod evidence;
 pub mod keys;
@@ -16,17 +17,13 @@ pub use vault::{AccountKey, UnsealedVault};
 pub enum CryptoError {
     #[error("the ciphertext could not be decrypted with this key")]
     Decrypt,
-    #[error(
-        "the decrypted payload does not belong here (expected {expected}): a ciphertext was moved between rows"
-    )]
+    #[error("the decrypted payload does not belong here (expected {expected}): a ciphertext was moved between rows")]
     EnvelopeMismatch { expected: String },
     #[error("the payload inside the ciphertext is malformed")]
     MalformedEnvelope,
     #[error("wrong passphrase or key file: the vault key could not be unsealed")]
     WrongSealKey,
-    #[error(
-        "key file {0} does not exist: create it with `breakglass init`, or point seal.key_file at the right file"
-    )]
+    #[error("key file {0} does not exist: create it with `breakglass init`, or point seal.key_file at the right file")]
     KeyFileMissing(PathBuf),
     #[error("key file {path} is readable by other users (mode {mode:o}): run `chmod 600 {path}`", path = .path.display())]
     KeyFileTooOpen { path: PathBuf, mode: u32 },

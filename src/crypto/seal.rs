@@ -37,11 +37,7 @@ impl Default for KdfParams {
     /// RFC 9106's second recommended option (64 MiB, 3 passes), one lane: about
     /// 0.2 s on the reference machine (docs/performance.md).
     fn default() -> Self {
-        Self {
-            m_kib: 64 * 1024,
-            t: 3,
-            p: 1,
-        }
+        Self { m_kib: 64 * 1024, t: 3, p: 1 }
     }
 }
 
@@ -52,15 +48,10 @@ pub fn derive_from_passphrase(
     salt: &[u8],
     params: KdfParams,
 ) -> Result<SealKey, CryptoError> {
-    let p = Params::new(params.m_kib, params.t, params.p, Some(32))
-        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    let p = Params::new(params.m_kib, params.t, params.p, Some(32)).map_err(|e| CryptoError::Kdf(e.to_string()))?;
     let mut out = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, p)
-        .hash_password_into(
-            passphrase.expose_secret().as_bytes(),
-            salt,
-            out.as_mut_slice(),
-        )
+        .hash_password_into(passphrase.expose_secret().as_bytes(), salt, out.as_mut_slice())
         .map_err(|e| CryptoError::Kdf(e.to_string()))?;
     Ok(SealKey(out))
 }
@@ -83,18 +74,11 @@ fn check_private(
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(missing()),
         Err(e) => {
-            return Err(CryptoError::Io(format!(
-                "cannot read {}: {e}",
-                path.display()
-            )));
+            return Err(CryptoError::Io(format!("cannot read {}: {e}", path.display())));
         }
     };
     let mode = meta.permissions().mode() & 0o777;
-    let forbidden = if in_credentials_directory(path) {
-        0o007
-    } else {
-        0o077
-    };
+    let forbidden = if in_credentials_directory(path) { 0o007 } else { 0o077 };
     if mode & forbidden != 0 {
         return Err(too_open(mode));
     }
@@ -107,14 +91,10 @@ pub fn read_key_file(path: &Path) -> Result<SealKey, CryptoError> {
     check_private(
         path,
         || CryptoError::KeyFileMissing(path.to_owned()),
-        |mode| CryptoError::KeyFileTooOpen {
-            path: path.to_owned(),
-            mode,
-        },
+        |mode| CryptoError::KeyFileTooOpen { path: path.to_owned(), mode },
     )?;
     let raw = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| CryptoError::Io(format!("cannot read {}: {e}", path.display())))?,
+        std::fs::read(path).map_err(|e| CryptoError::Io(format!("cannot read {}: {e}", path.display())))?,
     );
     let mut key = Zeroizing::new([0u8; 32]);
     if raw.len() == 32 {
@@ -123,8 +103,7 @@ pub fn read_key_file(path: &Path) -> Result<SealKey, CryptoError> {
     }
     let text = raw.strip_suffix(b"\n").unwrap_or(&raw);
     let text = text.strip_suffix(b"\r").unwrap_or(text);
-    hex::decode_to_slice(text, key.as_mut_slice())
-        .map_err(|_| CryptoError::KeyFileMalformed(path.to_owned()))?;
+    hex::decode_to_slice(text, key.as_mut_slice()).map_err(|_| CryptoError::KeyFileMalformed(path.to_owned()))?;
     Ok(SealKey(key))
 }
 
@@ -150,17 +129,12 @@ pub fn read_passphrase_file(path: &Path) -> Result<SecretString, CryptoError> {
     check_private(
         path,
         || CryptoError::PassphraseFileMissing(path.to_owned()),
-        |mode| CryptoError::PassphraseFileTooOpen {
-            path: path.to_owned(),
-            mode,
-        },
+        |mode| CryptoError::PassphraseFileTooOpen { path: path.to_owned(), mode },
     )?;
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        CryptoError::Io(format!(
-            "cannot read passphrase file {}: {e}",
-            path.display()
-        ))
-    })?);
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| CryptoError::Io(format!("cannot read passphrase file {}: {e}", path.display())))?,
+    );
     let line = text.lines().next().unwrap_or_default();
     Ok(SecretString::from(line.to_owned()))
 }
@@ -175,32 +149,20 @@ mod tests {
         let path = dir.path().join("seal.key");
         let k = create_key_file(&path).unwrap();
         assert_eq!(read_key_file(&path).unwrap().bytes(), k.bytes());
-        assert!(
-            create_key_file(&path).is_err(),
-            "never overwrites a key file"
-        );
+        assert!(create_key_file(&path).is_err(), "never overwrites a key file");
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read_key_file(&path).err().unwrap();
-        assert!(
-            matches!(e, CryptoError::KeyFileTooOpen { mode: 0o644, .. }),
-            "{e}"
-        );
+        assert!(matches!(e, CryptoError::KeyFileTooOpen { mode: 0o644, .. }), "{e}");
         assert!(e.to_string().contains("chmod 600"));
 
         let missing = dir.path().join("nope.key");
-        assert!(matches!(
-            read_key_file(&missing),
-            Err(CryptoError::KeyFileMissing(_))
-        ));
+        assert!(matches!(read_key_file(&missing), Err(CryptoError::KeyFileMissing(_))));
 
         let bad = dir.path().join("bad.key");
         std::fs::write(&bad, "not hex").unwrap();
         std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(
-            read_key_file(&bad),
-            Err(CryptoError::KeyFileMalformed(_))
-        ));
+        assert!(matches!(read_key_file(&bad), Err(CryptoError::KeyFileMalformed(_))));
 
         let raw = dir.path().join("raw.key");
         std::fs::write(&raw, [9u8; 32]).unwrap();
@@ -210,35 +172,15 @@ mod tests {
 
     #[test]
     fn passphrase_derivation_depends_on_passphrase_and_salt() {
-        let small = KdfParams {
-            m_kib: 1024,
-            t: 1,
-            p: 1,
-        };
-        let a = derive_from_passphrase(
-            &SecretString::from("correct horse battery"),
-            b"saltsaltsaltsalt",
-            small,
-        )
-        .unwrap();
-        let b = derive_from_passphrase(
-            &SecretString::from("correct horse battery"),
-            b"saltsaltsaltsalt",
-            small,
-        )
-        .unwrap();
-        let c = derive_from_passphrase(
-            &SecretString::from("correct horse battery!"),
-            b"saltsaltsaltsalt",
-            small,
-        )
-        .unwrap();
-        let d = derive_from_passphrase(
-            &SecretString::from("correct horse battery"),
-            b"SALTSALTSALTSALT",
-            small,
-        )
-        .unwrap();
+        let small = KdfParams { m_kib: 1024, t: 1, p: 1 };
+        let a =
+            derive_from_passphrase(&SecretString::from("correct horse battery"), b"saltsaltsaltsalt", small).unwrap();
+        let b =
+            derive_from_passphrase(&SecretString::from("correct horse battery"), b"saltsaltsaltsalt", small).unwrap();
+        let c =
+            derive_from_passphrase(&SecretString::from("correct horse battery!"), b"saltsaltsaltsalt", small).unwrap();
+        let d =
+            derive_from_passphrase(&SecretString::from("correct horse battery"), b"SALTSALTSALTSALT", small).unwrap();
         assert_eq!(a.bytes(), b.bytes());
         assert_ne!(a.bytes(), c.bytes());
         assert_ne!(a.bytes(), d.bytes());

@@ -16,9 +16,7 @@ const AT_FORMAT: &[FormatItem<'static>] =
 
 /// The `at` field: UTC, millisecond precision, fixed width (`2026-11-21T14:17:41.123Z`).
 pub fn format_at(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(AT_FORMAT)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.to_offset(time::UtcOffset::UTC).format(AT_FORMAT).unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// One entry as stored.
@@ -65,8 +63,7 @@ pub fn entry_hash(
 /// `BTreeMap`), no insignificant whitespace.
 pub fn canonical_details(v: &serde_json::Value) -> String {
     // Round-trip through `Value` so that keys of any nested object are sorted.
-    let normalized: serde_json::Value =
-        serde_json::from_str(&v.to_string()).unwrap_or(serde_json::Value::Null);
+    let normalized: serde_json::Value = serde_json::from_str(&v.to_string()).unwrap_or(serde_json::Value::Null);
     normalized.to_string()
 }
 
@@ -111,15 +108,11 @@ impl std::fmt::Display for ChainBreak {
                 )
             }
             ChainBreak::HashMismatch { seq } => {
-                write!(
-                    f,
-                    "audit log broken at seq {seq}: its contents do not match its hash (the entry was edited)"
-                )
+                write!(f, "audit log broken at seq {seq}: its contents do not match its hash (the entry was edited)")
             }
-            ChainBreak::MalformedHash { seq } => write!(
-                f,
-                "audit log broken at seq {seq}: a hash is not 64 hex characters"
-            ),
+            ChainBreak::MalformedHash { seq } => {
+                write!(f, "audit log broken at seq {seq}: a hash is not 64 hex characters")
+            }
         }
     }
 }
@@ -133,10 +126,7 @@ pub struct ChainVerifier {
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        Self {
-            next_seq: 1,
-            prev: GENESIS_PREV_HASH,
-        }
+        Self { next_seq: 1, prev: GENESIS_PREV_HASH }
     }
 }
 
@@ -152,10 +142,7 @@ fn decode_hash(s: &str) -> Option<[u8; 32]> {
 impl ChainVerifier {
     pub fn push(&mut self, e: &AuditEntry) -> Result<(), ChainBreak> {
         if e.seq != self.next_seq {
-            return Err(ChainBreak::SequenceGap {
-                expected: self.next_seq,
-                found: e.seq,
-            });
+            return Err(ChainBreak::SequenceGap { expected: self.next_seq, found: e.seq });
         }
         let (Some(prev), Some(stored)) = (decode_hash(&e.prev_hash), decode_hash(&e.hash)) else {
             return Err(ChainBreak::MalformedHash { seq: e.seq });
@@ -163,9 +150,7 @@ impl ChainVerifier {
         if prev != self.prev {
             return Err(ChainBreak::PrevHashMismatch { seq: e.seq });
         }
-        let computed = entry_hash(
-            e.seq, &prev, &e.at, &e.actor, &e.action, &e.subject, &e.details,
-        );
+        let computed = entry_hash(e.seq, &prev, &e.at, &e.actor, &e.action, &e.subject, &e.details);
         if computed != stored {
             return Err(ChainBreak::HashMismatch { seq: e.seq });
         }
@@ -192,15 +177,7 @@ mod tests {
     fn entry(seq: u64, prev: [u8; 32], action: &str) -> AuditEntry {
         let at = "2026-11-21T14:00:00.000Z";
         let details = canonical_details(&serde_json::json!({"b": 1, "a": {"z": true, "y": null}}));
-        let h = entry_hash(
-            seq,
-            &prev,
-            at,
-            "custodian:ada",
-            action,
-            "account:123456789012",
-            &details,
-        );
+        let h = entry_hash(seq, &prev, at, "custodian:ada", action, "account:123456789012", &details);
         AuditEntry {
             seq,
             at: at.into(),
@@ -244,10 +221,7 @@ mod tests {
             "invite:7d0f3c1e-0000-4000-8000-000000000001",
             r#"{"expires_at":"2026-11-24T14:00:00Z","roles":["admin","custodian"]}"#,
         );
-        assert_eq!(
-            hex::encode(h),
-            include_str!("../../docs/audit-vector.sha256").trim()
-        );
+        assert_eq!(hex::encode(h), include_str!("../../docs/audit-vector.sha256").trim());
     }
 
     #[test]

@@ -57,17 +57,9 @@ impl CheckoutState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Pending,
-            Self::Approved,
-            Self::Released,
-            Self::Closed,
-            Self::Denied,
-            Self::Cancelled,
-            Self::Expired,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
+        [Self::Pending, Self::Approved, Self::Released, Self::Closed, Self::Denied, Self::Cancelled, Self::Expired]
+            .into_iter()
+            .find(|st| st.as_str() == s)
     }
 
     pub fn is_open(self) -> bool {
@@ -117,13 +109,8 @@ pub struct Deadlines {
 
 pub fn lapse(d: Deadlines, now: i64) -> Option<Lapse> {
     match d.state {
-        CheckoutState::Pending | CheckoutState::Approved if now >= d.expires_at => {
-            Some(Lapse::Expire)
-        }
-        CheckoutState::Released
-            if d.released_at
-                .is_some_and(|r| now >= r + d.duration_minutes * 60) =>
-        {
+        CheckoutState::Pending | CheckoutState::Approved if now >= d.expires_at => Some(Lapse::Expire),
+        CheckoutState::Released if d.released_at.is_some_and(|r| now >= r + d.duration_minutes * 60) => {
             Some(Lapse::CloseAtEndOfDuration)
         }
         _ => None,
@@ -157,12 +144,8 @@ impl Ineligible {
 
     pub fn message(self) -> &'static str {
         match self {
-            Self::OwnRequest => {
-                "You cannot approve or deny your own request: another custodian must."
-            }
-            Self::NotACustodian => {
-                "Only custodians approve requests; your roles do not include custodian."
-            }
+            Self::OwnRequest => "You cannot approve or deny your own request: another custodian must.",
+            Self::NotACustodian => "Only custodians approve requests; your roles do not include custodian.",
             Self::Disabled => "Your account is disabled.",
             Self::CoolingOff => {
                 "You were enrolled recently and are still in the cooling-off period; you cannot approve yet."
@@ -170,9 +153,7 @@ impl Ineligible {
             Self::NotInApproverSet => {
                 "You are not in this account's approver set. Ask an admin to check the account policy."
             }
-            Self::AlreadyDecided => {
-                "You have already approved or denied this request; one person counts once."
-            }
+            Self::AlreadyDecided => "You have already approved or denied this request; one person counts once.",
             Self::NotPending => "This request is no longer waiting for approvals.",
         }
     }
@@ -239,9 +220,7 @@ pub fn validate_duration(requested: Option<u32>, max: u32) -> Result<u32, Valida
     if d == 0 || d > max {
         return Err(ValidationError::new(
             "invalid_duration",
-            format!(
-                "duration_minutes must be from 1 to {max} (this account's max_checkout_minutes)."
-            ),
+            format!("duration_minutes must be from 1 to {max} (this account's max_checkout_minutes)."),
         ));
     }
     Ok(d)
@@ -265,121 +244,45 @@ mod tests {
     #[test]
     fn each_rule_refuses_with_its_own_reason() {
         let now = 1000;
-        assert_eq!(
-            check_approver(CheckoutState::Pending, ok_facts(), now),
-            Ok(())
-        );
+        assert_eq!(check_approver(CheckoutState::Pending, ok_facts(), now), Ok(()));
         let cases = [
-            (
-                ApproverFacts {
-                    is_requester: true,
-                    ..ok_facts()
-                },
-                Ineligible::OwnRequest,
-            ),
-            (
-                ApproverFacts {
-                    active: false,
-                    ..ok_facts()
-                },
-                Ineligible::Disabled,
-            ),
-            (
-                ApproverFacts {
-                    has_custodian_role: false,
-                    ..ok_facts()
-                },
-                Ineligible::NotACustodian,
-            ),
-            (
-                ApproverFacts {
-                    approve_after: now + 1,
-                    ..ok_facts()
-                },
-                Ineligible::CoolingOff,
-            ),
-            (
-                ApproverFacts {
-                    in_approver_set: false,
-                    ..ok_facts()
-                },
-                Ineligible::NotInApproverSet,
-            ),
-            (
-                ApproverFacts {
-                    already_decided: true,
-                    ..ok_facts()
-                },
-                Ineligible::AlreadyDecided,
-            ),
+            (ApproverFacts { is_requester: true, ..ok_facts() }, Ineligible::OwnRequest),
+            (ApproverFacts { active: false, ..ok_facts() }, Ineligible::Disabled),
+            (ApproverFacts { has_custodian_role: false, ..ok_facts() }, Ineligible::NotACustodian),
+            (ApproverFacts { approve_after: now + 1, ..ok_facts() }, Ineligible::CoolingOff),
+            (ApproverFacts { in_approver_set: false, ..ok_facts() }, Ineligible::NotInApproverSet),
+            (ApproverFacts { already_decided: true, ..ok_facts() }, Ineligible::AlreadyDecided),
         ];
         for (facts, why) in cases {
             assert_eq!(check_approver(CheckoutState::Pending, facts, now), Err(why));
         }
-        assert_eq!(
-            check_approver(CheckoutState::Approved, ok_facts(), now),
-            Err(Ineligible::NotPending)
-        );
+        assert_eq!(check_approver(CheckoutState::Approved, ok_facts(), now), Err(Ineligible::NotPending));
         // Cooling-off ends exactly at approve_after.
         assert_eq!(
-            check_approver(
-                CheckoutState::Pending,
-                ApproverFacts {
-                    approve_after: now,
-                    ..ok_facts()
-                },
-                now
-            ),
+            check_approver(CheckoutState::Pending, ApproverFacts { approve_after: now, ..ok_facts() }, now),
             Ok(())
         );
     }
 
     #[test]
     fn quorum_and_veto() {
-        assert_eq!(
-            after_decision(Decision::Approve, 1, 1, true),
-            CheckoutState::Approved
-        );
-        assert_eq!(
-            after_decision(Decision::Approve, 1, 2, true),
-            CheckoutState::Pending
-        );
-        assert_eq!(
-            after_decision(Decision::Approve, 2, 2, true),
-            CheckoutState::Approved
-        );
-        assert_eq!(
-            after_decision(Decision::Deny, 0, 1, true),
-            CheckoutState::Denied
-        );
-        assert_eq!(
-            after_decision(Decision::Deny, 0, 1, false),
-            CheckoutState::Pending
-        );
+        assert_eq!(after_decision(Decision::Approve, 1, 1, true), CheckoutState::Approved);
+        assert_eq!(after_decision(Decision::Approve, 1, 2, true), CheckoutState::Pending);
+        assert_eq!(after_decision(Decision::Approve, 2, 2, true), CheckoutState::Approved);
+        assert_eq!(after_decision(Decision::Deny, 0, 1, true), CheckoutState::Denied);
+        assert_eq!(after_decision(Decision::Deny, 0, 1, false), CheckoutState::Pending);
     }
 
     #[test]
     fn deadlines_lapse_exactly_on_time() {
-        let d = Deadlines {
-            state: CheckoutState::Pending,
-            expires_at: 100,
-            released_at: None,
-            duration_minutes: 60,
-        };
+        let d = Deadlines { state: CheckoutState::Pending, expires_at: 100, released_at: None, duration_minutes: 60 };
         assert_eq!(lapse(d, 99), None);
         assert_eq!(lapse(d, 100), Some(Lapse::Expire));
-        let r = Deadlines {
-            state: CheckoutState::Released,
-            expires_at: 0,
-            released_at: Some(1000),
-            duration_minutes: 1,
-        };
+        let r =
+            Deadlines { state: CheckoutState::Released, expires_at: 0, released_at: Some(1000), duration_minutes: 1 };
         assert_eq!(lapse(r, 1059), None);
         assert_eq!(lapse(r, 1060), Some(Lapse::CloseAtEndOfDuration));
-        let closed = Deadlines {
-            state: CheckoutState::Closed,
-            ..r
-        };
+        let closed = Deadlines { state: CheckoutState::Closed, ..r };
         assert_eq!(lapse(closed, 99_999), None);
     }
 

@@ -1,4 +1,5 @@
 //! Pure types and rules: no I/O, no clock.
+pub mod announce;
 pub mod audit;
 pub mod checkout;
 pub mod secrets;
@@ -17,9 +18,6 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }

@@ -10,10 +10,7 @@ pub const PASSWORD_MAX_CHARS: usize = 128;
 pub const NOTES_MAX_CHARS: usize = 4096;
 
 /// Check and normalise a deposited value. Returns what is stored.
-pub fn normalize_secret(
-    kind: SecretKind,
-    value: &SecretString,
-) -> Result<SecretString, ValidationError> {
+pub fn normalize_secret(kind: SecretKind, value: &SecretString) -> Result<SecretString, ValidationError> {
     match kind {
         SecretKind::RootPassword => {
             let v = value.expose_secret();
@@ -62,10 +59,7 @@ pub fn normalize_totp_seed(value: &SecretString) -> Result<SecretString, Validat
     if input.len() > 2048 {
         return Err(totp_error());
     }
-    if input
-        .get(..10)
-        .is_some_and(|p| p.eq_ignore_ascii_case("otpauth://"))
-    {
+    if input.get(..10).is_some_and(|p| p.eq_ignore_ascii_case("otpauth://")) {
         // Validates algorithm, digits, period and secret length (≥ 128 bits).
         Totp::from_url(input).map_err(|_| totp_error())?;
         return Ok(SecretString::from(input.to_owned()));
@@ -84,10 +78,7 @@ pub fn normalize_totp_seed(value: &SecretString) -> Result<SecretString, Validat
             "The TOTP seed is shorter than 128 bits (26 base32 characters): check that the whole key was copied.",
         ));
     }
-    let uri = format!(
-        "otpauth://totp/breakglass?secret={}&algorithm=SHA1&digits=6&period=30",
-        cleaned.as_str()
-    );
+    let uri = format!("otpauth://totp/breakglass?secret={}&algorithm=SHA1&digits=6&period=30", cleaned.as_str());
     Totp::from_url(&uri).map_err(|_| totp_error())?;
     Ok(SecretString::from(uri))
 }
@@ -113,10 +104,7 @@ mod tests {
             .map(|c| std::str::from_utf8(c).unwrap())
             .collect::<Vec<_>>()
             .join(" ");
-        assert_eq!(
-            normalize_totp_seed(&s(&spaced)).unwrap().expose_secret(),
-            canon.expose_secret()
-        );
+        assert_eq!(normalize_totp_seed(&s(&spaced)).unwrap().expose_secret(), canon.expose_secret());
         assert!(canon.expose_secret().starts_with("otpauth://totp/"));
     }
 
@@ -130,13 +118,8 @@ mod tests {
 
     #[test]
     fn junk_and_short_seeds_are_refused() {
-        for bad in [
-            "",
-            "not base32 !!",
-            "JBSWY3DP",
-            "otpauth://hotp/x?secret=JBSWY3DP",
-            "otpauth://totp/x?secret=1111",
-        ] {
+        for bad in ["", "not base32 !!", "JBSWY3DP", "otpauth://hotp/x?secret=JBSWY3DP", "otpauth://totp/x?secret=1111"]
+        {
             assert!(normalize_totp_seed(&s(bad)).is_err(), "{bad}");
         }
     }

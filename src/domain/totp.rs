@@ -20,22 +20,13 @@ pub struct TotpNow {
 /// The current code for a canonical otpauth URI at `unix` seconds.
 pub fn code_at(uri: &SecretString, unix: u64) -> Result<TotpNow, ValidationError> {
     let totp = Totp::from_url(uri.expose_secret()).map_err(|_| {
-        ValidationError::new(
-            "invalid_totp_seed",
-            "The stored TOTP seed could not be read; deposit it again.",
-        )
+        ValidationError::new("invalid_totp_seed", "The stored TOTP seed could not be read; deposit it again.")
     })?;
     let step = totp.step();
     let valid_for_seconds = step - unix % step;
     let code = totp.generate(unix).to_string();
-    let next_code = (valid_for_seconds < SHOW_NEXT_BELOW_SECONDS)
-        .then(|| totp.generate(unix + step).to_string());
-    Ok(TotpNow {
-        code,
-        valid_for_seconds,
-        next_code,
-        period_seconds: step,
-    })
+    let next_code = (valid_for_seconds < SHOW_NEXT_BELOW_SECONDS).then(|| totp.generate(unix + step).to_string());
+    Ok(TotpNow { code, valid_for_seconds, next_code, period_seconds: step })
 }
 
 #[cfg(test)]
@@ -46,20 +37,14 @@ mod tests {
 
     fn uri(secret: &[u8], alg: &str, digits: u8) -> SecretString {
         let b32 = Secret::from(secret.to_vec()).to_base32();
-        SecretString::from(format!(
-            "otpauth://totp/t?secret={b32}&algorithm={alg}&digits={digits}&period=30"
-        ))
+        SecretString::from(format!("otpauth://totp/t?secret={b32}&algorithm={alg}&digits={digits}&period=30"))
     }
 
     #[test]
     fn rfc6238_appendix_b_vectors() {
         let sha1 = uri(b"12345678901234567890", "SHA1", 8);
         let sha256 = uri(b"12345678901234567890123456789012", "SHA256", 8);
-        let sha512 = uri(
-            b"1234567890123456789012345678901234567890123456789012345678901234",
-            "SHA512",
-            8,
-        );
+        let sha512 = uri(b"1234567890123456789012345678901234567890123456789012345678901234", "SHA512", 8);
         for (t, c1, c256, c512) in [
             (59u64, "94287082", "46119246", "90693936"),
             (1111111109, "07081804", "68084774", "25091201"),
@@ -82,10 +67,7 @@ mod tests {
         assert_eq!(early.next_code, None);
         let late = code_at(&u, 1_000_000_016).unwrap(); // 4 s left
         assert_eq!(late.valid_for_seconds, 4);
-        assert_eq!(
-            late.next_code.as_deref(),
-            Some(code_at(&u, 1_000_000_020).unwrap().code.as_str())
-        );
+        assert_eq!(late.next_code.as_deref(), Some(code_at(&u, 1_000_000_020).unwrap().code.as_str()));
         assert_eq!(late.code.len(), 6);
     }
 }

@@ -18,9 +18,7 @@ impl AwsAccountId {
         } else {
             Err(ValidationError::new(
                 "invalid_account_id",
-                format!(
-                    "{s:?} is not an AWS account id: it must be exactly 12 digits, e.g. \"123456789012\"."
-                ),
+                format!("{s:?} is not an AWS account id: it must be exactly 12 digits, e.g. \"123456789012\"."),
             ))
         }
     }
@@ -74,23 +72,13 @@ impl Email {
 
 /// Free text shown to people (a name, an alias, a label): trimmed, bounded, no control
 /// characters.
-pub fn display_text(
-    field: &'static str,
-    s: &str,
-    max_chars: usize,
-) -> Result<String, ValidationError> {
+pub fn display_text(field: &'static str, s: &str, max_chars: usize) -> Result<String, ValidationError> {
     let t = s.trim();
     if t.is_empty() {
-        return Err(ValidationError::new(
-            "invalid_text",
-            format!("{field} must not be empty."),
-        ));
+        return Err(ValidationError::new("invalid_text", format!("{field} must not be empty.")));
     }
     if t.chars().count() > max_chars {
-        return Err(ValidationError::new(
-            "invalid_text",
-            format!("{field} is longer than {max_chars} characters."),
-        ));
+        return Err(ValidationError::new("invalid_text", format!("{field} is longer than {max_chars} characters.")));
     }
     if t.chars().any(char::is_control) {
         return Err(ValidationError::new(
@@ -124,15 +112,9 @@ impl Role {
 impl FromStr for Role {
     type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| {
-                ValidationError::new(
-                    "invalid_role",
-                    format!("{s:?} is not a role: use admin, custodian or auditor."),
-                )
-            })
+        Role::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            ValidationError::new("invalid_role", format!("{s:?} is not a role: use admin, custodian or auditor."))
+        })
     }
 }
 
@@ -151,10 +133,7 @@ pub fn roles_to_string(roles: &[Role]) -> String {
 }
 
 pub fn roles_from_string(s: &str) -> Result<Vec<Role>, ValidationError> {
-    s.split(',')
-        .filter(|p| !p.is_empty())
-        .map(Role::from_str)
-        .collect()
+    s.split(',').filter(|p| !p.is_empty()).map(Role::from_str).collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -166,11 +145,7 @@ pub enum SecretKind {
 }
 
 impl SecretKind {
-    pub const ALL: [SecretKind; 3] = [
-        SecretKind::RootPassword,
-        SecretKind::TotpSeed,
-        SecretKind::RecoveryNotes,
-    ];
+    pub const ALL: [SecretKind; 3] = [SecretKind::RootPassword, SecretKind::TotpSeed, SecretKind::RecoveryNotes];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -246,16 +221,10 @@ impl Policy {
             ));
         }
         if !(1..=24 * 60).contains(&self.reveal_window_minutes) {
-            return Err(ValidationError::new(
-                "invalid_policy",
-                "reveal_window_minutes must be from 1 to 1440.",
-            ));
+            return Err(ValidationError::new("invalid_policy", "reveal_window_minutes must be from 1 to 1440."));
         }
         if !(5..=7 * 24 * 60).contains(&self.max_checkout_minutes) {
-            return Err(ValidationError::new(
-                "invalid_policy",
-                "max_checkout_minutes must be from 5 to 10080.",
-            ));
+            return Err(ValidationError::new("invalid_policy", "max_checkout_minutes must be from 5 to 10080."));
         }
         let fields = self.drill_schedule.split_whitespace().count();
         if fields != 5 {
@@ -277,22 +246,10 @@ mod tests {
 
     #[test]
     fn account_ids_are_exactly_twelve_digits() {
-        assert_eq!(
-            AwsAccountId::parse("012345678901").unwrap().as_str(),
-            "012345678901"
-        );
-        assert_eq!(
-            AwsAccountId::parse(" 123456789012 ").unwrap().as_str(),
-            "123456789012"
-        );
-        for bad in [
-            "",
-            "12345678901",
-            "1234567890123",
-            "12345678901a",
-            "１２３４５６７８９０１２",
-            "1234-5678-9012",
-        ] {
+        assert_eq!(AwsAccountId::parse("012345678901").unwrap().as_str(), "012345678901");
+        assert_eq!(AwsAccountId::parse(" 123456789012 ").unwrap().as_str(), "123456789012");
+        for bad in ["", "12345678901", "1234567890123", "12345678901a", "１２３４５６７８９０１２", "1234-5678-9012"]
+        {
             let e = AwsAccountId::parse(bad).unwrap_err();
             assert_eq!(e.code, "invalid_account_id", "{bad}");
         }
@@ -300,22 +257,8 @@ mod tests {
 
     #[test]
     fn emails_are_checked_and_lowercased() {
-        assert_eq!(
-            Email::parse("email", "Root+Prod@Example.COM")
-                .unwrap()
-                .as_str(),
-            "root+prod@example.com"
-        );
-        for bad in [
-            "",
-            "no-at",
-            "a@b",
-            "a b@example.com",
-            "@example.com",
-            "a@.com",
-            "a@example.",
-            "a@ex..com",
-        ] {
+        assert_eq!(Email::parse("email", "Root+Prod@Example.COM").unwrap().as_str(), "root+prod@example.com");
+        for bad in ["", "no-at", "a@b", "a b@example.com", "@example.com", "a@.com", "a@example.", "a@ex..com"] {
             assert!(Email::parse("email", bad).is_err(), "{bad}");
         }
     }
@@ -332,10 +275,7 @@ mod tests {
     fn roles_round_trip_sorted_and_deduplicated() {
         let s = roles_to_string(&[Role::Custodian, Role::Admin, Role::Custodian]);
         assert_eq!(s, "admin,custodian");
-        assert_eq!(
-            roles_from_string(&s).unwrap(),
-            vec![Role::Admin, Role::Custodian]
-        );
+        assert_eq!(roles_from_string(&s).unwrap(), vec![Role::Admin, Role::Custodian]);
         assert!(roles_from_string("admin,root").is_err());
     }
 

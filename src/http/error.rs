@@ -19,24 +19,16 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res = (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response();
+        let mut res =
+            (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            res.headers_mut()
-                .insert("retry-after", axum::http::HeaderValue::from_static("10"));
+            res.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("10"));
         }
         res
     }
@@ -70,11 +62,9 @@ impl From<AppError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
-            JsonRejection::JsonSyntaxError(_) => Self::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                "The request body is not valid JSON.",
-            ),
+            JsonRejection::JsonSyntaxError(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "malformed_json", "The request body is not valid JSON.")
+            }
             JsonRejection::MissingJsonContentType(_) => Self::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
@@ -102,34 +92,22 @@ impl From<JsonRejection> for ApiError {
                 Self::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_body",
-                    format!(
-                        "The JSON body does not have the expected shape: {detail}. See docs/api.md."
-                    ),
+                    format!("The JSON body does not have the expected shape: {detail}. See docs/api.md."),
                 )
             }
-            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "The request body is larger than this server accepts.",
-                )
-            }
-            other => Self::new(
-                other.status(),
-                "bad_request",
-                "The request body could not be read.",
+            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "The request body is larger than this server accepts.",
             ),
+            other => Self::new(other.status(), "bad_request", "The request body could not be read."),
         }
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(_: PathRejection) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_path",
-            "A value in the URL path is not valid.",
-        )
+        Self::new(StatusCode::BAD_REQUEST, "invalid_path", "A value in the URL path is not valid.")
     }
 }
 
@@ -137,11 +115,7 @@ impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         let text = r.body_text();
         let detail = text.split(": ").last().unwrap_or_default().to_owned();
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("The query string is not valid: {detail}."),
-        )
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", format!("The query string is not valid: {detail}."))
     }
 }
 

@@ -42,11 +42,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 pub fn session_cookie_name(https: bool) -> &'static str {
     // The __Host- prefix makes browsers refuse the cookie unless it is Secure, has
     // Path=/ and no Domain: only possible on https.
-    if https {
-        "__Host-breakglass"
-    } else {
-        "breakglass_session"
-    }
+    if https { "__Host-breakglass" } else { "breakglass_session" }
 }
 
 fn session_token(parts: &Parts, name: &str) -> Option<String> {
@@ -66,10 +62,7 @@ pub struct SignedIn(pub Principal);
 
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = ApiError;
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let name = session_cookie_name(state.app.config.is_https());
         let token = session_token(parts, name).ok_or_else(|| {
             ApiError::new(
@@ -90,10 +83,7 @@ fn require(p: Principal, roles: &[Role]) -> Result<Principal, ApiError> {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden_role",
-            format!(
-                "This needs the role {}. Ask an admin if you should have it.",
-                names.join(" or ")
-            ),
+            format!("This needs the role {}. Ask an admin if you should have it.", names.join(" or ")),
         ))
     }
 }
@@ -103,10 +93,7 @@ pub struct Admin(pub Principal);
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let SignedIn(p) = SignedIn::from_request_parts(parts, state).await?;
         Ok(Self(require(p, &[Role::Admin])?))
     }
@@ -117,10 +104,7 @@ pub struct AuditReader(pub Principal);
 
 impl FromRequestParts<AppState> for AuditReader {
     type Rejection = ApiError;
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let SignedIn(p) = SignedIn::from_request_parts(parts, state).await?;
         Ok(Self(require(p, &[Role::Auditor, Role::Admin])?))
     }

@@ -18,24 +18,13 @@ use super::{AppState, error::ApiError};
 /// State-changing requests must come from our own origin. Browsers always send
 /// `Origin` on POST/PUT/PATCH/DELETE; scripts must send it too (docs/api.md). This
 /// stops cross-site form posts even where `SameSite` cookies do not.
-pub async fn require_same_origin(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn require_same_origin(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(req).await;
     }
     let expected = state.app.config.origin_header();
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok());
-    let same_site_fetch = req
-        .headers()
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        == Some("same-origin");
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let same_site_fetch = req.headers().get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("same-origin");
     let ok = match origin {
         Some(o) => o == expected,
         None => same_site_fetch,
@@ -76,11 +65,7 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
         "publickey-credentials-get=(self), publickey-credentials-create=(self), camera=(), microphone=(), geolocation=()",
     );
     if state.app.config.is_https() {
-        set(
-            h,
-            "strict-transport-security",
-            "max-age=63072000; includeSubDomains",
-        );
+        set(h, "strict-transport-security", "max-age=63072000; includeSubDomains");
     }
     res
 }
@@ -111,10 +96,7 @@ impl RateLimiter {
         if !self.trusted_proxies.contains(&peer) {
             return peer;
         }
-        forwarded_for
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|ip| ip.trim().parse().ok())
-            .unwrap_or(peer)
+        forwarded_for.and_then(|v| v.rsplit(',').next()).and_then(|ip| ip.trim().parse().ok()).unwrap_or(peer)
     }
 
     /// Take one token for `ip`; false when its bucket is empty.
@@ -124,13 +106,10 @@ impl RateLimiter {
         if buckets.len() > 10_000 {
             let burst = self.burst;
             let rate = self.per_minute;
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate / 60.0 < burst
-            });
+            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * rate / 60.0 < burst);
         }
         let (tokens, at) = buckets.entry(ip).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_minute / 60.0)
-            .min(self.burst);
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_minute / 60.0).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -147,16 +126,17 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
-    let forwarded = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
+    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
     let ip = state.limiter.client_ip(peer, forwarded);
     if state.limiter.allow(ip) {
         next.run(req).await
     } else {
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many sign-in or enrolment attempts from this address. Wait a minute and try again.")
-            .into_response()
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Too many sign-in or enrolment attempts from this address. Wait a minute and try again.",
+        )
+        .into_response()
     }
 }
 
@@ -177,11 +157,7 @@ mod tests {
         assert_eq!(l.client_ip(proxy, None), proxy);
         assert_eq!(l.client_ip(proxy, Some("garbage")), proxy);
         let stranger: IpAddr = "192.0.2.9".parse().unwrap();
-        assert_eq!(
-            l.client_ip(stranger, Some("203.0.113.7")),
-            stranger,
-            "anyone else cannot pick an address"
-        );
+        assert_eq!(l.client_ip(stranger, Some("203.0.113.7")), stranger, "anyone else cannot pick an address");
         // Buckets are per client.
         assert!(l.allow(client) && l.allow(client) && !l.allow(client));
         assert!(l.allow(stranger));

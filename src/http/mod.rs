@@ -30,10 +30,7 @@ impl AppState {
         let limiter = Arc::new(middleware::RateLimiter::new(
             h.ceremony_rate_per_minute,
             h.ceremony_burst,
-            h.trusted_proxies
-                .iter()
-                .filter_map(|p| p.parse().ok())
-                .collect(),
+            h.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect(),
         ));
         Self { app, limiter }
     }
@@ -56,53 +53,23 @@ pub fn build_router(state: AppState) -> Router {
         .merge(ceremonies)
         // Approval and release ceremonies need a session; they are not in the
         // unauthenticated per-address bucket, so nobody can starve them.
-        .route(
-            "/checkouts/{id}/approvals/start",
-            post(checkouts::approvals_start),
-        )
-        .route(
-            "/checkouts/{id}/approvals/finish",
-            post(checkouts::approvals_finish),
-        )
-        .route(
-            "/checkouts/{id}/release/start",
-            post(checkouts::release_start),
-        )
-        .route(
-            "/checkouts/{id}/release/finish",
-            post(checkouts::release_finish),
-        )
+        .route("/checkouts/{id}/approvals/start", post(checkouts::approvals_start))
+        .route("/checkouts/{id}/approvals/finish", post(checkouts::approvals_finish))
+        .route("/checkouts/{id}/release/start", post(checkouts::release_start))
+        .route("/checkouts/{id}/release/finish", post(checkouts::release_finish))
         .route("/logout", post(auth::logout))
         .route("/me", get(auth::me))
         .route("/me/credentials", get(auth::credentials_list))
         .route("/me/credentials/{id}", patch(auth::credential_rename))
-        .route(
-            "/invites",
-            get(invites::invites_list).post(invites::invites_create),
-        )
+        .route("/invites", get(invites::invites_list).post(invites::invites_create))
         .route("/invites/{id}/revoke", post(invites::invites_revoke))
         .route("/custodians", get(custodians::custodians_list))
-        .route(
-            "/custodians/{id}/disable",
-            post(custodians::custodians_disable),
-        )
-        .route(
-            "/accounts",
-            get(accounts::accounts_list).post(accounts::accounts_create),
-        )
+        .route("/custodians/{id}/disable", post(custodians::custodians_disable))
+        .route("/accounts", get(accounts::accounts_list).post(accounts::accounts_create))
         .route("/accounts/{account_id}", get(accounts::accounts_get))
-        .route(
-            "/accounts/{account_id}/secrets/{kind}",
-            put(accounts::secrets_deposit),
-        )
-        .route(
-            "/accounts/{account_id}/policy",
-            put(accounts::policy_update),
-        )
-        .route(
-            "/checkouts",
-            get(checkouts::checkouts_list).post(checkouts::checkouts_create),
-        )
+        .route("/accounts/{account_id}/secrets/{kind}", put(accounts::secrets_deposit))
+        .route("/accounts/{account_id}/policy", put(accounts::policy_update))
+        .route("/checkouts", get(checkouts::checkouts_list).post(checkouts::checkouts_create))
         .route("/checkouts/{id}", get(checkouts::checkouts_get))
         .route("/checkouts/{id}/cancel", post(checkouts::checkouts_cancel))
         .route("/checkouts/{id}/close", post(checkouts::checkouts_close))
@@ -117,14 +84,8 @@ pub fn build_router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .nest("/api/v1", api)
         .fallback(error::not_found)
-        .layer(from_fn_with_state(
-            state.clone(),
-            middleware::require_same_origin,
-        ))
-        .layer(from_fn_with_state(
-            state.clone(),
-            middleware::security_headers,
-        ))
+        .layer(from_fn_with_state(state.clone(), middleware::require_same_origin))
+        .layer(from_fn_with_state(state.clone(), middleware::security_headers))
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -45,7 +45,9 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
 
 pub fn insert_account(conn: &Connection, a: &AccountRow) -> Result<(), StoreError> {
     conn.execute(
-        &format!("INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+        &format!(
+            "INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        ),
         params![
             a.account_id,
             a.alias,
@@ -76,9 +78,7 @@ pub fn account(conn: &Connection, account_id: &str) -> Result<Option<AccountRow>
 }
 
 pub fn list_accounts(conn: &Connection) -> Result<Vec<AccountRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {ACCOUNT_COLS} FROM accounts ORDER BY alias, account_id"
-    ))?;
+    let mut stmt = conn.prepare(&format!("SELECT {ACCOUNT_COLS} FROM accounts ORDER BY alias, account_id"))?;
     let rows = stmt.query_map([], account_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -91,11 +91,7 @@ pub struct SecretVersionRow {
     pub deposited_by: String,
 }
 
-pub fn next_secret_version(
-    conn: &Connection,
-    account_id: &str,
-    kind: &str,
-) -> Result<u64, StoreError> {
+pub fn next_secret_version(conn: &Connection, account_id: &str, kind: &str) -> Result<u64, StoreError> {
     let max: i64 = conn.query_row(
         "SELECT coalesce(max(version), 0) FROM secret_versions WHERE account_id = ?1 AND kind = ?2",
         params![account_id, kind],
@@ -120,10 +116,7 @@ pub fn insert_secret_version(
     Ok(())
 }
 
-pub fn secret_versions(
-    conn: &Connection,
-    account_id: &str,
-) -> Result<Vec<SecretVersionRow>, StoreError> {
+pub fn secret_versions(conn: &Connection, account_id: &str) -> Result<Vec<SecretVersionRow>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT kind, version, deposited_at, deposited_by FROM secret_versions WHERE account_id = ?1 ORDER BY kind, version",
     )?;
@@ -139,11 +132,7 @@ pub fn secret_versions(
 }
 
 /// The newest ciphertext of one kind, with its version.
-pub fn latest_secret(
-    conn: &Connection,
-    account_id: &str,
-    kind: &str,
-) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+pub fn latest_secret(conn: &Connection, account_id: &str, kind: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
     Ok(conn
         .query_row(
             "SELECT version, ciphertext FROM secret_versions WHERE account_id = ?1 AND kind = ?2 ORDER BY version DESC LIMIT 1",
@@ -195,17 +184,10 @@ pub fn insert_vault(conn: &Connection, v: &VaultRow) -> Result<(), StoreError> {
 }
 
 pub fn setting(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(conn
-        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .optional()?)
+    Ok(conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
 }
 
 pub fn set_setting_if_absent(conn: &Connection, key: &str, value: &[u8]) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
-        params![key, value],
-    )?;
+    conn.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![key, value])?;
     Ok(())
 }

@@ -3,9 +3,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
 use super::StoreError;
-use crate::domain::audit::{
-    AuditEntry, GENESIS_PREV_HASH, canonical_details, entry_hash, format_at,
-};
+use crate::domain::audit::{AuditEntry, GENESIS_PREV_HASH, canonical_details, entry_hash, format_at};
 
 /// Append one entry. Must be called inside the transaction that makes the change it
 /// records, so that either both are written or neither is.
@@ -18,21 +16,13 @@ pub fn append(
     details: &serde_json::Value,
 ) -> Result<AuditEntry, StoreError> {
     let last: Option<(i64, String)> = conn
-        .query_row(
-            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (seq, prev) = match last {
         Some((seq, hash)) => {
             let mut prev = [0u8; 32];
             hex::decode_to_slice(&hash, &mut prev).map_err(|_| {
-                StoreError::Sqlite(rusqlite::Error::InvalidColumnType(
-                    1,
-                    "hash".into(),
-                    rusqlite::types::Type::Text,
-                ))
+                StoreError::Sqlite(rusqlite::Error::InvalidColumnType(1, "hash".into(), rusqlite::types::Type::Text))
             })?;
             (seq as u64 + 1, prev)
         }
@@ -105,20 +95,14 @@ pub fn list(conn: &Connection, f: &AuditFilter, limit: u32) -> Result<Vec<AuditE
             clauses.push(template.replace("{n}", &args.len().to_string()));
         }
     }
-    let sql = format!(
-        "SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY seq LIMIT {limit}",
-        clauses.join(" AND ")
-    );
+    let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY seq LIMIT {limit}", clauses.join(" AND "));
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Visit every entry in `seq` order without loading the whole log.
-pub fn for_each(
-    conn: &Connection,
-    mut f: impl FnMut(AuditEntry) -> bool,
-) -> Result<(), StoreError> {
+pub fn for_each(conn: &Connection, mut f: impl FnMut(AuditEntry) -> bool) -> Result<(), StoreError> {
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM audit_log ORDER BY seq"))?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {

@@ -86,28 +86,31 @@ pub fn update(conn: &Connection, c: &CheckoutRow) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE checkouts SET state = ?2, expires_at = ?3, approved_at = ?4, released_at = ?5, window_ends_at = ?6, \
          ended_at = ?7, ended_by = ?8, end_note = ?9 WHERE id = ?1",
-        params![c.id, c.state, c.expires_at, c.approved_at, c.released_at, c.window_ends_at, c.ended_at, c.ended_by, c.end_note],
+        params![
+            c.id,
+            c.state,
+            c.expires_at,
+            c.approved_at,
+            c.released_at,
+            c.window_ends_at,
+            c.ended_at,
+            c.ended_by,
+            c.end_note
+        ],
     )?;
     Ok(())
 }
 
 pub fn get(conn: &Connection, id: &str) -> Result<Option<CheckoutRow>, StoreError> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {COLS} FROM checkouts WHERE id = ?1"),
-            [id],
-            from_row,
-        )
-        .optional()?)
+    Ok(conn.query_row(&format!("SELECT {COLS} FROM checkouts WHERE id = ?1"), [id], from_row).optional()?)
 }
 
-pub fn open_for_account(
-    conn: &Connection,
-    account_id: &str,
-) -> Result<Option<CheckoutRow>, StoreError> {
+pub fn open_for_account(conn: &Connection, account_id: &str) -> Result<Option<CheckoutRow>, StoreError> {
     Ok(conn
         .query_row(
-            &format!("SELECT {COLS} FROM checkouts WHERE account_id = ?1 AND state IN ('pending', 'approved', 'released')"),
+            &format!(
+                "SELECT {COLS} FROM checkouts WHERE account_id = ?1 AND state IN ('pending', 'approved', 'released')"
+            ),
             [account_id],
             from_row,
         )
@@ -116,7 +119,9 @@ pub fn open_for_account(
 
 /// Open checkouts whose deadline may have passed (the caller decides with the domain rule).
 pub fn open_checkouts(conn: &Connection) -> Result<Vec<CheckoutRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLS} FROM checkouts WHERE state IN ('pending', 'approved', 'released') ORDER BY created_at"))?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLS} FROM checkouts WHERE state IN ('pending', 'approved', 'released') ORDER BY created_at"
+    ))?;
     let rows = stmt.query_map([], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -128,19 +133,12 @@ pub struct CheckoutFilter {
     pub requester_id: Option<String>,
 }
 
-pub fn list(
-    conn: &Connection,
-    f: &CheckoutFilter,
-    limit: u32,
-) -> Result<Vec<CheckoutRow>, StoreError> {
+pub fn list(conn: &Connection, f: &CheckoutFilter, limit: u32) -> Result<Vec<CheckoutRow>, StoreError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLS} FROM checkouts WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR account_id = ?2) \
          AND (?3 IS NULL OR requester_id = ?3) ORDER BY created_at DESC, id LIMIT ?4"
     ))?;
-    let rows = stmt.query_map(
-        params![f.state, f.account_id, f.requester_id, limit],
-        from_row,
-    )?;
+    let rows = stmt.query_map(params![f.state, f.account_id, f.requester_id, limit], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -189,27 +187,20 @@ pub fn insert_approval(conn: &Connection, a: &ApprovalRow) -> Result<bool, Store
     );
     match r {
         Ok(_) => Ok(true),
-        Err(rusqlite::Error::SqliteFailure(e, _))
-            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-        {
-            Ok(false)
-        }
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
 
 pub fn approvals_of(conn: &Connection, checkout_id: &str) -> Result<Vec<ApprovalRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {APPROVAL_COLS} FROM approvals WHERE checkout_id = ?1 ORDER BY at, id"
-    ))?;
+    let mut stmt =
+        conn.prepare(&format!("SELECT {APPROVAL_COLS} FROM approvals WHERE checkout_id = ?1 ORDER BY at, id"))?;
     let rows = stmt.query_map([checkout_id], approval_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn all_approvals(conn: &Connection) -> Result<Vec<ApprovalRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {APPROVAL_COLS} FROM approvals ORDER BY id"
-    ))?;
+    let mut stmt = conn.prepare(&format!("SELECT {APPROVAL_COLS} FROM approvals ORDER BY id"))?;
     let rows = stmt.query_map([], approval_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -223,11 +214,7 @@ pub fn count_distinct_approvers(conn: &Connection, checkout_id: &str) -> Result<
     )?)
 }
 
-pub fn has_decided(
-    conn: &Connection,
-    checkout_id: &str,
-    custodian_id: &str,
-) -> Result<bool, StoreError> {
+pub fn has_decided(conn: &Connection, checkout_id: &str, custodian_id: &str) -> Result<bool, StoreError> {
     Ok(conn.query_row(
         "SELECT EXISTS (SELECT 1 FROM approvals WHERE checkout_id = ?1 AND custodian_id = ?2)",
         params![checkout_id, custodian_id],
@@ -238,22 +225,14 @@ pub fn has_decided(
 // ---- approver sets ----
 
 pub fn approvers(conn: &Connection, account_id: &str) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT custodian_id FROM account_approvers WHERE account_id = ?1 ORDER BY custodian_id",
-    )?;
+    let mut stmt =
+        conn.prepare("SELECT custodian_id FROM account_approvers WHERE account_id = ?1 ORDER BY custodian_id")?;
     let rows = stmt.query_map([account_id], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn set_approvers(
-    conn: &Connection,
-    account_id: &str,
-    ids: &[String],
-) -> Result<(), StoreError> {
-    conn.execute(
-        "DELETE FROM account_approvers WHERE account_id = ?1",
-        [account_id],
-    )?;
+pub fn set_approvers(conn: &Connection, account_id: &str, ids: &[String]) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM account_approvers WHERE account_id = ?1", [account_id])?;
     for id in ids {
         conn.execute(
             "INSERT INTO account_approvers (account_id, custodian_id) VALUES (?1, ?2)",
@@ -264,11 +243,5 @@ pub fn set_approvers(
 }
 
 pub fn public_key_of(conn: &Connection, credential_id: &str) -> Result<Option<String>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT public_key FROM credentials WHERE id = ?1",
-            [credential_id],
-            |r| r.get(0),
-        )
-        .optional()?)
+    Ok(conn.query_row("SELECT public_key FROM credentials WHERE id = ?1", [credential_id], |r| r.get(0)).optional()?)
 }

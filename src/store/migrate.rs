@@ -7,16 +7,9 @@ use super::StoreError;
 
 /// `(version, name, sql)`; version N is `migrations/000N_*.sql`.
 pub const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "0001_init",
-        include_str!("../../migrations/0001_init.sql"),
-    ),
-    (
-        2,
-        "0002_checkouts",
-        include_str!("../../migrations/0002_checkouts.sql"),
-    ),
+    (1, "0001_init", include_str!("../../migrations/0001_init.sql")),
+    (2, "0002_checkouts", include_str!("../../migrations/0002_checkouts.sql")),
+    (3, "0003_outbox", include_str!("../../migrations/0003_outbox.sql")),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -32,11 +25,7 @@ pub fn check_not_newer(conn: &Connection, path: &Path) -> Result<i64, StoreError
 fn check_version(conn: &Connection, path: &Path, supported: i64) -> Result<i64, StoreError> {
     let found = user_version(conn)?;
     if found > supported {
-        return Err(StoreError::TooNew {
-            path: path.to_owned(),
-            found,
-            supported,
-        });
+        return Err(StoreError::TooNew { path: path.to_owned(), found, supported });
     }
     Ok(found)
 }
@@ -48,11 +37,7 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// [`migrate`] over an explicit list (tests use it to exercise upgrades).
-pub fn migrate_with(
-    conn: &Connection,
-    path: &Path,
-    migrations: &[(i64, &str, &str)],
-) -> Result<(), StoreError> {
+pub fn migrate_with(conn: &Connection, path: &Path, migrations: &[(i64, &str, &str)]) -> Result<(), StoreError> {
     let target = migrations.last().map_or(0, |m| m.0);
     let current = check_version(conn, path, target)?;
     if current == target {

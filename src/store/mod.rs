@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod audit;
 pub mod checkouts;
 pub mod migrate;
+pub mod outbox;
 pub mod people;
 
 use std::{
@@ -23,16 +24,9 @@ pub enum StoreError {
     #[error(
         "the database {path} has schema version {found}, newer than this binary understands ({supported}): run a newer breakglass, or restore the backup taken before the upgrade"
     )]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        supported: i64,
-    },
+    TooNew { path: PathBuf, found: i64, supported: i64 },
     #[error("cannot prepare data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error("database {0} does not exist: start the server once or run `breakglass init`")]
     Missing(PathBuf),
     #[error("the database worker stopped unexpectedly")]
@@ -48,12 +42,8 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     if fresh {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |source| StoreError::DataDir {
-                path: path.to_owned(),
-                source,
-            },
-        )?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| StoreError::DataDir { path: path.to_owned(), source })?;
     }
     configure(&conn)?;
     migrate::migrate(&conn, path)?;
@@ -65,10 +55,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     if !path.exists() {
         return Err(StoreError::Missing(path.to_owned()));
     }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(Duration::from_secs(5))?;
     migrate::check_not_newer(&conn, path)?;
     Ok(conn)
@@ -83,10 +70,7 @@ pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|source| StoreError::DataDir {
-            path: dir.to_owned(),
-            source,
-        })
+        .map_err(|source| StoreError::DataDir { path: dir.to_owned(), source })
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -108,10 +92,7 @@ pub struct Db {
 
 impl Db {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(Self {
-            conn: Arc::new(Mutex::new(open(path)?)),
-            path: path.to_owned(),
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(open(path)?)), path: path.to_owned() })
     }
 
     pub fn path(&self) -> &Path {
@@ -146,26 +127,19 @@ impl Db {
 
     /// Synchronous access, for the CLI and start-up.
     pub fn with<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
-        let mut guard = self
-            .conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut guard)
     }
 }
 
 /// One IMMEDIATE transaction around `f` (taking the write lock up front avoids
 /// upgrade deadlocks between concurrent writers).
-pub fn transact<T, E>(
-    conn: &mut Connection,
-    f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
-) -> Result<T, E>
+pub fn transact<T, E>(conn: &mut Connection, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E>
 where
     E: From<StoreError>,
 {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| E::from(StoreError::Sqlite(e)))?;
+    let tx =
+        conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| E::from(StoreError::Sqlite(e)))?;
     let out = f(&tx)?;
     tx.commit().map_err(|e| E::from(StoreError::Sqlite(e)))?;
     Ok(out)

@@ -49,28 +49,18 @@ pub fn insert_custodian(conn: &Connection, c: &CustodianRow) -> Result<(), Store
         params![c.id, c.name, c.email, c.enrolled_at, c.approve_after],
     )?;
     for role in &c.roles {
-        conn.execute(
-            "INSERT INTO custodian_roles (custodian_id, role) VALUES (?1, ?2)",
-            params![c.id, role.as_str()],
-        )?;
+        conn.execute("INSERT INTO custodian_roles (custodian_id, role) VALUES (?1, ?2)", params![c.id, role.as_str()])?;
     }
     Ok(())
 }
 
 pub fn custodian(conn: &Connection, id: &str) -> Result<Option<CustodianRow>, StoreError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {CUSTODIAN_COLS} FROM custodians c WHERE c.id = ?1"),
-            [id],
-            custodian_from_row,
-        )
+        .query_row(&format!("SELECT {CUSTODIAN_COLS} FROM custodians c WHERE c.id = ?1"), [id], custodian_from_row)
         .optional()?)
 }
 
-pub fn custodian_by_email(
-    conn: &Connection,
-    email: &str,
-) -> Result<Option<CustodianRow>, StoreError> {
+pub fn custodian_by_email(conn: &Connection, email: &str) -> Result<Option<CustodianRow>, StoreError> {
     Ok(conn
         .query_row(
             &format!("SELECT {CUSTODIAN_COLS} FROM custodians c WHERE c.email = ?1"),
@@ -81,9 +71,8 @@ pub fn custodian_by_email(
 }
 
 pub fn list_custodians(conn: &Connection) -> Result<Vec<CustodianRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {CUSTODIAN_COLS} FROM custodians c ORDER BY c.enrolled_at, c.email"
-    ))?;
+    let mut stmt =
+        conn.prepare(&format!("SELECT {CUSTODIAN_COLS} FROM custodians c ORDER BY c.enrolled_at, c.email"))?;
     let rows = stmt.query_map([], custodian_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -131,14 +120,9 @@ fn credential_from_row(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
     })
 }
 
-const CREDENTIAL_COLS: &str =
-    "id, custodian_id, label, passkey, prf_capable, created_at, last_used_at";
+const CREDENTIAL_COLS: &str = "id, custodian_id, label, passkey, prf_capable, created_at, last_used_at";
 
-pub fn insert_credential(
-    conn: &Connection,
-    c: &CredentialRow,
-    public_key: &str,
-) -> Result<(), StoreError> {
+pub fn insert_credential(conn: &Connection, c: &CredentialRow, public_key: &str) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO credentials (id, custodian_id, label, passkey, public_key, prf_capable, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![c.id, c.custodian_id, c.label, c.passkey, public_key, c.prf_capable as i64, c.created_at],
@@ -147,17 +131,10 @@ pub fn insert_credential(
 }
 
 pub fn credential_exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
-    Ok(conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM credentials WHERE id = ?1)",
-        [id],
-        |r| r.get(0),
-    )?)
+    Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM credentials WHERE id = ?1)", [id], |r| r.get(0))?)
 }
 
-pub fn credentials_of(
-    conn: &Connection,
-    custodian_id: &str,
-) -> Result<Vec<CredentialRow>, StoreError> {
+pub fn credentials_of(conn: &Connection, custodian_id: &str) -> Result<Vec<CredentialRow>, StoreError> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {CREDENTIAL_COLS} FROM credentials WHERE custodian_id = ?1 ORDER BY created_at, id"
     ))?;
@@ -165,25 +142,12 @@ pub fn credentials_of(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn update_credential_use(
-    conn: &Connection,
-    id: &str,
-    passkey: &str,
-    at: i64,
-) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE credentials SET passkey = ?2, last_used_at = ?3 WHERE id = ?1",
-        params![id, passkey, at],
-    )?;
+pub fn update_credential_use(conn: &Connection, id: &str, passkey: &str, at: i64) -> Result<(), StoreError> {
+    conn.execute("UPDATE credentials SET passkey = ?2, last_used_at = ?3 WHERE id = ?1", params![id, passkey, at])?;
     Ok(())
 }
 
-pub fn rename_credential(
-    conn: &Connection,
-    custodian_id: &str,
-    id: &str,
-    label: &str,
-) -> Result<bool, StoreError> {
+pub fn rename_credential(conn: &Connection, custodian_id: &str, id: &str, label: &str) -> Result<bool, StoreError> {
     Ok(conn.execute(
         "UPDATE credentials SET label = ?3 WHERE id = ?2 AND custodian_id = ?1",
         params![custodian_id, id, label],
@@ -201,11 +165,7 @@ pub struct SessionRow {
     pub expires_at: i64,
 }
 
-pub fn insert_session(
-    conn: &Connection,
-    token_hash: &[u8],
-    s: &SessionRow,
-) -> Result<(), StoreError> {
+pub fn insert_session(conn: &Connection, token_hash: &[u8], s: &SessionRow) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO sessions (token_hash, custodian_id, credential_id, created_at, last_seen_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![token_hash, s.custodian_id, s.credential_id, s.created_at, s.last_seen_at, s.expires_at],
@@ -232,10 +192,7 @@ pub fn session(conn: &Connection, token_hash: &[u8]) -> Result<Option<SessionRow
 }
 
 pub fn touch_session(conn: &Connection, token_hash: &[u8], at: i64) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE sessions SET last_seen_at = ?2 WHERE token_hash = ?1",
-        params![token_hash, at],
-    )?;
+    conn.execute("UPDATE sessions SET last_seen_at = ?2 WHERE token_hash = ?1", params![token_hash, at])?;
     Ok(())
 }
 
@@ -257,8 +214,7 @@ pub struct InviteRow {
     pub revoked_at: Option<i64>,
 }
 
-const INVITE_COLS: &str =
-    "id, roles, created_by, created_at, expires_at, used_at, used_by, revoked_at";
+const INVITE_COLS: &str = "id, roles, created_by, created_at, expires_at, used_at, used_by, revoked_at";
 
 fn invite_from_row(r: &Row<'_>) -> rusqlite::Result<InviteRow> {
     let roles: String = r.get(1)?;
@@ -274,11 +230,7 @@ fn invite_from_row(r: &Row<'_>) -> rusqlite::Result<InviteRow> {
     })
 }
 
-pub fn insert_invite(
-    conn: &Connection,
-    token_hash: &[u8],
-    i: &InviteRow,
-) -> Result<(), StoreError> {
+pub fn insert_invite(conn: &Connection, token_hash: &[u8], i: &InviteRow) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO invites (id, token_hash, roles, created_by, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![i.id, token_hash, roles_to_string(&i.roles), i.created_by, i.created_at, i.expires_at],
@@ -286,33 +238,18 @@ pub fn insert_invite(
     Ok(())
 }
 
-pub fn invite_by_token_hash(
-    conn: &Connection,
-    token_hash: &[u8],
-) -> Result<Option<InviteRow>, StoreError> {
+pub fn invite_by_token_hash(conn: &Connection, token_hash: &[u8]) -> Result<Option<InviteRow>, StoreError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {INVITE_COLS} FROM invites WHERE token_hash = ?1"),
-            [token_hash],
-            invite_from_row,
-        )
+        .query_row(&format!("SELECT {INVITE_COLS} FROM invites WHERE token_hash = ?1"), [token_hash], invite_from_row)
         .optional()?)
 }
 
 pub fn invite(conn: &Connection, id: &str) -> Result<Option<InviteRow>, StoreError> {
-    Ok(conn
-        .query_row(
-            &format!("SELECT {INVITE_COLS} FROM invites WHERE id = ?1"),
-            [id],
-            invite_from_row,
-        )
-        .optional()?)
+    Ok(conn.query_row(&format!("SELECT {INVITE_COLS} FROM invites WHERE id = ?1"), [id], invite_from_row).optional()?)
 }
 
 pub fn list_invites(conn: &Connection) -> Result<Vec<InviteRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {INVITE_COLS} FROM invites ORDER BY created_at DESC, id"
-    ))?;
+    let mut stmt = conn.prepare(&format!("SELECT {INVITE_COLS} FROM invites ORDER BY created_at DESC, id"))?;
     let rows = stmt.query_map([], invite_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -326,7 +263,10 @@ pub fn use_invite(conn: &Connection, id: &str, at: i64, by: &str) -> Result<bool
 }
 
 pub fn revoke_invite(conn: &Connection, id: &str, at: i64) -> Result<bool, StoreError> {
-    Ok(conn.execute("UPDATE invites SET revoked_at = ?2 WHERE id = ?1 AND used_at IS NULL AND revoked_at IS NULL", params![id, at])? == 1)
+    Ok(conn.execute(
+        "UPDATE invites SET revoked_at = ?2 WHERE id = ?1 AND used_at IS NULL AND revoked_at IS NULL",
+        params![id, at],
+    )? == 1)
 }
 
 // ---- ceremonies ----
@@ -380,9 +320,7 @@ pub fn take_ceremony(conn: &Connection, id: &str) -> Result<Option<CeremonyRow>,
 /// Housekeeping: drop expired ceremonies and sessions.
 pub fn purge_expired(conn: &Connection, now: i64, idle_secs: i64) -> Result<usize, StoreError> {
     let a = conn.execute("DELETE FROM ceremonies WHERE expires_at <= ?1", [now])?;
-    let b = conn.execute(
-        "DELETE FROM sessions WHERE expires_at <= ?1 OR last_seen_at + ?2 <= ?1",
-        params![now, idle_secs],
-    )?;
+    let b = conn
+        .execute("DELETE FROM sessions WHERE expires_at <= ?1 OR last_seen_at + ?2 <= ?1", params![now, idle_secs])?;
     Ok(a + b)
 }

@@ -14,7 +14,12 @@ async fn history() -> (TestServer, Person) {
     let ada = s.admin().await;
     for (i, alias) in ["prod", "staging", "sandbox"].iter().enumerate() {
         let id = format!("12345678901{i}");
-        post(&ada.client, s.url("/api/v1/accounts"), json!({"account_id": id, "alias": alias, "root_email": format!("root+{alias}@example.com")})).await;
+        post(
+            &ada.client,
+            s.url("/api/v1/accounts"),
+            json!({"account_id": id, "alias": alias, "root_email": format!("root+{alias}@example.com")}),
+        )
+        .await;
         put(
             &ada.client,
             s.url(format!("/api/v1/accounts/{id}/secrets/root_password")),
@@ -30,9 +35,7 @@ async fn history() -> (TestServer, Person) {
 fn snapshot(s: &TestServer, name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("breakglass.db");
-    s.db()
-        .execute("VACUUM INTO ?1", [target.to_str().unwrap()])
-        .unwrap();
+    s.db().execute("VACUUM INTO ?1", [target.to_str().unwrap()]).unwrap();
     let _ = name;
     dir
 }
@@ -42,8 +45,7 @@ fn tamper(dir: &Path, sql: &str) {
     // The triggers refuse edits through SQLite; an attacker with the file drops them.
     let refused = conn.execute("UPDATE audit_log SET actor = 'x' WHERE seq = 1", []);
     assert!(refused.unwrap_err().to_string().contains("append-only"));
-    conn.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;")
-        .unwrap();
+    conn.execute_batch("DROP TRIGGER audit_log_no_update; DROP TRIGGER audit_log_no_delete;").unwrap();
     conn.execute_batch(sql).unwrap();
 }
 
@@ -58,10 +60,7 @@ fn verify(dir: &Path) -> (i32, String) {
 #[tokio::test]
 async fn an_untouched_log_verifies_and_edits_deletions_and_swaps_fail_at_the_right_seq() {
     let (s, _ada) = history().await;
-    let n: i64 = s
-        .db()
-        .query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = s.db().query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0)).unwrap();
     assert!(n >= 10, "{n}");
 
     let clean = snapshot(&s, "clean");
@@ -70,16 +69,10 @@ async fn an_untouched_log_verifies_and_edits_deletions_and_swaps_fail_at_the_rig
     assert!(out.contains(&format!("ok: {n} entries")), "{out}");
 
     let edited = snapshot(&s, "edited");
-    tamper(
-        edited.path(),
-        "UPDATE audit_log SET details = '{\"kind\":\"root_password\",\"version\":9}' WHERE seq = 5;",
-    );
+    tamper(edited.path(), "UPDATE audit_log SET details = '{\"kind\":\"root_password\",\"version\":9}' WHERE seq = 5;");
     let (code, out) = verify(edited.path());
     assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("broken at seq 5") && out.contains("edited"),
-        "{out}"
-    );
+    assert!(out.contains("broken at seq 5") && out.contains("edited"), "{out}");
 
     let deleted = snapshot(&s, "deleted");
     tamper(deleted.path(), "DELETE FROM audit_log WHERE seq = 7;");
@@ -107,33 +100,14 @@ async fn an_untouched_log_verifies_and_edits_deletions_and_swaps_fail_at_the_rig
     let rehashed = snapshot(&s, "rehashed");
     let conn = rusqlite::Connection::open(rehashed.path().join("breakglass.db")).unwrap();
     let e: (String, String, String, String, String, String) = conn
-        .query_row(
-            "SELECT at, actor, action, subject, details, prev_hash FROM audit_log WHERE seq = 6",
-            [],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            },
-        )
+        .query_row("SELECT at, actor, action, subject, details, prev_hash FROM audit_log WHERE seq = 6", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
         .unwrap();
     drop(conn);
     let mut prev = [0u8; 32];
     hex::decode_to_slice(&e.5, &mut prev).unwrap();
-    let forged = breakglass::domain::audit::entry_hash(
-        6,
-        &prev,
-        &e.0,
-        "custodian:someone-else",
-        &e.2,
-        &e.3,
-        &e.4,
-    );
+    let forged = breakglass::domain::audit::entry_hash(6, &prev, &e.0, "custodian:someone-else", &e.2, &e.3, &e.4);
     tamper(
         rehashed.path(),
         &format!(
@@ -164,21 +138,13 @@ async fn the_exported_log_verifies_with_the_independent_python_verifier() {
         .output()
         .expect("python3 is required for this test (CI installs it)");
     let stdout = String::from_utf8_lossy(&py.stdout);
-    assert!(
-        py.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
+    assert!(py.status.success(), "{stdout}{}", String::from_utf8_lossy(&py.stderr));
     let n = lines.lines().count();
     assert!(stdout.contains(&format!("ok: {n} entries")), "{stdout}");
     // And it catches an edit too.
     let tampered = lines.replacen("\"actor\":\"host:cli\"", "\"actor\":\"host:evil\"", 1);
     std::fs::write(&file, tampered).unwrap();
-    let py = Command::new("python3")
-        .arg(verifier)
-        .arg(&file)
-        .output()
-        .unwrap();
+    let py = Command::new("python3").arg(verifier).arg(&file).output().unwrap();
     assert!(!py.status.success());
     assert!(String::from_utf8_lossy(&py.stdout).contains("broken at seq 1"));
 }
@@ -188,72 +154,30 @@ async fn auditors_and_admins_page_and_filter_the_log_and_others_cannot() {
     let (s, ada) = history().await;
     let au = s.enrol(&[Role::Auditor], "Au", "au@example.com").await;
     let bo = s.enrol(&[Role::Custodian], "Bo2", "bo2@example.com").await;
-    assert_error(
-        &get(&bo.client, s.url("/api/v1/audit")).await,
-        StatusCode::FORBIDDEN,
-        "forbidden_role",
-    );
-    assert_error(
-        &get(&s.client(), s.url("/api/v1/audit")).await,
-        StatusCode::UNAUTHORIZED,
-        "not_signed_in",
-    );
+    assert_error(&get(&bo.client, s.url("/api/v1/audit")).await, StatusCode::FORBIDDEN, "forbidden_role");
+    assert_error(&get(&s.client(), s.url("/api/v1/audit")).await, StatusCode::UNAUTHORIZED, "not_signed_in");
 
     let (status, page) = get(&au.client, s.url("/api/v1/audit?limit=3")).await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    let seqs: Vec<u64> = page["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_u64().unwrap())
-        .collect();
+    let seqs: Vec<u64> = page["entries"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, vec![1, 2, 3]);
     assert_eq!(page["next_after_seq"], 3);
     let (_, page2) = get(&au.client, s.url("/api/v1/audit?limit=3&after_seq=3")).await;
     assert_eq!(page2["entries"][0]["seq"], 4);
 
-    let (_, enrolled) = get(
-        &ada.client,
-        s.url("/api/v1/audit?action=custodian.enrolled"),
-    )
-    .await;
-    assert_eq!(
-        enrolled["entries"].as_array().unwrap().len(),
-        4,
-        "{enrolled}"
-    );
+    let (_, enrolled) = get(&ada.client, s.url("/api/v1/audit?action=custodian.enrolled")).await;
+    assert_eq!(enrolled["entries"].as_array().unwrap().len(), 4, "{enrolled}");
     assert!(enrolled["next_after_seq"].is_null());
-    let (_, secrets) = get(
-        &ada.client,
-        s.url("/api/v1/audit?action_prefix=secret.&subject=account:123456789011"),
-    )
-    .await;
+    let (_, secrets) =
+        get(&ada.client, s.url("/api/v1/audit?action_prefix=secret.&subject=account:123456789011")).await;
     assert_eq!(secrets["entries"].as_array().unwrap().len(), 1, "{secrets}");
-    let (_, by_ada) = get(
-        &ada.client,
-        s.url(format!(
-            "/api/v1/audit?actor=custodian:{}&action=account.created",
-            ada.id
-        )),
-    )
-    .await;
+    let (_, by_ada) =
+        get(&ada.client, s.url(format!("/api/v1/audit?actor=custodian:{}&action=account.created", ada.id))).await;
     assert_eq!(by_ada["entries"].as_array().unwrap().len(), 3);
-    let (_, none) = get(
-        &ada.client,
-        s.url("/api/v1/audit?since=2030-01-01T00:00:00.000Z"),
-    )
-    .await;
+    let (_, none) = get(&ada.client, s.url("/api/v1/audit?since=2030-01-01T00:00:00.000Z")).await;
     assert_eq!(none["entries"].as_array().unwrap().len(), 0);
-    assert_error(
-        &get(&ada.client, s.url("/api/v1/audit?limit=lots")).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_query",
-    );
-    assert_error(
-        &get(&ada.client, s.url("/api/v1/audit?colour=blue")).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_query",
-    );
+    assert_error(&get(&ada.client, s.url("/api/v1/audit?limit=lots")).await, StatusCode::BAD_REQUEST, "invalid_query");
+    assert_error(&get(&ada.client, s.url("/api/v1/audit?colour=blue")).await, StatusCode::BAD_REQUEST, "invalid_query");
 
     let (status, v) = get(&au.client, s.url("/api/v1/audit/verify")).await;
     assert_eq!(status, StatusCode::OK);

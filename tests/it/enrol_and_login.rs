@@ -19,10 +19,7 @@ async fn enrolment_and_sign_in_work_over_http_with_a_software_passkey() {
     assert_eq!(me["roles"], json!(["admin", "custodian"]));
     assert_eq!(me["credentials"][0]["label"], "YubiKey 5C");
     assert_eq!(me["in_cooling_off"], true);
-    assert_eq!(
-        me["can_approve_from"], "2026-11-22T09:00:00Z",
-        "cooling-off defaults to 24 h after enrolment"
-    );
+    assert_eq!(me["can_approve_from"], "2026-11-22T09:00:00Z", "cooling-off defaults to 24 h after enrolment");
 
     let (status, body) = s.login(&mut ada).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -30,18 +27,9 @@ async fn enrolment_and_sign_in_work_over_http_with_a_software_passkey() {
     let (status, _) = get(&ada.client, &s.url("/api/v1/me")).await;
     assert_eq!(status, StatusCode::OK);
     let actions = audit_actions(&s.db());
-    assert!(
-        actions.ends_with(&["custodian.enrolled".into(), "custodian.login".into()]),
-        "{actions:?}"
-    );
-    let last_used: Option<i64> = s
-        .db()
-        .query_row("SELECT last_used_at FROM credentials", [], |r| r.get(0))
-        .unwrap();
-    assert!(
-        last_used.is_some(),
-        "a sign-in records the credential's use and counter"
-    );
+    assert!(actions.ends_with(&["custodian.enrolled".into(), "custodian.login".into()]), "{actions:?}");
+    let last_used: Option<i64> = s.db().query_row("SELECT last_used_at FROM credentials", [], |r| r.get(0)).unwrap();
+    assert!(last_used.is_some(), "a sign-in records the credential's use and counter");
 }
 
 #[tokio::test]
@@ -55,16 +43,11 @@ async fn options_demand_user_verification_and_a_key_without_it_cannot_answer() {
         json!({"invite_token": token, "name": "Bo", "email": "bo@example.com"}),
     )
     .await;
-    assert_eq!(
-        body["publicKey"]["authenticatorSelection"]["userVerification"], "required",
-        "{body}"
-    );
+    assert_eq!(body["publicKey"]["authenticatorSelection"]["userVerification"], "required", "{body}");
     let start: RegStart = serde_json::from_value(body).unwrap();
     let mut no_uv = SoftPasskey::new(false);
     assert!(
-        no_uv
-            .do_registration(s.origin_url(), start.options)
-            .is_err(),
+        no_uv.do_registration(s.origin_url(), start.options).is_err(),
         "an authenticator without UV cannot satisfy the options"
     );
 }
@@ -98,62 +81,33 @@ async fn server_refuses_registration_and_sign_in_without_user_verification() {
     )
     .await;
     let start: RegStart = serde_json::from_value(body).unwrap();
-    let mut cred =
-        serde_json::to_value(key.do_registration(s.origin_url(), start.options).unwrap()).unwrap();
+    let mut cred = serde_json::to_value(key.do_registration(s.origin_url(), start.options).unwrap()).unwrap();
     tamper_b64(&mut cred["response"]["attestationObject"], "localhost");
-    let got = post(
-        &c,
-        &s.url("/api/v1/enrol/finish"),
-        json!({"ceremony_id": start.ceremony_id, "credential": cred}),
-    )
-    .await;
+    let got =
+        post(&c, &s.url("/api/v1/enrol/finish"), json!({"ceremony_id": start.ceremony_id, "credential": cred})).await;
     assert_eq!(got.0, StatusCode::BAD_REQUEST, "{}", got.1);
     assert!(
-        ["user_verification_required", "webauthn_failed"]
-            .contains(&got.1["error"]["code"].as_str().unwrap()),
+        ["user_verification_required", "webauthn_failed"].contains(&got.1["error"]["code"].as_str().unwrap()),
         "{}",
         got.1
     );
-    let n: i64 = s
-        .db()
-        .query_row("SELECT count(*) FROM custodians", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = s.db().query_row("SELECT count(*) FROM custodians", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 0, "nothing enrolled");
 
     // Sign-in: an assertion whose UV flag is cleared is refused.
     let bo = s.enrol(&[Role::Custodian], "Bo", "bo@example.com").await;
     let mut bo = bo;
     bo.client = s.client();
-    let (_, body) = post(
-        &bo.client,
-        &s.url("/api/v1/login/start"),
-        json!({"email": "bo@example.com"}),
-    )
-    .await;
+    let (_, body) = post(&bo.client, &s.url("/api/v1/login/start"), json!({"email": "bo@example.com"})).await;
     let start: AuthStart = serde_json::from_value(body).unwrap();
-    let mut cred = serde_json::to_value(
-        bo.key
-            .do_authentication(s.origin_url(), start.options)
-            .unwrap(),
-    )
-    .unwrap();
+    let mut cred = serde_json::to_value(bo.key.do_authentication(s.origin_url(), start.options).unwrap()).unwrap();
     tamper_b64(&mut cred["response"]["authenticatorData"], "localhost");
-    let got = post(
-        &bo.client,
-        &s.url("/api/v1/login/finish"),
-        json!({"ceremony_id": start.ceremony_id, "credential": cred}),
-    )
-    .await;
+    let got =
+        post(&bo.client, &s.url("/api/v1/login/finish"), json!({"ceremony_id": start.ceremony_id, "credential": cred}))
+            .await;
     assert_eq!(got.0.as_u16() / 100, 4, "{}", got.1);
-    assert_error(
-        &(got.0, got.1.clone()),
-        got.0,
-        got.1["error"]["code"].as_str().unwrap(),
-    );
-    assert_eq!(
-        get(&bo.client, &s.url("/api/v1/me")).await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_error(&(got.0, got.1.clone()), got.0, got.1["error"]["code"].as_str().unwrap());
+    assert_eq!(get(&bo.client, &s.url("/api/v1/me")).await.0, StatusCode::UNAUTHORIZED);
     assert!(audit_actions(&s.db()).contains(&"custodian.login_failed".to_string()));
 }
 
@@ -162,24 +116,11 @@ async fn a_replayed_ceremony_is_refused() {
     let s = TestServer::start().await;
     let mut ada = s.admin().await;
     ada.client = s.client();
-    let (_, body) = post(
-        &ada.client,
-        &s.url("/api/v1/login/start"),
-        json!({"email": ada.email}),
-    )
-    .await;
+    let (_, body) = post(&ada.client, &s.url("/api/v1/login/start"), json!({"email": ada.email})).await;
     let start: AuthStart = serde_json::from_value(body).unwrap();
-    let cred = ada
-        .key
-        .do_authentication(s.origin_url(), start.options)
-        .unwrap();
+    let cred = ada.key.do_authentication(s.origin_url(), start.options).unwrap();
     let finish = json!({"ceremony_id": start.ceremony_id, "credential": cred});
-    assert_eq!(
-        post(&ada.client, &s.url("/api/v1/login/finish"), finish.clone())
-            .await
-            .0,
-        StatusCode::OK
-    );
+    assert_eq!(post(&ada.client, &s.url("/api/v1/login/finish"), finish.clone()).await.0, StatusCode::OK);
     let replay = post(&s.client(), &s.url("/api/v1/login/finish"), finish).await;
     assert_error(&replay, StatusCode::BAD_REQUEST, "ceremony_not_found");
 }
@@ -189,29 +130,15 @@ async fn an_expired_ceremony_is_refused() {
     let s = TestServer::start().await;
     let ada = s.admin().await;
     let c = s.client();
-    let (_, body) = post(
-        &c,
-        &s.url("/api/v1/login/start"),
-        json!({"email": ada.email}),
-    )
-    .await;
+    let (_, body) = post(&c, &s.url("/api/v1/login/start"), json!({"email": ada.email})).await;
     let start: AuthStart = serde_json::from_value(body).unwrap();
     let mut key = ada.key;
-    let cred = key
-        .do_authentication(s.origin_url(), start.options)
-        .unwrap();
+    let cred = key.do_authentication(s.origin_url(), start.options).unwrap();
     s.clock.advance(Duration::seconds(301));
-    let got = post(
-        &c,
-        &s.url("/api/v1/login/finish"),
-        json!({"ceremony_id": start.ceremony_id, "credential": cred}),
-    )
-    .await;
+    let got =
+        post(&c, &s.url("/api/v1/login/finish"), json!({"ceremony_id": start.ceremony_id, "credential": cred})).await;
     assert_error(&got, StatusCode::GONE, "ceremony_expired");
-    assert_eq!(
-        get(&c, &s.url("/api/v1/me")).await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(get(&c, &s.url("/api/v1/me")).await.0, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -227,12 +154,8 @@ async fn an_invite_works_once_and_expires() {
     for (i, body) in [a, b].into_iter().enumerate() {
         let st: RegStart = serde_json::from_value(body).unwrap();
         let cred = key.do_registration(s.origin_url(), st.options).unwrap();
-        let got = post(
-            &c,
-            &s.url("/api/v1/enrol/finish"),
-            json!({"ceremony_id": st.ceremony_id, "credential": cred}),
-        )
-        .await;
+        let got =
+            post(&c, &s.url("/api/v1/enrol/finish"), json!({"ceremony_id": st.ceremony_id, "credential": cred})).await;
         if i == 0 {
             assert_eq!(got.0, StatusCode::CREATED, "{}", got.1);
         } else {
@@ -247,12 +170,9 @@ async fn an_invite_works_once_and_expires() {
 
     let late = s.invite(&[Role::Custodian]).await;
     s.clock.advance(Duration::hours(72));
-    let got = post(
-        &c,
-        &s.url("/api/v1/enrol/start"),
-        json!({"invite_token": late, "name": "Di", "email": "di@example.com"}),
-    )
-    .await;
+    let got =
+        post(&c, &s.url("/api/v1/enrol/start"), json!({"invite_token": late, "name": "Di", "email": "di@example.com"}))
+            .await;
     assert_error(&got, StatusCode::GONE, "invite_expired");
     let got = post(
         &c,
@@ -263,16 +183,9 @@ async fn an_invite_works_once_and_expires() {
     assert_error(&got, StatusCode::BAD_REQUEST, "invite_invalid");
     let stored: i64 = s
         .db()
-        .query_row(
-            "SELECT count(*) FROM invites WHERE token_hash = ?1",
-            [late.as_bytes()],
-            |r| r.get(0),
-        )
+        .query_row("SELECT count(*) FROM invites WHERE token_hash = ?1", [late.as_bytes()], |r| r.get(0))
         .unwrap();
-    assert_eq!(
-        stored, 0,
-        "invite tokens are stored hashed, never in the clear"
-    );
+    assert_eq!(stored, 0, "invite tokens are stored hashed, never in the clear");
 }
 
 #[tokio::test]
@@ -281,10 +194,7 @@ async fn disabling_a_custodian_ends_their_sessions_and_sign_ins() {
     let ada = s.admin().await;
     let bo = s.enrol(&[Role::Custodian], "Bo", "bo@example.com").await;
     let mut bo = bo;
-    assert_eq!(
-        get(&bo.client, &s.url("/api/v1/me")).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(get(&bo.client, &s.url("/api/v1/me")).await.0, StatusCode::OK);
     let got = post(
         &ada.client,
         &s.url(format!("/api/v1/custodians/{}/disable", bo.id)),
@@ -293,31 +203,13 @@ async fn disabling_a_custodian_ends_their_sessions_and_sign_ins() {
     .await;
     assert_eq!(got.0, StatusCode::OK, "{}", got.1);
     assert_eq!(got.1["status"], "disabled");
-    assert_error(
-        &get(&bo.client, &s.url("/api/v1/me")).await,
-        StatusCode::UNAUTHORIZED,
-        "session_expired",
-    );
-    let (_, body) = post(
-        &s.client(),
-        &s.url("/api/v1/login/start"),
-        json!({"email": bo.email}),
-    )
-    .await;
+    assert_error(&get(&bo.client, &s.url("/api/v1/me")).await, StatusCode::UNAUTHORIZED, "session_expired");
+    let (_, body) = post(&s.client(), &s.url("/api/v1/login/start"), json!({"email": bo.email})).await;
     let start: AuthStart = serde_json::from_value(body).unwrap();
     // The decoy lists no credential of Bo's, so his key cannot even answer.
-    assert!(
-        bo.key
-            .do_authentication(s.origin_url(), start.options)
-            .is_err()
-    );
+    assert!(bo.key.do_authentication(s.origin_url(), start.options).is_err());
     assert_error(
-        &post(
-            &ada.client,
-            &s.url(format!("/api/v1/custodians/{}/disable", bo.id)),
-            json!({}),
-        )
-        .await,
+        &post(&ada.client, &s.url(format!("/api/v1/custodians/{}/disable", bo.id)), json!({})).await,
         StatusCode::CONFLICT,
         "already_disabled",
     );
@@ -328,12 +220,7 @@ async fn disabling_a_custodian_ends_their_sessions_and_sign_ins() {
 async fn the_last_admin_cannot_be_disabled() {
     let s = TestServer::start().await;
     let ada = s.admin().await;
-    let got = post(
-        &ada.client,
-        &s.url(format!("/api/v1/custodians/{}/disable", ada.id)),
-        json!({}),
-    )
-    .await;
+    let got = post(&ada.client, &s.url(format!("/api/v1/custodians/{}/disable", ada.id)), json!({})).await;
     assert_error(&got, StatusCode::CONFLICT, "last_admin");
 }
 
@@ -342,53 +229,30 @@ async fn sessions_expire_when_idle_and_at_their_absolute_limit() {
     let s = TestServer::start().await;
     let ada = s.admin().await;
     s.clock.advance(Duration::minutes(29));
-    assert_eq!(
-        get(&ada.client, &s.url("/api/v1/me")).await.0,
-        StatusCode::OK,
-        "activity keeps the session alive"
-    );
+    assert_eq!(get(&ada.client, &s.url("/api/v1/me")).await.0, StatusCode::OK, "activity keeps the session alive");
     s.clock.advance(Duration::minutes(30));
-    assert_error(
-        &get(&ada.client, &s.url("/api/v1/me")).await,
-        StatusCode::UNAUTHORIZED,
-        "session_expired",
-    );
+    assert_error(&get(&ada.client, &s.url("/api/v1/me")).await, StatusCode::UNAUTHORIZED, "session_expired");
 
     let mut ada = ada;
     assert_eq!(s.login(&mut ada).await.0, StatusCode::OK);
     // Active every 25 minutes: alive at 11 h 40 after sign-in, over at 12 h 05.
     for _ in 0..28 {
         s.clock.advance(Duration::minutes(25));
-        assert_eq!(
-            get(&ada.client, &s.url("/api/v1/me")).await.0,
-            StatusCode::OK
-        );
+        assert_eq!(get(&ada.client, &s.url("/api/v1/me")).await.0, StatusCode::OK);
     }
     s.clock.advance(Duration::minutes(25));
-    assert_error(
-        &get(&ada.client, &s.url("/api/v1/me")).await,
-        StatusCode::UNAUTHORIZED,
-        "session_expired",
-    );
+    assert_error(&get(&ada.client, &s.url("/api/v1/me")).await, StatusCode::UNAUTHORIZED, "session_expired");
 }
 
 #[tokio::test]
 async fn logout_ends_the_session_and_clears_the_cookie() {
     let s = TestServer::start().await;
     let ada = s.admin().await;
-    let res = ada
-        .client
-        .post(s.url("/api/v1/logout"))
-        .send()
-        .await
-        .unwrap();
+    let res = ada.client.post(s.url("/api/v1/logout")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cookie.contains("Max-Age=0"), "{cookie}");
-    assert_eq!(
-        get(&ada.client, &s.url("/api/v1/me")).await.0,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(get(&ada.client, &s.url("/api/v1/me")).await.0, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -412,27 +276,14 @@ async fn session_cookie_is_httponly_samesite_strict_and_opaque() {
         .await
         .unwrap();
     let cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
-    for attr in [
-        "breakglass_session=",
-        "HttpOnly",
-        "SameSite=Strict",
-        "Path=/",
-        "Max-Age=43200",
-    ] {
+    for attr in ["breakglass_session=", "HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
         assert!(cookie.contains(attr), "{attr} missing in {cookie}");
     }
-    assert!(
-        !cookie.contains("Secure"),
-        "plain-http localhost cannot use Secure cookies"
-    );
+    assert!(!cookie.contains("Secure"), "plain-http localhost cannot use Secure cookies");
     let value = cookie.split(';').next().unwrap().split_once('=').unwrap().1;
     let stored: i64 = s
         .db()
-        .query_row(
-            "SELECT count(*) FROM sessions WHERE token_hash = ?1",
-            [value.as_bytes()],
-            |r| r.get(0),
-        )
+        .query_row("SELECT count(*) FROM sessions WHERE token_hash = ?1", [value.as_bytes()], |r| r.get(0))
         .unwrap();
     assert_eq!(stored, 0, "only the hash of the session token is stored");
 }
@@ -443,10 +294,7 @@ async fn https_origins_get_host_prefixed_secure_cookies_and_hsts() {
     let token = s.invite(&[Role::Custodian]).await;
     let mut h = reqwest::header::HeaderMap::new();
     h.insert("origin", "https://custody.example.com".parse().unwrap());
-    let c = reqwest::Client::builder()
-        .default_headers(h)
-        .build()
-        .unwrap();
+    let c = reqwest::Client::builder().default_headers(h).build().unwrap();
     let mut key = SoftPasskey::new(true);
     let (_, body) = post(
         &c,
@@ -455,12 +303,7 @@ async fn https_origins_get_host_prefixed_secure_cookies_and_hsts() {
     )
     .await;
     let st: RegStart = serde_json::from_value(body).unwrap();
-    let cred = key
-        .do_registration(
-            url::Url::parse("https://custody.example.com").unwrap(),
-            st.options,
-        )
-        .unwrap();
+    let cred = key.do_registration(url::Url::parse("https://custody.example.com").unwrap(), st.options).unwrap();
     let res = c
         .post(s.url("/api/v1/enrol/finish"))
         .json(&json!({"ceremony_id": st.ceremony_id, "credential": cred}))
@@ -469,33 +312,18 @@ async fn https_origins_get_host_prefixed_secure_cookies_and_hsts() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
     let cookie = res.headers()["set-cookie"].to_str().unwrap();
-    assert!(
-        cookie.starts_with("__Host-breakglass=") && cookie.contains("; Secure"),
-        "{cookie}"
-    );
-    assert!(
-        res.headers()["strict-transport-security"]
-            .to_str()
-            .unwrap()
-            .contains("max-age=")
-    );
+    assert!(cookie.starts_with("__Host-breakglass=") && cookie.contains("; Secure"), "{cookie}");
+    assert!(res.headers()["strict-transport-security"].to_str().unwrap().contains("max-age="));
 }
 
 #[tokio::test]
 async fn a_second_key_can_be_added_named_and_used_but_only_soon_after_sign_in() {
     let s = TestServer::start().await;
     let mut ada = s.admin().await;
-    let (status, body) = post(
-        &ada.client,
-        &s.url("/api/v1/me/credentials/start"),
-        json!({}),
-    )
-    .await;
+    let (status, body) = post(&ada.client, &s.url("/api/v1/me/credentials/start"), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
-        body["publicKey"]["excludeCredentials"]
-            .as_array()
-            .map(Vec::len),
+        body["publicKey"]["excludeCredentials"].as_array().map(Vec::len),
         Some(1),
         "existing keys are excluded: {body}"
     );
@@ -527,19 +355,13 @@ async fn a_second_key_can_be_added_named_and_used_but_only_soon_after_sign_in() 
     s.clock.advance(Duration::minutes(11));
     let _ = get(&ada.client, &s.url("/api/v1/me")).await;
     assert_error(
-        &post(
-            &ada.client,
-            &s.url("/api/v1/me/credentials/start"),
-            json!({}),
-        )
-        .await,
+        &post(&ada.client, &s.url("/api/v1/me/credentials/start"), json!({})).await,
         StatusCode::FORBIDDEN,
         "reauthentication_required",
     );
     let actions = audit_actions(&s.db());
     assert!(
-        actions.contains(&"credential.added".into())
-            && actions.contains(&"credential.renamed".into()),
+        actions.contains(&"credential.added".into()) && actions.contains(&"credential.renamed".into()),
         "{actions:?}"
     );
 }
@@ -549,32 +371,15 @@ async fn sign_in_for_an_unknown_address_looks_like_a_real_one_and_fails() {
     let s = TestServer::start().await;
     let _ada = s.admin().await;
     let c = s.client();
-    let (s1, real) = post(
-        &c,
-        &s.url("/api/v1/login/start"),
-        json!({"email": "ada@example.com"}),
-    )
-    .await;
-    let (s2, decoy) = post(
-        &c,
-        &s.url("/api/v1/login/start"),
-        json!({"email": "mallory@example.com"}),
-    )
-    .await;
-    let (_, decoy_again) = post(
-        &c,
-        &s.url("/api/v1/login/start"),
-        json!({"email": "mallory@example.com"}),
-    )
-    .await;
+    let (s1, real) = post(&c, &s.url("/api/v1/login/start"), json!({"email": "ada@example.com"})).await;
+    let (s2, decoy) = post(&c, &s.url("/api/v1/login/start"), json!({"email": "mallory@example.com"})).await;
+    let (_, decoy_again) = post(&c, &s.url("/api/v1/login/start"), json!({"email": "mallory@example.com"})).await;
     assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
     fn shape(v: &Value) -> Vec<String> {
         let mut keys = Vec::new();
         fn walk(v: &Value, path: String, out: &mut Vec<String>) {
             match v {
-                Value::Object(m) => m
-                    .iter()
-                    .for_each(|(k, v)| walk(v, format!("{path}.{k}"), out)),
+                Value::Object(m) => m.iter().for_each(|(k, v)| walk(v, format!("{path}.{k}"), out)),
                 Value::Array(a) => a.iter().for_each(|v| walk(v, format!("{path}[]"), out)),
                 _ => out.push(path),
             }
@@ -591,10 +396,7 @@ async fn sign_in_for_an_unknown_address_looks_like_a_real_one_and_fails() {
     let mut stranger = SoftPasskey::new(true);
     assert!(
         stranger
-            .do_authentication(
-                s.origin_url(),
-                serde_json::from_value::<AuthStart>(decoy).unwrap().options
-            )
+            .do_authentication(s.origin_url(), serde_json::from_value::<AuthStart>(decoy).unwrap().options)
             .is_err()
     );
 }

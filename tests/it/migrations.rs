@@ -7,43 +7,21 @@ fn all_migrations_apply_to_an_empty_database_and_it_checks_clean() {
     let path = dir.path().join("data/breakglass.db");
     let conn = store::open(&path).unwrap();
     assert_eq!(migrate::user_version(&conn).unwrap(), SCHEMA_VERSION);
-    let integrity: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
+    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(integrity, "ok");
-    let fk_problems: i64 = conn
-        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let fk_problems: i64 = conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
     assert_eq!(fk_problems, 0);
     for pragma in ["foreign_keys", "secure_delete"] {
-        let on: i64 = conn
-            .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
-            .unwrap();
+        let on: i64 = conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0)).unwrap();
         assert_eq!(on, 1, "{pragma}");
     }
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
-    let sync: i64 = conn
-        .query_row("PRAGMA synchronous", [], |r| r.get(0))
-        .unwrap();
+    let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
     assert_eq!(sync, 2, "synchronous=FULL");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    assert_eq!(
-        std::fs::metadata(path.parent().unwrap())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777,
-        0o700
-    );
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
     // Opening again is a no-op.
     drop(conn);
     let conn = store::open(&path).unwrap();
@@ -55,10 +33,7 @@ fn a_database_newer_than_the_binary_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("breakglass.db");
     drop(store::open(&path).unwrap());
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-        .unwrap();
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
     let err = Db::open(&path).err().expect("refused");
     assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
     assert!(err.to_string().contains("newer than this binary"), "{err}");
@@ -70,42 +45,20 @@ fn an_existing_database_is_backed_up_before_it_is_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("breakglass.db");
     let conn = store::open(&path).unwrap();
-    conn.execute(
-        "INSERT INTO settings (key, value) VALUES ('marker', x'01')",
-        [],
-    )
-    .unwrap();
+    conn.execute("INSERT INTO settings (key, value) VALUES ('marker', x'01')", []).unwrap();
     // The binary's migrations plus one more, as the next release would ship.
     let mut next = MIGRATIONS.to_vec();
-    next.push((
-        SCHEMA_VERSION + 1,
-        "next_test",
-        "CREATE TABLE upgraded (x INTEGER) STRICT;",
-    ));
+    next.push((SCHEMA_VERSION + 1, "next_test", "CREATE TABLE upgraded (x INTEGER) STRICT;"));
     migrate::migrate_with(&conn, &path, &next).unwrap();
     assert_eq!(migrate::user_version(&conn).unwrap(), SCHEMA_VERSION + 1);
     let backup = path.with_extension(format!("v{SCHEMA_VERSION}.backup.db"));
     let b = rusqlite::Connection::open(&backup).expect("backup exists");
-    assert_eq!(
-        migrate::user_version(&b).unwrap(),
-        SCHEMA_VERSION,
-        "backup is the pre-migration database"
-    );
-    let marker: i64 = b
-        .query_row(
-            "SELECT count(*) FROM settings WHERE key = 'marker'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    assert_eq!(migrate::user_version(&b).unwrap(), SCHEMA_VERSION, "backup is the pre-migration database");
+    let marker: i64 = b.query_row("SELECT count(*) FROM settings WHERE key = 'marker'", [], |r| r.get(0)).unwrap();
     assert_eq!(marker, 1);
     // A failing migration leaves the database at its previous version.
     let mut broken = next.clone();
-    broken.push((
-        SCHEMA_VERSION + 2,
-        "broken",
-        "CREATE TABLE upgraded (x INTEGER);",
-    ));
+    broken.push((SCHEMA_VERSION + 2, "broken", "CREATE TABLE upgraded (x INTEGER);"));
     assert!(migrate::migrate_with(&conn, &path, &broken).is_err());
     assert_eq!(migrate::user_version(&conn).unwrap(), SCHEMA_VERSION + 1);
 }
@@ -120,15 +73,9 @@ fn a_version_1_database_is_upgraded_in_place_with_its_data() {
     drop(conn);
     let conn = store::open(&path).unwrap();
     assert_eq!(migrate::user_version(&conn).unwrap(), SCHEMA_VERSION);
-    let n: i64 = conn
-        .query_row("SELECT count(*) FROM custodians", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = conn.query_row("SELECT count(*) FROM custodians", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 1);
     assert!(path.with_extension("v1.backup.db").exists());
-    let fk_problems: i64 = conn
-        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
+    let fk_problems: i64 = conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
     assert_eq!(fk_problems, 0);
 }

@@ -94,31 +94,12 @@ impl TestServer {
         )
         .unwrap();
         let db = Db::open(&config.db_path()).unwrap();
-        let app = App::new(
-            db,
-            Arc::new(clock.clone()),
-            Arc::new(config.clone()),
-            Some(vault),
-        )
-        .unwrap();
+        let app = App::new(db, Arc::new(clock.clone()), Arc::new(config.clone()), Some(vault)).unwrap();
         let router = build_router(AppState::new(app.clone()));
         let server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .await
-            .unwrap();
+            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
         });
-        Self {
-            addr,
-            origin,
-            clock,
-            config,
-            app,
-            dir,
-            server,
-        }
+        Self { addr, origin, clock, config, app, dir, server }
     }
 
     pub fn url(&self, path: impl AsRef<str>) -> String {
@@ -134,20 +115,12 @@ impl TestServer {
     pub fn client(&self) -> Client {
         let mut h = header::HeaderMap::new();
         h.insert(header::ORIGIN, self.origin.parse().unwrap());
-        Client::builder()
-            .cookie_store(true)
-            .default_headers(h)
-            .build()
-            .unwrap()
+        Client::builder().cookie_store(true).default_headers(h).build().unwrap()
     }
 
     /// An invite token made on the host (as `breakglass invite` does).
     pub async fn invite(&self, roles: &[Role]) -> String {
-        self.app
-            .create_invite(Actor::Host, roles.to_vec())
-            .await
-            .unwrap()
-            .token
+        self.app.create_invite(Actor::Host, roles.to_vec()).await.unwrap().token
     }
 
     /// Enrol a new person through the HTTP flow; they come back signed in.
@@ -163,44 +136,30 @@ impl TestServer {
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let start: RegStart = serde_json::from_value(body).unwrap();
-        let credential = key
-            .do_registration(self.origin_url(), start.options)
-            .unwrap();
-        let (status, body) = post(&client, &self.url("/api/v1/enrol/finish"), json!({"ceremony_id": start.ceremony_id, "credential": credential, "label": "YubiKey 5C"})).await;
+        let credential = key.do_registration(self.origin_url(), start.options).unwrap();
+        let (status, body) = post(
+            &client,
+            &self.url("/api/v1/enrol/finish"),
+            json!({"ceremony_id": start.ceremony_id, "credential": credential, "label": "YubiKey 5C"}),
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         let id = body["custodian"]["id"].as_str().unwrap().to_owned();
-        Person {
-            client,
-            key,
-            id,
-            email: email.to_owned(),
-        }
+        Person { client, key, id, email: email.to_owned() }
     }
 
     pub async fn admin(&self) -> Person {
-        self.enrol(
-            &[Role::Admin, Role::Custodian],
-            "Ada Admin",
-            "ada@example.com",
-        )
-        .await
+        self.enrol(&[Role::Admin, Role::Custodian], "Ada Admin", "ada@example.com").await
     }
 
     /// Sign in again with the person's key, in a fresh cookie jar.
     pub async fn login(&self, person: &mut Person) -> (StatusCode, Value) {
         person.client = self.client();
-        let (status, body) = post(
-            &person.client,
-            &self.url("/api/v1/login/start"),
-            json!({"email": person.email}),
-        )
-        .await;
+        let (status, body) =
+            post(&person.client, &self.url("/api/v1/login/start"), json!({"email": person.email})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let start: AuthStart = serde_json::from_value(body).unwrap();
-        let credential = person
-            .key
-            .do_authentication(self.origin_url(), start.options)
-            .unwrap();
+        let credential = person.key.do_authentication(self.origin_url(), start.options).unwrap();
         post(
             &person.client,
             &self.url("/api/v1/login/finish"),
@@ -211,12 +170,7 @@ impl TestServer {
 
     /// Enrol one more security key for a signed-in person; returns the new key.
     pub async fn add_key(&self, person: &Person) -> SoftPasskey {
-        let (status, body) = post(
-            &person.client,
-            self.url("/api/v1/me/credentials/start"),
-            json!({}),
-        )
-        .await;
+        let (status, body) = post(&person.client, self.url("/api/v1/me/credentials/start"), json!({})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let st: RegStart = serde_json::from_value(body).unwrap();
         let mut key = SoftPasskey::new(true);
@@ -240,11 +194,7 @@ pub async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let res = req.send().await.unwrap();
     let status = res.status();
     let text = res.text().await.unwrap();
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
+    let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
     (status, body)
 }
 
@@ -265,24 +215,13 @@ pub async fn get(client: &Client, url: impl reqwest::IntoUrl) -> (StatusCode, Va
 pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str) {
     assert_eq!(got.0, status, "body: {}", got.1);
     assert_eq!(got.1["error"]["code"], code, "body: {}", got.1);
-    assert!(
-        got.1["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "body: {}",
-        got.1
-    );
+    assert!(got.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {}", got.1);
 }
 
 /// All audit actions, in order.
 pub fn audit_actions(conn: &rusqlite::Connection) -> Vec<String> {
-    let mut stmt = conn
-        .prepare("SELECT action FROM audit_log ORDER BY seq")
-        .unwrap();
-    stmt.query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    let mut stmt = conn.prepare("SELECT action FROM audit_log ORDER BY seq").unwrap();
+    stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
 }
 
 pub const AWS_SEED: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
@@ -294,8 +233,6 @@ pub fn breakglass(data_dir: &std::path::Path, args: &[&str]) -> std::process::Ou
 
 pub fn breakglass_cmd(data_dir: &std::path::Path) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_breakglass"));
-    c.env("BREAKGLASS_DATA_DIR", data_dir)
-        .env_remove("BREAKGLASS_CONFIG")
-        .env_remove("BREAKGLASS_SEAL_MODE");
+    c.env("BREAKGLASS_DATA_DIR", data_dir).env_remove("BREAKGLASS_CONFIG").env_remove("BREAKGLASS_SEAL_MODE");
     c
 }

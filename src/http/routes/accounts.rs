@@ -20,10 +20,7 @@ pub struct Deposit {
     value: SecretString,
 }
 
-pub async fn accounts_list(
-    State(state): State<AppState>,
-    SignedIn(_): SignedIn,
-) -> ApiResult<impl IntoResponse> {
+pub async fn accounts_list(State(state): State<AppState>, SignedIn(_): SignedIn) -> ApiResult<impl IntoResponse> {
     Ok(Json(json!({"accounts": state.app.list_accounts().await?})))
 }
 
@@ -32,10 +29,7 @@ pub async fn accounts_create(
     Admin(p): Admin,
     ApiJson(b): ApiJson<NewAccount>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok((
-        StatusCode::CREATED,
-        Json(state.app.create_account(p.actor(), b).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(state.app.create_account(p.actor(), b).await?)))
 }
 
 pub async fn accounts_get(
@@ -53,15 +47,7 @@ pub async fn secrets_deposit(
     ApiJson(b): ApiJson<Deposit>,
 ) -> ApiResult<impl IntoResponse> {
     let kind: SecretKind = kind.parse().map_err(crate::error::AppError::from)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            state
-                .app
-                .deposit_secret(p.actor(), account_id, kind, b.value)
-                .await?,
-        ),
-    ))
+    Ok((StatusCode::CREATED, Json(state.app.deposit_secret(p.actor(), account_id, kind, b.value).await?)))
 }
 
 pub async fn policy_update(

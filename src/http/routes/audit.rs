@@ -37,14 +37,9 @@ pub async fn audit_list(
         since: q.since,
         until: q.until,
     };
-    Ok(Json(
-        state.app.audit_page(filter, q.limit.unwrap_or(100)).await?,
-    ))
+    Ok(Json(state.app.audit_page(filter, q.limit.unwrap_or(100)).await?))
 }
 
-pub async fn audit_verify(
-    State(state): State<AppState>,
-    AuditReader(_): AuditReader,
-) -> ApiResult<impl IntoResponse> {
+pub async fn audit_verify(State(state): State<AppState>, AuditReader(_): AuditReader) -> ApiResult<impl IntoResponse> {
     Ok(Json(state.app.audit_verify().await?))
 }

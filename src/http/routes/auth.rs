@@ -79,22 +79,14 @@ pub async fn enrol_start(
     State(state): State<AppState>,
     ApiJson(b): ApiJson<EnrolStart>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(
-        state
-            .app
-            .enrol_start(b.invite_token, b.name, b.email)
-            .await?,
-    ))
+    Ok(Json(state.app.enrol_start(b.invite_token, b.name, b.email).await?))
 }
 
 pub async fn enrol_finish(
     State(state): State<AppState>,
     ApiJson(b): ApiJson<RegisterFinish>,
 ) -> ApiResult<impl IntoResponse> {
-    let s = state
-        .app
-        .enrol_finish(b.ceremony_id, b.credential, b.label)
-        .await?;
+    let s = state.app.enrol_finish(b.ceremony_id, b.credential, b.label).await?;
     Ok((StatusCode::CREATED, signed_in_response(&state, s)))
 }
 
@@ -113,35 +105,17 @@ pub async fn login_finish(
     Ok(signed_in_response(&state, s))
 }
 
-pub async fn logout(
-    State(state): State<AppState>,
-    SignedIn(p): SignedIn,
-) -> ApiResult<impl IntoResponse> {
+pub async fn logout(State(state): State<AppState>, SignedIn(p): SignedIn) -> ApiResult<impl IntoResponse> {
     state.app.logout(p).await?;
-    Ok((
-        session_cookie(&state, "", 0),
-        Json(json!({"signed_out": true})),
-    ))
+    Ok((session_cookie(&state, "", 0), Json(json!({"signed_out": true}))))
 }
 
-pub async fn me(
-    State(state): State<AppState>,
-    SignedIn(p): SignedIn,
-) -> ApiResult<impl IntoResponse> {
+pub async fn me(State(state): State<AppState>, SignedIn(p): SignedIn) -> ApiResult<impl IntoResponse> {
     Ok(Json(state.app.me(p.custodian.id).await?))
 }
 
-pub async fn credentials_list(
-    State(state): State<AppState>,
-    SignedIn(p): SignedIn,
-) -> ApiResult<impl IntoResponse> {
-    let creds: Vec<CredentialView> = state
-        .app
-        .my_credentials(&p)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
+pub async fn credentials_list(State(state): State<AppState>, SignedIn(p): SignedIn) -> ApiResult<impl IntoResponse> {
+    let creds: Vec<CredentialView> = state.app.my_credentials(&p).await?.into_iter().map(Into::into).collect();
     Ok(Json(json!({"credentials": creds})))
 }
 
@@ -157,10 +131,7 @@ pub async fn credential_add_finish(
     SignedIn(p): SignedIn,
     ApiJson(b): ApiJson<RegisterFinish>,
 ) -> ApiResult<impl IntoResponse> {
-    let c = state
-        .app
-        .credential_add_finish(p, b.ceremony_id, b.credential, b.label)
-        .await?;
+    let c = state.app.credential_add_finish(p, b.ceremony_id, b.credential, b.label).await?;
     Ok((StatusCode::CREATED, Json(CredentialView::from(c))))
 }
 
@@ -170,7 +141,5 @@ pub async fn credential_rename(
     ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<Rename>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(CredentialView::from(
-        state.app.credential_rename(p, id, b.label).await?,
-    )))
+    Ok(Json(CredentialView::from(state.app.credential_rename(p, id, b.label).await?)))
 }

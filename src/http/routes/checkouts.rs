@@ -66,10 +66,7 @@ pub async fn checkouts_create(
     SignedIn(p): SignedIn,
     ApiJson(b): ApiJson<NewCheckout>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok((
-        StatusCode::CREATED,
-        Json(state.app.request_checkout(p, b).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(state.app.request_checkout(p, b).await?)))
 }
 
 pub async fn checkouts_list(
@@ -85,21 +82,14 @@ pub async fn checkouts_list(
             )
         })?;
     }
-    let account_id = q
-        .account
-        .as_deref()
-        .map(AwsAccountId::parse)
-        .transpose()
-        .map_err(AppError::from)?;
+    let account_id = q.account.as_deref().map(AwsAccountId::parse).transpose().map_err(AppError::from)?;
     let filter = CheckoutFilter {
         state: q.state,
         account_id: account_id.map(|a| a.to_string()),
         requester_id: q.mine.unwrap_or(false).then(|| p.custodian.id.clone()),
     };
     let awaiting = q.awaiting_me.unwrap_or(false).then_some(p);
-    Ok(Json(
-        json!({"checkouts": state.app.list_checkouts(filter, awaiting).await?}),
-    ))
+    Ok(Json(json!({"checkouts": state.app.list_checkouts(filter, awaiting).await?})))
 }
 
 pub async fn checkouts_get(
@@ -132,12 +122,7 @@ pub async fn approvals_finish(
     ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<ApprovalFinish>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(
-        state
-            .app
-            .approval_finish(p, id, b.ceremony_id, b.credential, b.decision, b.comment)
-            .await?,
-    ))
+    Ok(Json(state.app.approval_finish(p, id, b.ceremony_id, b.credential, b.decision, b.comment).await?))
 }
 
 pub async fn release_start(
@@ -154,12 +139,7 @@ pub async fn release_finish(
     ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<ReleaseFinish>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(
-        state
-            .app
-            .release_finish(p, id, b.ceremony_id, b.credential)
-            .await?,
-    ))
+    Ok(Json(state.app.release_finish(p, id, b.ceremony_id, b.credential).await?))
 }
 
 pub async fn checkouts_close(
@@ -177,8 +157,5 @@ pub async fn checkouts_rotate(
     ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<Rotate>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok((
-        StatusCode::CREATED,
-        Json(state.app.rotate_after_checkout(p, id, b.value).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(state.app.rotate_after_checkout(p, id, b.value).await?)))
 }

@@ -18,9 +18,7 @@ pub async fn custodians_list(
     State(state): State<AppState>,
     AuditReader(_): AuditReader,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(
-        json!({"custodians": state.app.list_custodians().await?}),
-    ))
+    Ok(Json(json!({"custodians": state.app.list_custodians().await?})))
 }
 
 pub async fn custodians_disable(
@@ -29,7 +27,5 @@ pub async fn custodians_disable(
     ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<Disable>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(
-        state.app.disable_custodian(p.actor(), id, b.reason).await?,
-    ))
+    Ok(Json(state.app.disable_custodian(p.actor(), id, b.reason).await?))
 }

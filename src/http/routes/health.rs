@@ -12,17 +12,12 @@ pub async fn healthz() -> Json<Value> {
 /// start serving until it is).
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.app.ready().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "database": "ok", "vault": "unsealed"})),
-        ),
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready", "database": "ok", "vault": "unsealed"}))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(
-                    json!({"status": "not_ready", "database": "unavailable", "vault": "unsealed"}),
-                ),
+                Json(json!({"status": "not_ready", "database": "unavailable", "vault": "unsealed"})),
             )
         }
     }

@@ -22,16 +22,10 @@ pub async fn invites_create(
     Admin(p): Admin,
     ApiJson(b): ApiJson<NewInvite>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok((
-        StatusCode::CREATED,
-        Json(state.app.create_invite(p.actor(), b.roles).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(state.app.create_invite(p.actor(), b.roles).await?)))
 }
 
-pub async fn invites_list(
-    State(state): State<AppState>,
-    Admin(_): Admin,
-) -> ApiResult<impl IntoResponse> {
+pub async fn invites_list(State(state): State<AppState>, Admin(_): Admin) -> ApiResult<impl IntoResponse> {
     Ok(Json(json!({"invites": state.app.list_invites().await?})))
 }
 

@@ -1,0 +1,349 @@
+//! Announcements: every announced audit event gets an outbox row in the same
+//! transaction; a worker delivers rows in order to SNS with backoff, each carrying a
+//! freshly signed checkpoint of the audit log.
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{App, rfc3339};
+use crate::{
+    crypto::checkpoint::{self, Checkpoint},
+    domain::{
+        announce::{self, Context, subject_line},
+        audit::AuditEntry,
+    },
+    error::AppError,
+    notify::{Outgoing, SnsSink},
+    store::{self, StoreError, audit, outbox},
+};
+
+pub const SCHEMA: &str = "breakglass.announcement/v1";
+
+/// The key that signs checkpoints, and its name (the log's origin line).
+pub struct LogSigner {
+    pub key: ed25519_dalek::SigningKey,
+    pub name: String,
+}
+
+impl LogSigner {
+    pub fn verifier_key(&self) -> String {
+        checkpoint::verifier_key(&self.name, self.key.verifying_key().as_bytes())
+    }
+}
+
+fn person_name(conn: &Connection, actor: &str) -> Result<String, StoreError> {
+    Ok(match actor.strip_prefix("custodian:").map(|id| store::people::custodian(conn, id)).transpose()?.flatten() {
+        Some(c) => format!("{} <{}>", c.name, c.email),
+        None => actor.to_owned(),
+    })
+}
+
+/// Append an audit entry and, when the event is announced, its outbox row — in the
+/// caller's transaction. Use cases call this instead of `audit::append`.
+pub(crate) fn record(
+    conn: &Connection,
+    now: OffsetDateTime,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    details: &serde_json::Value,
+) -> Result<AuditEntry, StoreError> {
+    let entry = audit::append(conn, now, actor, action, subject, details)?;
+    let account_id = subject.strip_prefix("account:").map(str::to_owned);
+    let account = account_id.as_deref().map(|id| store::accounts::account(conn, id)).transpose()?.flatten();
+    let checkout_id = details["checkout"].as_str().map(str::to_owned);
+    let checkout = checkout_id.as_deref().map(|id| store::checkouts::get(conn, id)).transpose()?.flatten();
+    let requester =
+        checkout.as_ref().map(|c| person_name(conn, &format!("custodian:{}", c.requester_id))).transpose()?;
+    let person =
+        subject.strip_prefix("custodian:").map(|id| person_name(conn, &format!("custodian:{id}"))).transpose()?;
+    let ctx = Context {
+        account: account.as_ref().map(|a| format!("{} ({})", a.alias, a.account_id)),
+        actor: person_name(conn, actor)?,
+        requester: requester.clone(),
+        kind: checkout.as_ref().map(|c| c.kind.clone()),
+        reason: checkout.as_ref().map(|c| c.reason.clone()),
+        person,
+    };
+    let Some((severity, summary)) = announce::announcement(action, details, &ctx) else { return Ok(entry) };
+    let event_id = Uuid::new_v4().to_string();
+    let message = json!({
+        "schema": SCHEMA,
+        "event_id": event_id,
+        "event": action,
+        "severity": severity,
+        "at": entry.at,
+        "summary": summary,
+        "account": account.as_ref().map(|a| json!({"id": a.account_id, "alias": a.alias, "state": a.state})),
+        "checkout": checkout.as_ref().map(|c| json!({
+            "id": c.id,
+            "kind": c.kind,
+            "state": c.state,
+            "requester": requester,
+            "reason": c.reason,
+            "ticket": c.ticket,
+            "duration_minutes": c.duration_minutes,
+            "approvals_required": c.approvals_required,
+        })),
+        "actor": {"id": actor, "name": ctx.actor},
+        "audit": {"seq": entry.seq, "hash": entry.hash},
+    });
+    outbox::insert(
+        conn,
+        &event_id,
+        action,
+        severity.as_str(),
+        account_id.as_deref(),
+        checkout_id.as_deref(),
+        &subject_line(&summary),
+        &message.to_string(),
+        entry.seq,
+        now.unix_timestamp(),
+    )?;
+    Ok(entry)
+}
+
+/// A signed checkpoint as served and published.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedCheckpoint {
+    pub origin: String,
+    pub size: u64,
+    pub head: String,
+    /// The signed note (C2SP style). Keep it: `breakglass audit verify --checkpoint`.
+    pub note: String,
+    pub verifier_key: String,
+}
+
+/// Sign a checkpoint of the log as it is now — but never one inconsistent with a
+/// checkpoint signed before: the entry at the earlier size must still have the
+/// earlier head, and the log must not have shrunk.
+fn sign_checkpoint(conn: &Connection, signer: &LogSigner, now: i64) -> Result<Option<SignedCheckpoint>, AppError> {
+    let (size, head) = outbox::audit_head(conn)?;
+    let Some(head) = head else { return Ok(None) };
+    if let Some((m, h_m, note)) = outbox::latest_checkpoint(conn)? {
+        let still = outbox::audit_hash_at(conn, m)?;
+        if m > size || still.as_deref() != Some(h_m.as_str()) {
+            return Err(AppError::conflict(
+                "log_inconsistent",
+                format!(
+                    "The audit log no longer contains the log of the checkpoint signed at size {m}: it was rewritten or truncated. Nothing more is signed; investigate with `breakglass audit verify`."
+                ),
+            ));
+        }
+        if m == size {
+            return Ok(Some(SignedCheckpoint {
+                origin: signer.name.clone(),
+                size,
+                head,
+                note,
+                verifier_key: signer.verifier_key(),
+            }));
+        }
+    }
+    let mut raw = [0u8; 32];
+    hex::decode_to_slice(&head, &mut raw).map_err(|e| AppError::Internal(e.to_string()))?;
+    let note =
+        checkpoint::sign(&signer.key, &signer.name, &Checkpoint { origin: signer.name.clone(), size, head: raw });
+    outbox::insert_checkpoint(conn, size, &head, &note, now)?;
+    Ok(Some(SignedCheckpoint { origin: signer.name.clone(), size, head, note, verifier_key: signer.verifier_key() }))
+}
+
+/// What one delivery step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Nothing waiting.
+    Idle,
+    /// The oldest waiting message is backing off until then (later ones wait behind it: order).
+    NotDue {
+        until: i64,
+    },
+    /// No topic configured.
+    NoSink,
+    Delivered {
+        event_id: String,
+        message_id: String,
+    },
+    Retrying {
+        event_id: String,
+        attempts: i64,
+        error: String,
+    },
+    Failed {
+        event_id: String,
+        error: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxStatus {
+    pub sink: &'static str,
+    pub undelivered: i64,
+    pub oldest_undelivered_at: Option<String>,
+    pub failed: i64,
+}
+
+impl App {
+    pub fn with_sink(mut self, sink: SnsSink) -> Self {
+        self.sink = Some(Arc::new(sink));
+        self
+    }
+
+    pub fn log_verifier_key(&self) -> Option<String> {
+        self.log_signer.as_ref().map(|s| s.verifier_key())
+    }
+
+    /// Deliver the oldest pending message, if it is due. Tests and the worker loop
+    /// call this; it never holds the database while talking to SNS.
+    pub async fn deliver_one(&self) -> Result<Delivery, AppError> {
+        let now = self.now().unix_timestamp();
+        let Some(row) = self.db.call(|conn| Ok::<_, AppError>(outbox::oldest_pending(conn)?)).await? else {
+            return Ok(Delivery::Idle);
+        };
+        if row.next_attempt_at > now {
+            return Ok(Delivery::NotDue { until: row.next_attempt_at });
+        }
+        let Some(sink) = self.sink.clone() else { return Ok(Delivery::NoSink) };
+        let signer = self
+            .log_signer
+            .clone()
+            .ok_or_else(|| AppError::unavailable("vault_sealed", "No log key on this process."))?;
+        let cp = self.db.transact(move |tx| sign_checkpoint(tx, &signer, now)).await?;
+        let mut body: serde_json::Value =
+            serde_json::from_str(&row.message).map_err(|e| AppError::Internal(e.to_string()))?;
+        body["checkpoint"] = serde_json::to_value(&cp).map_err(|e| AppError::Internal(e.to_string()))?;
+        let out = Outgoing {
+            event_id: row.event_id.clone(),
+            event: row.event.clone(),
+            severity: row.severity.clone(),
+            account_id: row.account_id.clone(),
+            subject: row.subject.clone(),
+            body: body.to_string(),
+        };
+        let result = sink.publish(&out).await;
+        let sns = self.config.sns.clone();
+        let jitter = f64::from(crate::crypto::random_bytes::<1>()?[0]) / 255.0;
+        let after = self.now().unix_timestamp().max(now);
+        self.db
+            .transact(move |tx| {
+                match result {
+                    Ok(message_id) => {
+                        outbox::mark_delivered(tx, row.id, &message_id, after)?;
+                        Ok(Delivery::Delivered { event_id: row.event_id, message_id })
+                    }
+                    Err(error) => {
+                        let attempts = row.attempts + 1;
+                        let give_up = attempts >= i64::from(sns.max_attempts);
+                        // Exponential backoff with jitter in [½, 1] of the step.
+                        let step = (i64::from(sns.base_backoff_seconds) << (attempts - 1).clamp(0, 20))
+                            .min(i64::from(sns.max_backoff_seconds));
+                        let delay = ((step as f64) * (0.5 + jitter / 2.0)).ceil() as i64;
+                        let error: String = error.chars().take(500).collect();
+                        outbox::mark_attempt_failed(tx, row.id, &error, after + delay, give_up)?;
+                        tracing::warn!(event = %row.event, attempts, "announcement not delivered: {error}");
+                        Ok(if give_up {
+                            Delivery::Failed { event_id: row.event_id, error }
+                        } else {
+                            Delivery::Retrying { event_id: row.event_id, attempts, error }
+                        })
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Deliver until nothing is due. Returns how many were delivered.
+    pub async fn deliver_due(&self) -> Result<usize, AppError> {
+        let mut n = 0;
+        loop {
+            match self.deliver_one().await? {
+                Delivery::Delivered { .. } => n += 1,
+                Delivery::Failed { .. } => {}
+                _ => return Ok(n),
+            }
+        }
+    }
+
+    /// Failed messages back into the queue (`breakglass outbox retry`).
+    pub async fn retry_failed(&self) -> Result<usize, AppError> {
+        let now = self.now().unix_timestamp();
+        self.db.transact(move |tx| Ok::<_, AppError>(outbox::retry_failed(tx, now)?)).await
+    }
+
+    pub async fn outbox_status(&self) -> Result<OutboxStatus, AppError> {
+        let sink = if self.sink.is_some() { "sns" } else { "no_sink" };
+        self.db
+            .call(move |conn| {
+                let (undelivered, oldest, failed) = outbox::backlog(conn)?;
+                Ok::<_, AppError>(OutboxStatus {
+                    sink,
+                    undelivered,
+                    oldest_undelivered_at: oldest.map(rfc3339),
+                    failed,
+                })
+            })
+            .await
+    }
+
+    pub async fn outbox_list(
+        &self,
+        state: Option<String>,
+        checkout: Option<String>,
+    ) -> Result<Vec<outbox::OutboxRow>, AppError> {
+        self.db
+            .call(move |conn| Ok::<_, AppError>(outbox::list(conn, state.as_deref(), checkout.as_deref(), 500)?))
+            .await
+    }
+
+    /// A checkpoint of the log now, signed (or the last one, if nothing changed).
+    pub async fn checkpoint(&self) -> Result<SignedCheckpoint, AppError> {
+        let signer = self
+            .log_signer
+            .clone()
+            .ok_or_else(|| AppError::unavailable("vault_sealed", "No log key on this process."))?;
+        let now = self.now().unix_timestamp();
+        self.db
+            .transact(move |tx| {
+                sign_checkpoint(tx, &signer, now)?
+                    .ok_or_else(|| AppError::not_found("log_empty", "The audit log is empty."))
+            })
+            .await
+    }
+}
+
+/// Open the log key, creating (and announcing) it on first use.
+pub(crate) fn ensure_log_key(
+    conn: &mut Connection,
+    vault: &crate::crypto::UnsealedVault,
+    name: &str,
+    now: OffsetDateTime,
+) -> Result<LogSigner, AppError> {
+    if let Some(row) = outbox::log_key(conn)? {
+        return Ok(LogSigner { key: vault.log_key(&row.sealed_key)?, name: row.key_name });
+    }
+    let new = crate::crypto::vault::new_log_key(vault.recipient())?;
+    store::transact(conn, |tx| {
+        outbox::insert_log_key(
+            tx,
+            &outbox::LogKeyRow {
+                key_name: name.to_owned(),
+                public_key: new.public_key.to_vec(),
+                sealed_key: new.sealed.clone(),
+            },
+            now.unix_timestamp(),
+        )?;
+        record(
+            tx,
+            now,
+            "system",
+            "log_key.created",
+            "vault",
+            &json!({"key_name": name, "verifier_key": checkpoint::verifier_key(name, &new.public_key)}),
+        )?;
+        Ok::<_, AppError>(())
+    })?;
+    Ok(LogSigner { key: vault.log_key(&new.sealed)?, name: name.to_owned() })
+}

@@ -1,0 +1,186 @@
+//! The outbox, the log key and signed checkpoints.
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::StoreError;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub event_id: String,
+    pub event: String,
+    pub severity: String,
+    pub account_id: Option<String>,
+    pub checkout_id: Option<String>,
+    pub subject: String,
+    #[serde(skip)]
+    pub message: String,
+    pub audit_seq: i64,
+    pub created_at: i64,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub sns_message_id: Option<String>,
+    pub delivered_at: Option<i64>,
+}
+
+const COLS: &str = "id, event_id, event, severity, account_id, checkout_id, subject, message, audit_seq, created_at, state, \
+     attempts, next_attempt_at, last_error, sns_message_id, delivered_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        event: r.get(2)?,
+        severity: r.get(3)?,
+        account_id: r.get(4)?,
+        checkout_id: r.get(5)?,
+        subject: r.get(6)?,
+        message: r.get(7)?,
+        audit_seq: r.get(8)?,
+        created_at: r.get(9)?,
+        state: r.get(10)?,
+        attempts: r.get(11)?,
+        next_attempt_at: r.get(12)?,
+        last_error: r.get(13)?,
+        sns_message_id: r.get(14)?,
+        delivered_at: r.get(15)?,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn insert(
+    conn: &Connection,
+    event_id: &str,
+    event: &str,
+    severity: &str,
+    account_id: Option<&str>,
+    checkout_id: Option<&str>,
+    subject: &str,
+    message: &str,
+    audit_seq: u64,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO outbox (event_id, event, severity, account_id, checkout_id, subject, message, audit_seq, created_at, next_attempt_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        params![event_id, event, severity, account_id, checkout_id, subject, message, audit_seq as i64, now],
+    )?;
+    Ok(())
+}
+
+/// The oldest undelivered row (pending), whether or not it is due yet.
+pub fn oldest_pending(conn: &Connection) -> Result<Option<OutboxRow>, StoreError> {
+    Ok(conn
+        .query_row(&format!("SELECT {COLS} FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1"), [], from_row)
+        .optional()?)
+}
+
+pub fn mark_delivered(conn: &Connection, id: i64, message_id: &str, at: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, sns_message_id = ?2, delivered_at = ?3, last_error = NULL WHERE id = ?1",
+        params![id, message_id, at],
+    )?;
+    Ok(())
+}
+
+pub fn mark_attempt_failed(
+    conn: &Connection,
+    id: i64,
+    error: &str,
+    next_attempt_at: i64,
+    give_up: bool,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3, state = CASE WHEN ?4 THEN 'failed' ELSE state END WHERE id = ?1",
+        params![id, error, next_attempt_at, give_up],
+    )?;
+    Ok(())
+}
+
+/// Failed rows back to pending, due now. Returns how many.
+pub fn retry_failed(conn: &Connection, now: i64) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?1 WHERE state = 'failed'",
+        [now],
+    )?)
+}
+
+pub fn list(
+    conn: &Connection,
+    state: Option<&str>,
+    checkout_id: Option<&str>,
+    limit: u32,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLS} FROM outbox WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR checkout_id = ?2) ORDER BY id DESC LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![state, checkout_id, limit], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// `(undelivered count, oldest undelivered created_at, failed count)`.
+pub fn backlog(conn: &Connection) -> Result<(i64, Option<i64>, i64), StoreError> {
+    Ok(conn.query_row(
+        "SELECT sum(state = 'pending'), min(CASE WHEN state = 'pending' THEN created_at END), sum(state = 'failed') FROM outbox",
+        [],
+        |r| Ok((r.get::<_, Option<i64>>(0)?.unwrap_or(0), r.get(1)?, r.get::<_, Option<i64>>(2)?.unwrap_or(0))),
+    )?)
+}
+
+// ---- log key and checkpoints ----
+
+pub struct LogKeyRow {
+    pub key_name: String,
+    pub public_key: Vec<u8>,
+    pub sealed_key: Vec<u8>,
+}
+
+pub fn log_key(conn: &Connection) -> Result<Option<LogKeyRow>, StoreError> {
+    Ok(conn
+        .query_row("SELECT key_name, public_key, sealed_key FROM log_key WHERE id = 1", [], |r| {
+            Ok(LogKeyRow { key_name: r.get(0)?, public_key: r.get(1)?, sealed_key: r.get(2)? })
+        })
+        .optional()?)
+}
+
+pub fn insert_log_key(conn: &Connection, k: &LogKeyRow, now: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO log_key (id, key_name, public_key, sealed_key, created_at) VALUES (1, ?1, ?2, ?3, ?4)",
+        params![k.key_name, k.public_key, k.sealed_key, now],
+    )?;
+    Ok(())
+}
+
+/// The largest checkpoint signed so far: `(size, head)`.
+pub fn latest_checkpoint(conn: &Connection) -> Result<Option<(u64, String, String)>, StoreError> {
+    Ok(conn
+        .query_row("SELECT size, head, note FROM checkpoints ORDER BY size DESC LIMIT 1", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+        })
+        .optional()?)
+}
+
+pub fn insert_checkpoint(conn: &Connection, size: u64, head: &str, note: &str, now: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO checkpoints (size, head, note, signed_at) VALUES (?1, ?2, ?3, ?4)",
+        params![size as i64, head, note, now],
+    )?;
+    Ok(())
+}
+
+/// `(hash)` of the audit entry at `seq`.
+pub fn audit_hash_at(conn: &Connection, seq: u64) -> Result<Option<String>, StoreError> {
+    Ok(conn.query_row("SELECT hash FROM audit_log WHERE seq = ?1", [seq as i64], |r| r.get(0)).optional()?)
+}
+
+/// `(size, head)` of the log now.
+pub fn audit_head(conn: &Connection) -> Result<(u64, Option<String>), StoreError> {
+    Ok(conn
+        .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, Some(r.get(1)?)))
+        })
+        .optional()?
+        .unwrap_or((0, None)))
+}
