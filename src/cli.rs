@@ -27,6 +27,7 @@ use crate::{
     domain::{Role, SecretKind},
     error::AppError,
     http::{AppState, build_router},
+    notify::SnsSink,
     store::{self, Db},
 };
 
@@ -75,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Announcements waiting for or failing delivery.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,13 +115,30 @@ enum AccountCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chain; exits 1 naming the first broken seq.
-    Verify,
+    /// Verify the hash chain and every WebAuthn signature; exits 1 naming what is wrong.
+    Verify {
+        /// Also prove the database still contains the log this signed checkpoint
+        /// commits to (a note, or a saved announcement or checkpoint JSON).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The log's verifier key (`name+id+key`, printed by `serve` and in every
+        /// announcement); default: the key recorded in the database.
+        #[arg(long, requires = "checkpoint")]
+        log_key: Option<String>,
+    },
     /// Write every entry to stdout.
     Export {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
     },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Show the delivery backlog and undelivered messages.
+    List,
+    /// Put messages that exhausted their attempts back in the queue.
+    Retry,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -213,6 +236,35 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Config { command: ConfigCommand::Check } => Ok(config_check(&config)),
         Command::Account { command } => account(config, command).await,
         Command::Audit { command } => audit(config, command),
+        Command::Outbox { command } => {
+            let app = host_app(config)?;
+            match command {
+                OutboxCommand::Retry => println!(
+                    "{} failed announcement(s) queued again; the server delivers them.",
+                    app.retry_failed().await?
+                ),
+                OutboxCommand::List => {
+                    let s = app.outbox_status().await?;
+                    println!(
+                        "undelivered: {}, failed: {}, oldest undelivered: {}",
+                        s.undelivered,
+                        s.failed,
+                        s.oldest_undelivered_at.unwrap_or_else(|| "-".into())
+                    );
+                    for m in app.outbox_list(None, None).await?.into_iter().filter(|m| m.state != "delivered") {
+                        println!(
+                            "{:>6}  {:<9} {:<28} attempts {:<3} {}",
+                            m.id,
+                            m.state,
+                            m.event,
+                            m.attempts,
+                            m.last_error.unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -379,7 +431,7 @@ async fn account(config: Config, command: AccountCommand) -> anyhow::Result<Exit
 fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
     let conn = store::open_read_only(&config.db_path())?;
     match command {
-        AuditCommand::Verify => {
+        AuditCommand::Verify { checkpoint, log_key } => {
             let status = verify_chain(&conn)?;
             if let Some(problem) = &status.problem {
                 println!("{problem}");
@@ -388,7 +440,22 @@ fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
             for p in &status.approval_problems {
                 println!("{p}");
             }
-            if status.ok {
+            let mut ok = status.ok;
+            if let Some(path) = checkpoint {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                match crate::app::audit::verify_checkpoint(
+                    &conn,
+                    &crate::app::audit::extract_note(&text),
+                    log_key.as_deref(),
+                ) {
+                    Ok(msg) => println!("{msg}"),
+                    Err(why) => {
+                        println!("{why}");
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
                 println!(
                     "ok: {} entries, head {}; {} WebAuthn signatures verified (approvals, denials, releases)",
                     status.entries, status.head, status.approvals_checked
@@ -448,7 +515,19 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         println!();
     }
     let listen: SocketAddr = config.listen.parse().context("listen address")?;
-    let app = App::new(db, clock, Arc::new(config), Some(vault))?;
+    let topic = config.sns.topic_arn.clone();
+    let mut app = App::new(db, clock, Arc::new(config), Some(vault))?;
+    if topic.is_empty() {
+        eprintln!("warning: no sns.topic_arn: announcements are kept in the outbox (no_sink) and not published.");
+    } else {
+        app = app.with_sink(SnsSink::from_environment(&topic).await);
+        let worker = app.clone();
+        tokio::spawn(async move { delivery_loop(worker).await });
+        println!("announcing to {topic}");
+    }
+    if let Some(vkey) = app.log_verifier_key() {
+        println!("audit checkpoints are signed by {vkey}");
+    }
     let housekeeping = app.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -468,6 +547,25 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .await?;
     println!("breakglass stopped.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Deliver announcements as they become due; the outbox itself is the state, so a
+/// restart loses nothing and repeats at most the one message in flight.
+async fn delivery_loop(app: App) {
+    use crate::app::announce::Delivery;
+    loop {
+        let pause = match app.deliver_one().await {
+            Ok(Delivery::Delivered { .. } | Delivery::Failed { .. }) => continue,
+            Ok(Delivery::NotDue { until }) => (until - app.now().unix_timestamp()).clamp(1, 60) as u64,
+            Ok(Delivery::Retrying { .. }) => 1,
+            Ok(Delivery::Idle | Delivery::NoSink) => 2,
+            Err(e) => {
+                tracing::error!(error = %e, "announcement delivery stopped for a minute");
+                60
+            }
+        };
+        tokio::time::sleep(Duration::from_secs(pause)).await;
+    }
 }
 
 async fn shutdown_signal() {

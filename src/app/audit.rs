@@ -267,3 +267,48 @@ impl App {
             .map_err(|_| AppError::Internal("verification worker stopped".into()))?
     }
 }
+
+/// Prove that the database still contains the log a checkpoint commits to: the note's
+/// signature verifies (by `verifier_key`, or by the log key recorded in the database
+/// when none is given — the note names the key, so a swapped key does not match), and
+/// the entry at the checkpoint's size has the checkpoint's head.
+pub fn verify_checkpoint(
+    conn: &rusqlite::Connection,
+    note: &str,
+    verifier_key: Option<&str>,
+) -> Result<String, String> {
+    use crate::crypto::checkpoint;
+    let (name, public) = match verifier_key {
+        Some(v) => checkpoint::parse_verifier_key(v).map_err(|e| e.to_string())?,
+        None => {
+            let row = crate::store::outbox::log_key(conn)
+                .map_err(|e| e.to_string())?
+                .ok_or("this database has no log key")?;
+            let public: [u8; 32] =
+                row.public_key.as_slice().try_into().map_err(|_| "the stored log key is malformed")?;
+            (row.key_name, public)
+        }
+    };
+    let cp = checkpoint::verify(note, &name, &public).map_err(|e| format!("checkpoint rejected: {e}"))?;
+    let stored = crate::store::outbox::audit_hash_at(conn, cp.size).map_err(|e| e.to_string())?;
+    match stored {
+        None => Err(format!(
+            "the database has fewer than the {} entries this checkpoint commits to: the log was truncated",
+            cp.size
+        )),
+        Some(h) if h != hex::encode(cp.head) => Err(format!(
+            "entry {} does not have the checkpoint's head: the log was rewritten after this checkpoint was signed",
+            cp.size
+        )),
+        Some(_) => Ok(format!("checkpoint ok: the log contains the {} entries signed by {name}", cp.size)),
+    }
+}
+
+/// Accept a bare signed note, a checkpoint JSON (`{"note": …}`) or a whole
+/// announcement (`{"checkpoint": {"note": …}}`), as an auditor might have saved it.
+pub fn extract_note(text: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => v["checkpoint"]["note"].as_str().or_else(|| v["note"].as_str()).unwrap_or(text).to_owned(),
+        Err(_) => text.to_owned(),
+    }
+}

@@ -83,6 +83,19 @@ pub struct CheckoutView {
     pub ended_at: Option<String>,
     pub ended_by: Option<String>,
     pub end_note: Option<String>,
+    /// Each announcement of this checkout and whether it reached SNS.
+    pub announcements: Vec<AnnouncementState>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AnnouncementState {
+    pub event: String,
+    pub event_id: String,
+    /// `pending` (or waiting for a topic), `delivered`, `failed`.
+    pub state: String,
+    pub attempts: i64,
+    pub sns_message_id: Option<String>,
+    pub last_error: Option<String>,
 }
 
 /// The start of an approval: the ceremony, and exactly what is being approved.
@@ -188,6 +201,18 @@ pub(crate) fn view(conn: &rusqlite::Connection, c: &CheckoutRow) -> Result<Check
         ended_at: c.ended_at.map(rfc3339),
         ended_by: c.ended_by.clone(),
         end_note: c.end_note.clone(),
+        announcements: crate::store::outbox::list(conn, None, Some(&c.id), 100)?
+            .into_iter()
+            .rev()
+            .map(|o| AnnouncementState {
+                event: o.event,
+                event_id: o.event_id,
+                state: o.state,
+                attempts: o.attempts,
+                sns_message_id: o.sns_message_id,
+                last_error: o.last_error,
+            })
+            .collect(),
     })
 }
 

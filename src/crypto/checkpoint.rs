@@ -52,8 +52,9 @@ pub fn verifier_key(name: &str, public: &[u8; 32]) -> String {
 
 /// Parse a verifier key back into `(name, public key)`.
 pub fn parse_verifier_key(vkey: &str) -> Result<(String, [u8; 32]), NoteError> {
-    let mut parts = vkey.trim().rsplitn(3, '+');
-    let (Some(k), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+    // Names cannot contain '+'; the base64 key can: split from the left.
+    let mut parts = vkey.trim().splitn(3, '+');
+    let (Some(name), Some(id), Some(k)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(NoteError::Malformed);
     };
     let raw = STANDARD.decode(k).map_err(|_| NoteError::Malformed)?;
@@ -130,5 +131,11 @@ mod tests {
         let vkey = verifier_key("custody.example.com/breakglass/audit", &public);
         assert_eq!(parse_verifier_key(&vkey).unwrap(), ("custody.example.com/breakglass/audit".to_owned(), public));
         assert!(parse_verifier_key("nonsense").is_err());
+        // Keys whose base64 contains '+' parse too.
+        for seed in 0..64u8 {
+            let pk = SigningKey::from_bytes(&[seed; 32]).verifying_key().to_bytes();
+            let v = verifier_key("n", &pk);
+            assert_eq!(parse_verifier_key(&v).unwrap().1, pk, "{v}");
+        }
     }
 }

@@ -76,6 +76,8 @@ pub fn build_router(state: AppState) -> Router {
         .route("/checkouts/{id}/rotation", put(checkouts::checkouts_rotate))
         .route("/audit", get(audit::audit_list))
         .route("/audit/verify", get(audit::audit_verify))
+        .route("/audit/checkpoint", get(audit::audit_checkpoint))
+        .route("/outbox", get(audit::outbox_list))
         .fallback(error::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed);
 

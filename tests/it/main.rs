@@ -3,6 +3,7 @@
 mod support;
 
 mod accounts;
+mod announcements;
 mod audit_log;
 mod checkouts;
 mod cli;

@@ -43,3 +43,29 @@ pub async fn audit_list(
 pub async fn audit_verify(State(state): State<AppState>, AuditReader(_): AuditReader) -> ApiResult<impl IntoResponse> {
     Ok(Json(state.app.audit_verify().await?))
 }
+
+/// A signed checkpoint of the log now (C2SP-style note).
+pub async fn audit_checkpoint(
+    State(state): State<AppState>,
+    AuditReader(_): AuditReader,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(state.app.checkpoint().await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxQuery {
+    state: Option<String>,
+    checkout: Option<String>,
+}
+
+/// Announcements and their delivery state.
+pub async fn outbox_list(
+    State(state): State<AppState>,
+    AuditReader(_): AuditReader,
+    ApiQuery(q): ApiQuery<OutboxQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let status = state.app.outbox_status().await?;
+    let messages = state.app.outbox_list(q.state, q.checkout).await?;
+    Ok(Json(serde_json::json!({"status": status, "messages": messages})))
+}

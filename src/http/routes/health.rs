@@ -12,7 +12,10 @@ pub async fn healthz() -> Json<Value> {
 /// start serving until it is).
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.app.ready().await {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready", "database": "ok", "vault": "unsealed"}))),
+        Ok(()) => {
+            let outbox = state.app.outbox_status().await.ok();
+            (StatusCode::OK, Json(json!({"status": "ready", "database": "ok", "vault": "unsealed", "outbox": outbox})))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             (
