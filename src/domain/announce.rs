@@ -43,7 +43,7 @@ pub fn announcement(action: &str, details: &serde_json::Value, ctx: &Context) ->
     let acct = ctx.account.as_deref().unwrap_or("an account");
     let req = ctx.requester.as_deref().unwrap_or("someone");
     let kind = ctx.kind.as_deref().unwrap_or("emergency");
-    let reason = ctx.reason.as_deref().map(|r| format!(" Reason: {r}")).unwrap_or_default();
+    let reason = ctx.reason.as_deref().map(|r| format!(" Reason: {}.", r.trim_end_matches('.'))).unwrap_or_default();
     let actor = &ctx.actor;
     let person = ctx.person.as_deref().unwrap_or("a custodian");
     Some(match action {
@@ -129,7 +129,7 @@ mod tests {
         assert_eq!(sev, Severity::Critical);
         assert_eq!(
             line,
-            "ROOT CREDENTIALS RELEASED for prod (123456789012) to Bo (emergency). Reason: lockout The root password must be rotated afterwards."
+            "ROOT CREDENTIALS RELEASED for prod (123456789012) to Bo (emergency). Reason: lockout. The root password must be rotated afterwards."
         );
         assert!(announcement("custodian.login", &json!({}), &ctx).is_none());
         assert!(announcement("approval.challenge_issued", &json!({}), &ctx).is_none());
