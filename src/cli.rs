@@ -307,6 +307,10 @@ fn init(config: Config, kdf: KdfParams) -> anyhow::Result<ExitCode> {
     }
     let vault = bootstrap::init_vault(&db_path, &config, SystemClock.now(), &mut OperatorInput(&config), kdf)?;
     println!("Vault created in {} (recipient {}).", db_path.display(), vault.recipient());
+    let name = format!("{}/breakglass/audit", config.rp_id());
+    let signer = Db::open(&db_path)?
+        .with(|conn| crate::app::announce::ensure_log_key(conn, &vault, &name, SystemClock.now()))?;
+    println!("Audit checkpoints will be signed by {}", signer.verifier_key());
     match config.seal.mode {
         SealMode::Passphrase => println!(
             "Sealed with your passphrase (argon2id, {} MiB, {} passes). Without it the vault cannot be opened.",

@@ -319,3 +319,22 @@ fn systemd_credentials_may_be_group_readable_but_other_files_may_not() {
         .unwrap();
     assert!(text(&out).contains("passphrase file") && text(&out).contains("does not exist"), "{}", text(&out));
 }
+
+#[test]
+fn init_creates_the_log_key_and_prints_its_verifier_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = breakglass(dir.path(), &["init"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = text(&out);
+    let vkey = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("Audit checkpoints will be signed by "))
+        .expect("verifier key printed");
+    let (name, public) = breakglass::crypto::checkpoint::parse_verifier_key(vkey).unwrap();
+    assert_eq!(name, "localhost/breakglass/audit");
+    let conn = rusqlite::Connection::open(dir.path().join("breakglass.db")).unwrap();
+    let stored: Vec<u8> = conn.query_row("SELECT public_key FROM log_key", [], |r| r.get(0)).unwrap();
+    assert_eq!(stored, public.to_vec());
+    let actions = audit_actions(&conn);
+    assert_eq!(actions, ["vault.initialized", "log_key.created"]);
+}
