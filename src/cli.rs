@@ -76,6 +76,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Drills: status and coverage, the auditor export, a scheduler step by hand.
+    Drill {
+        #[command(subcommand)]
+        command: DrillCommand,
+    },
     /// Announcements waiting for or failing delivery.
     Outbox {
         #[command(subcommand)]
@@ -131,6 +136,31 @@ enum AuditCommand {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
     },
+}
+
+#[derive(Subcommand)]
+enum DrillCommand {
+    /// Per account: next due, open drill, last proven access, flags; who has not taken part.
+    Status,
+    /// Drills due in a period with checklists, checkouts and approval evidence.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: DrillFormat,
+        /// RFC 3339, inclusive (e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339, exclusive.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Run one scheduler step now (the server does this every minute).
+    Run,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DrillFormat {
+    Jsonl,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -236,6 +266,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Config { command: ConfigCommand::Check } => Ok(config_check(&config)),
         Command::Account { command } => account(config, command).await,
         Command::Audit { command } => audit(config, command),
+        Command::Drill { command } => drill(config, command).await,
         Command::Outbox { command } => {
             let app = host_app(config)?;
             match command {
@@ -266,6 +297,68 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn rfc3339_arg(v: Option<String>, default: i64) -> anyhow::Result<i64> {
+    match v {
+        None => Ok(default),
+        Some(s) => Ok(time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+            .with_context(|| format!("{s:?} is not an RFC 3339 time such as 2026-12-01T00:00:00Z"))?
+            .unix_timestamp()),
+    }
+}
+
+async fn drill(config: Config, command: DrillCommand) -> anyhow::Result<ExitCode> {
+    let app = host_app(config)?;
+    match command {
+        DrillCommand::Run => {
+            let t = app.run_drills().await?;
+            println!(
+                "opened {}, overdue {}, overdue reminders {}, missed {}",
+                t.opened, t.became_overdue, t.reminded_overdue, t.missed
+            );
+        }
+        DrillCommand::Status => {
+            let s = app.drill_status().await?;
+            for a in &s.accounts {
+                let open = a
+                    .open_drill
+                    .as_ref()
+                    .map(|d| format!("{} (due {})", d.state, d.due_at))
+                    .unwrap_or_else(|| "-".into());
+                let proven = a
+                    .last_proven_access
+                    .as_ref()
+                    .and_then(|d| d.completed_at.clone())
+                    .unwrap_or_else(|| "never".into());
+                let flag = if a.flag.is_some() { "  FLAGGED: last drill failed" } else { "" };
+                println!(
+                    "{}  {:<20} next {:<21} open {:<34} proven {}{flag}",
+                    a.account_id,
+                    a.alias,
+                    a.next_drill_due_at.clone().unwrap_or_else(|| "-".into()),
+                    open,
+                    proven
+                );
+            }
+            if !s.not_exercised.is_empty() {
+                let names: Vec<String> = s.not_exercised.iter().map(|p| format!("{} <{}>", p.name, p.email)).collect();
+                println!("not in a passed drill for {} months: {}", s.coverage_months, names.join(", "));
+            }
+        }
+        DrillCommand::Export { format, since, until } => {
+            let rows = app.drill_evidence(rfc3339_arg(since, i64::MIN)?, rfc3339_arg(until, i64::MAX)?).await?;
+            match format {
+                DrillFormat::Jsonl => {
+                    for r in &rows {
+                        println!("{}", serde_json::to_string(r)?);
+                    }
+                }
+                DrillFormat::Csv => print!("{}", crate::app::drills::evidence_csv(&rows)),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Asks for the passphrase on the terminal, or reads it from the configured file or

@@ -113,6 +113,10 @@ pub struct PolicyDefaults {
     pub reveal_window_minutes: u32,
     pub max_checkout_minutes: u32,
     pub drill_schedule: String,
+    /// Days a drill may stay undone after it falls due before it is overdue.
+    pub drill_grace_days: u32,
+    /// Custodians who have not taken part in a drill for this many months are listed.
+    pub drill_coverage_months: u32,
 }
 
 impl Default for Config {
@@ -171,6 +175,8 @@ impl Default for PolicyDefaults {
             reveal_window_minutes: 15,
             max_checkout_minutes: 240,
             drill_schedule: "0 9 1 * *".into(),
+            drill_grace_days: 7,
+            drill_coverage_months: 3,
         }
     }
 }
@@ -305,6 +311,9 @@ impl Config {
             if value < min || value > max {
                 p.push(format!("{name} = {value} is out of range: use a value from {min} to {max}."));
             }
+        }
+        if let Err(e) = crate::domain::drill::Schedule::parse(&self.policy.drill_schedule) {
+            p.push(format!("policy.{}", e.message));
         }
         let arn = &self.sns.topic_arn;
         if !arn.is_empty() && (!arn.starts_with("arn:") || arn.split(':').count() != 6 || !arn.contains(":sns:")) {

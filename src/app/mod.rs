@@ -7,6 +7,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod checkouts;
 pub mod custodians;
+pub mod drills;
 pub mod invites;
 
 use std::sync::Arc;
@@ -135,7 +136,8 @@ impl App {
         let idle = i64::from(self.config.security.session_idle_minutes) * 60;
         let purged =
             self.db.transact(move |tx| Ok::<_, AppError>(crate::store::people::purge_expired(tx, now, idle)?)).await?;
-        Ok(purged + self.expire_due().await?)
+        let drills = self.run_drills().await?;
+        Ok(purged + self.expire_due().await? + drills.opened + drills.became_overdue + drills.reminded_overdue)
     }
 }
 

@@ -90,8 +90,41 @@ pub fn announcement(action: &str, details: &serde_json::Value, ctx: &Context) ->
         "invite.created" => (Info, format!("{actor} created an invite for roles {}.", roles(details))),
         "invite.revoked" => (Info, format!("{actor} revoked an invite.")),
         "log_key.created" => (Info, "A new audit-log signing key was created.".to_owned()),
+        "drill.due" => {
+            let who = details["expected"]
+                .as_array()
+                .map(|v| v.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default();
+            let by = details["grace_ends_at"].as_str().unwrap_or("within the grace period");
+            (
+                Warning,
+                format!(
+                    "Root-access drill due for {acct}: request a drill checkout and complete the checklist by {by}. Expected: {who}."
+                ),
+            )
+        }
+        "drill.overdue" => (
+            High,
+            format!(
+                "Root-access drill for {acct} is OVERDUE (since {}): nobody has proven access this period.",
+                details["overdue_since"].as_str().unwrap_or("?")
+            ),
+        ),
+        "drill.passed" => (Info, format!("Root-access drill for {acct} passed: {actor} and others proved access.")),
+        "drill.failed" => (High, format!("Root-access drill for {acct} FAILED: {}.", str_list(&details["reasons"]))),
+        "drill.missed" => (
+            Warning,
+            format!(
+                "The root-access drill for {acct} for period {} was never completed.",
+                details["period"].as_str().unwrap_or("?")
+            ),
+        ),
         _ => return None,
     })
+}
+
+fn str_list(v: &serde_json::Value) -> String {
+    v.as_array().map(|r| r.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; ")).unwrap_or_default()
 }
 
 fn roles(details: &serde_json::Value) -> String {

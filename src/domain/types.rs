@@ -226,16 +226,8 @@ impl Policy {
         if !(5..=7 * 24 * 60).contains(&self.max_checkout_minutes) {
             return Err(ValidationError::new("invalid_policy", "max_checkout_minutes must be from 5 to 10080."));
         }
-        let fields = self.drill_schedule.split_whitespace().count();
-        if fields != 5 {
-            return Err(ValidationError::new(
-                "invalid_policy",
-                format!(
-                    "drill_schedule {:?} is not a 5-field cron expression (minute hour day month weekday, UTC), e.g. \"0 9 1 * *\".",
-                    self.drill_schedule
-                ),
-            ));
-        }
+        super::drill::Schedule::parse(&self.drill_schedule)
+            .map_err(|e| ValidationError::new("invalid_policy", e.message))?;
         Ok(())
     }
 }

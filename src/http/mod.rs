@@ -78,6 +78,10 @@ pub fn build_router(state: AppState) -> Router {
         .route("/audit/verify", get(audit::audit_verify))
         .route("/audit/checkpoint", get(audit::audit_checkpoint))
         .route("/outbox", get(audit::outbox_list))
+        .route("/drills", get(drills::drills_list))
+        .route("/drills/status", get(drills::drills_status))
+        .route("/drills/export", get(drills::drills_export))
+        .route("/drills/{id}/checklist", post(drills::drills_checklist))
         .fallback(error::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed);
 

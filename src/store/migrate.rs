@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "0001_init", include_str!("../../migrations/0001_init.sql")),
     (2, "0002_checkouts", include_str!("../../migrations/0002_checkouts.sql")),
     (3, "0003_outbox", include_str!("../../migrations/0003_outbox.sql")),
+    (4, "0004_drills", include_str!("../../migrations/0004_drills.sql")),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod checkouts;
+pub mod drills;
 pub mod migrate;
 pub mod outbox;
 pub mod people;

@@ -7,6 +7,7 @@ mod announcements;
 mod audit_log;
 mod checkouts;
 mod cli;
+mod drills;
 mod enrol_and_login;
 mod http_hygiene;
 mod migrations;

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod checkouts;
 pub mod custodians;
+pub mod drills;
 pub mod health;
 pub mod invites;
 

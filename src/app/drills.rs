@@ -1,0 +1,458 @@
+//! Drills: a scheduler step opens the drill of each account's current period (catching
+//! up once after downtime), escalates overdue ones weekly, and the requester of a drill
+//! checkout records the checklist that passes or fails it. Evidence for auditors.
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{App, Principal, announce::record, checkouts::PersonRef, rfc3339};
+use crate::{
+    domain::{
+        Role,
+        checkout::CheckoutKind,
+        drill::{self, ItemOutcome, Schedule, Tick},
+    },
+    error::AppError,
+    store::{accounts as store_accounts, checkouts as store_checkouts, drills as store, people},
+};
+
+const WEEK: i64 = 7 * 24 * 3600;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DrillTick {
+    pub opened: usize,
+    pub became_overdue: usize,
+    pub reminded_overdue: usize,
+    pub missed: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checklist {
+    pub checkout_id: String,
+    pub items: BTreeMap<String, ItemOutcome>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillView {
+    pub id: String,
+    pub account_id: String,
+    pub account_alias: String,
+    pub period: String,
+    pub due_at: String,
+    pub grace_ends_at: String,
+    pub state: String,
+    pub checkout_id: Option<String>,
+    pub completed_at: Option<String>,
+    pub completed_by: Option<String>,
+    pub participants: Vec<PersonRef>,
+    pub checklist: serde_json::Value,
+    pub failed_items: Vec<String>,
+}
+
+fn person(conn: &rusqlite::Connection, id: &str) -> Result<PersonRef, AppError> {
+    let c = people::custodian(conn, id)?.ok_or_else(|| AppError::Internal("custodian vanished".into()))?;
+    Ok(PersonRef { id: c.id, name: c.name, email: c.email })
+}
+
+fn view(conn: &rusqlite::Connection, d: &store::DrillRow) -> Result<DrillView, AppError> {
+    let alias = store_accounts::account(conn, &d.account_id)?.map(|a| a.alias).unwrap_or_default();
+    let ids: Vec<String> = d.participants.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default();
+    Ok(DrillView {
+        id: d.id.clone(),
+        account_id: d.account_id.clone(),
+        account_alias: alias,
+        period: d.period.clone(),
+        due_at: rfc3339(d.due_at),
+        grace_ends_at: rfc3339(d.grace_ends_at),
+        state: d.state.clone(),
+        checkout_id: d.checkout_id.clone(),
+        completed_at: d.completed_at.map(rfc3339),
+        completed_by: d.completed_by.clone(),
+        participants: ids.iter().map(|id| person(conn, id)).collect::<Result<_, _>>()?,
+        checklist: d.checklist.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or(serde_json::Value::Null),
+        failed_items: d.failed_items.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default(),
+    })
+}
+
+/// Who is expected to take part: the listed approvers, or every active custodian.
+fn expected(conn: &rusqlite::Connection, account_id: &str) -> Result<Vec<String>, AppError> {
+    let mode: String =
+        conn.query_row("SELECT approver_set FROM accounts WHERE account_id = ?1", [account_id], |r| r.get(0))?;
+    let listed = store_checkouts::approvers(conn, account_id)?;
+    Ok(people::list_custodians(conn)?
+        .into_iter()
+        .filter(|c| c.is_active() && c.has_role(Role::Custodian) && (mode != "listed" || listed.contains(&c.id)))
+        .map(|c| format!("{} <{}>", c.name, c.email))
+        .collect())
+}
+
+/// One scheduler step at `now`; idempotent (a period key makes double runs harmless).
+pub(crate) fn run_due(
+    conn: &rusqlite::Connection,
+    now: OffsetDateTime,
+    grace_days: u32,
+) -> Result<DrillTick, AppError> {
+    let t = now.unix_timestamp();
+    let mut out = DrillTick::default();
+    for a in store_accounts::list_accounts(conn)? {
+        let Ok(schedule) = Schedule::parse(&a.drill_schedule) else {
+            tracing::warn!(account = %a.account_id, "skipping drills: invalid schedule");
+            continue;
+        };
+        let stored: Option<i64> =
+            conn.query_row("SELECT next_drill_due_at FROM accounts WHERE account_id = ?1", [&a.account_id], |r| {
+                r.get(0)
+            })?;
+        let next = match stored.or_else(|| schedule.next_after(a.created_at)) {
+            Some(n) => n,
+            None => continue,
+        };
+        match drill::tick(&schedule, next, t) {
+            Tick::NotYet => {
+                if stored.is_none() {
+                    conn.execute(
+                        "UPDATE accounts SET next_drill_due_at = ?2 WHERE account_id = ?1",
+                        rusqlite::params![a.account_id, next],
+                    )?;
+                }
+            }
+            Tick::Open { due_at, next_due } => {
+                let subject = format!("account:{}", a.account_id);
+                for old in store::open_for_account(conn, &a.account_id)? {
+                    store::set_state(conn, &old.id, "missed", None)?;
+                    record(
+                        conn,
+                        now,
+                        "system",
+                        "drill.missed",
+                        &subject,
+                        &json!({"drill": old.id, "period": old.period}),
+                    )?;
+                    out.missed += 1;
+                }
+                let d = store::DrillRow {
+                    id: Uuid::new_v4().to_string(),
+                    account_id: a.account_id.clone(),
+                    period: rfc3339(due_at),
+                    due_at,
+                    grace_ends_at: due_at + i64::from(grace_days) * 24 * 3600,
+                    state: "due".into(),
+                    last_escalated_at: None,
+                    checkout_id: None,
+                    completed_at: None,
+                    completed_by: None,
+                    participants: None,
+                    checklist: None,
+                    failed_items: None,
+                };
+                if store::insert(conn, &d)? {
+                    record(
+                        conn,
+                        now,
+                        "system",
+                        "drill.due",
+                        &subject,
+                        &json!({"drill": d.id, "period": d.period, "grace_ends_at": rfc3339(d.grace_ends_at), "expected": expected(conn, &a.account_id)?}),
+                    )?;
+                    out.opened += 1;
+                }
+                conn.execute(
+                    "UPDATE accounts SET next_drill_due_at = ?2 WHERE account_id = ?1",
+                    rusqlite::params![a.account_id, next_due],
+                )?;
+            }
+        }
+    }
+    for d in store::open_drills(conn)? {
+        let subject = format!("account:{}", d.account_id);
+        if d.state == "due" && t >= d.grace_ends_at {
+            store::set_state(conn, &d.id, "overdue", Some(t))?;
+            record(
+                conn,
+                now,
+                "system",
+                "drill.overdue",
+                &subject,
+                &json!({"drill": d.id, "period": d.period, "overdue_since": rfc3339(d.grace_ends_at), "repeat": false}),
+            )?;
+            out.became_overdue += 1;
+        } else if d.state == "overdue" && d.last_escalated_at.is_some_and(|e| t >= e + WEEK) {
+            store::set_state(conn, &d.id, "overdue", Some(t))?;
+            record(
+                conn,
+                now,
+                "system",
+                "drill.overdue",
+                &subject,
+                &json!({"drill": d.id, "period": d.period, "overdue_since": rfc3339(d.grace_ends_at), "repeat": true}),
+            )?;
+            out.reminded_overdue += 1;
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountDrillStatus {
+    pub account_id: String,
+    pub alias: String,
+    pub schedule: String,
+    pub next_drill_due_at: Option<String>,
+    pub open_drill: Option<DrillView>,
+    /// The latest passed drill: when access was last proven, and by whom.
+    pub last_proven_access: Option<DrillView>,
+    /// What failed in the latest drill, if it failed.
+    pub flag: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Coverage {
+    pub custodian: PersonRef,
+    pub last_took_part: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillStatus {
+    pub accounts: Vec<AccountDrillStatus>,
+    pub coverage: Vec<Coverage>,
+    /// Custodians who have not taken part in a passed drill in the last N months.
+    pub not_exercised: Vec<PersonRef>,
+    pub coverage_months: u32,
+}
+
+/// One drill with everything an auditor needs: the checklist, the checkout and the
+/// WebAuthn evidence of its approvals.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillEvidence {
+    pub drill: DrillView,
+    pub checkout: Option<super::checkouts::CheckoutView>,
+    pub approvals: Vec<serde_json::Value>,
+}
+
+impl App {
+    /// One scheduler step (the server runs it every minute).
+    pub async fn run_drills(&self) -> Result<DrillTick, AppError> {
+        let now = self.now();
+        let grace = self.config.policy.drill_grace_days;
+        self.db.transact(move |tx| run_due(tx, now, grace)).await
+    }
+
+    /// The requester of a released drill checkout records the checklist.
+    pub async fn submit_checklist(&self, p: Principal, drill_id: String, c: Checklist) -> Result<DrillView, AppError> {
+        let now = self.now();
+        for (k, v) in &c.items {
+            if v.note
+                .as_ref()
+                .is_some_and(|n| n.chars().count() > 500 || n.chars().any(|ch| ch.is_control() && ch != '\n'))
+            {
+                return Err(AppError::invalid(
+                    "invalid_checklist",
+                    format!("The note on {k} is over 500 characters or contains control characters."),
+                ));
+            }
+        }
+        self.db
+            .transact(move |tx| {
+                let d = store::get(tx, &drill_id)?.ok_or_else(|| AppError::not_found("drill_not_found", format!("No drill with id {drill_id}.")))?;
+                if !matches!(d.state.as_str(), "due" | "overdue") {
+                    return Err(AppError::conflict("drill_closed", format!("This drill is {}; a new one opens with the next period.", d.state)));
+                }
+                let co = store_checkouts::get(tx, &c.checkout_id)?
+                    .ok_or_else(|| AppError::not_found("checkout_not_found", format!("No checkout with id {}.", c.checkout_id)))?;
+                if co.requester_id != p.custodian.id {
+                    return Err(AppError::forbidden("not_the_requester", "Only the person who ran the drill checkout records its checklist."));
+                }
+                if co.kind != CheckoutKind::Drill.as_str() || co.account_id != d.account_id || co.released_at.is_none_or(|r| r < d.due_at) {
+                    return Err(AppError::conflict(
+                        "checkout_not_for_this_drill",
+                        "The checklist needs a drill checkout of this account, released since the drill fell due: request one with kind \"drill\".",
+                    ));
+                }
+                let mut participants: BTreeSet<String> = BTreeSet::from([co.requester_id.clone()]);
+                participants.extend(store_checkouts::approvals_of(tx, &co.id)?.into_iter().filter(|a| a.decision == "approve").map(|a| a.custodian_id));
+                let verdict = drill::evaluate(&c.items, participants.len())?;
+                let state = if verdict.passed { "passed" } else { "failed" };
+                let ids: Vec<&String> = participants.iter().collect();
+                store::complete(
+                    tx,
+                    &d.id,
+                    state,
+                    &co.id,
+                    now.unix_timestamp(),
+                    &p.actor().audit_name(),
+                    &serde_json::to_string(&ids).map_err(|e| AppError::Internal(e.to_string()))?,
+                    &serde_json::to_string(&c.items).map_err(|e| AppError::Internal(e.to_string()))?,
+                    &serde_json::to_string(&verdict.failed_items).map_err(|e| AppError::Internal(e.to_string()))?,
+                )?;
+                let flag = (!verdict.passed).then(|| json!({"drill": d.id, "failed_items": verdict.failed_items, "reasons": verdict.reasons}).to_string());
+                tx.execute("UPDATE accounts SET drill_flag = ?2 WHERE account_id = ?1", rusqlite::params![d.account_id, flag])?;
+                record(
+                    tx,
+                    now,
+                    &p.actor().audit_name(),
+                    if verdict.passed { "drill.passed" } else { "drill.failed" },
+                    &format!("account:{}", d.account_id),
+                    &json!({"drill": d.id, "checkout": co.id, "participants": ids, "failed_items": verdict.failed_items, "reasons": verdict.reasons}),
+                )?;
+                view(tx, &store::get(tx, &d.id)?.ok_or_else(|| AppError::Internal("drill vanished".into()))?)
+            })
+            .await
+    }
+
+    pub async fn list_drills(
+        &self,
+        account: Option<String>,
+        since: i64,
+        until: i64,
+    ) -> Result<Vec<DrillView>, AppError> {
+        self.db
+            .call(move |conn| {
+                store::list(conn, account.as_deref(), since, until)?
+                    .iter()
+                    .map(|d| view(conn, d))
+                    .collect::<Result<Vec<_>, AppError>>()
+            })
+            .await
+    }
+
+    pub async fn drill_status(&self) -> Result<DrillStatus, AppError> {
+        let now = self.now().unix_timestamp();
+        let months = self.config.policy.drill_coverage_months;
+        self.db
+            .call(move |conn| {
+                let all = store::list(conn, None, i64::MIN, i64::MAX)?;
+                let mut accounts = Vec::new();
+                for a in store_accounts::list_accounts(conn)? {
+                    let (next, flag): (Option<i64>, Option<String>) = conn.query_row(
+                        "SELECT next_drill_due_at, drill_flag FROM accounts WHERE account_id = ?1",
+                        [&a.account_id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    let mine: Vec<&store::DrillRow> = all.iter().filter(|d| d.account_id == a.account_id).collect();
+                    accounts.push(AccountDrillStatus {
+                        open_drill: mine
+                            .iter()
+                            .rev()
+                            .find(|d| matches!(d.state.as_str(), "due" | "overdue"))
+                            .map(|d| view(conn, d))
+                            .transpose()?,
+                        last_proven_access: mine
+                            .iter()
+                            .filter(|d| d.state == "passed")
+                            .max_by_key(|d| d.completed_at)
+                            .map(|d| view(conn, d))
+                            .transpose()?,
+                        flag: flag.and_then(|f| serde_json::from_str(&f).ok()),
+                        next_drill_due_at: next.map(rfc3339),
+                        schedule: a.drill_schedule,
+                        account_id: a.account_id,
+                        alias: a.alias,
+                    });
+                }
+                let mut coverage = Vec::new();
+                let mut not_exercised = Vec::new();
+                let cutoff = now - i64::from(months) * 30 * 24 * 3600;
+                for c in
+                    people::list_custodians(conn)?.into_iter().filter(|c| c.is_active() && c.has_role(Role::Custodian))
+                {
+                    let last = all
+                        .iter()
+                        .filter(|d| {
+                            d.state == "passed"
+                                && d.participants.as_deref().is_some_and(|p| p.contains(&format!("\"{}\"", c.id)))
+                        })
+                        .filter_map(|d| d.completed_at)
+                        .max();
+                    let who = PersonRef { id: c.id.clone(), name: c.name.clone(), email: c.email.clone() };
+                    if last.is_none_or(|l| l < cutoff) {
+                        not_exercised.push(who.clone());
+                    }
+                    coverage.push(Coverage { custodian: who, last_took_part: last.map(rfc3339) });
+                }
+                Ok::<_, AppError>(DrillStatus { accounts, coverage, not_exercised, coverage_months: months })
+            })
+            .await
+    }
+
+    /// Drills due in `[since, until)` with checklists, checkouts and approval evidence.
+    pub async fn drill_evidence(&self, since: i64, until: i64) -> Result<Vec<DrillEvidence>, AppError> {
+        self.db
+            .call(move |conn| {
+                store::list(conn, None, since, until)?
+                    .iter()
+                    .map(|d| {
+                        let checkout = d.checkout_id.as_deref().map(|id| store_checkouts::get(conn, id)).transpose()?.flatten();
+                        let approvals = match &checkout {
+                            Some(c) => store_checkouts::approvals_of(conn, &c.id)?
+                                .into_iter()
+                                .map(|a| {
+                                    json!({"custodian_id": a.custodian_id, "decision": a.decision, "at": rfc3339(a.at), "comment": a.comment,
+                                           "evidence": {"credential_id": a.credential_id, "challenge": a.challenge, "client_data_json": a.client_data_json,
+                                                        "authenticator_data": a.authenticator_data, "signature": a.signature}})
+                                })
+                                .collect(),
+                            None => Vec::new(),
+                        };
+                        Ok(DrillEvidence {
+                            drill: view(conn, d)?,
+                            checkout: checkout.as_ref().map(|c| super::checkouts::view(conn, c)).transpose()?,
+                            approvals,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, AppError>>()
+            })
+            .await
+    }
+}
+
+/// CSV for auditors' spreadsheets: one row per drill, one column per checklist item.
+pub fn evidence_csv(rows: &[DrillEvidence]) -> String {
+    fn q(s: &str) -> String {
+        if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    }
+    let mut out =
+        String::from("drill_id,account_id,alias,period,state,completed_at,completed_by,participants,checkout_id");
+    for (k, _) in drill::CHECKLIST {
+        out.push(',');
+        out.push_str(k);
+    }
+    out.push_str(",failed_items,approvals\n");
+    for r in rows {
+        let d = &r.drill;
+        let mut cols = vec![
+            d.id.clone(),
+            d.account_id.clone(),
+            d.account_alias.clone(),
+            d.period.clone(),
+            d.state.clone(),
+            d.completed_at.clone().unwrap_or_default(),
+            d.completed_by.clone().unwrap_or_default(),
+            d.participants.iter().map(|p| p.email.clone()).collect::<Vec<_>>().join("; "),
+            d.checkout_id.clone().unwrap_or_default(),
+        ];
+        for (k, _) in drill::CHECKLIST {
+            cols.push(d.checklist[k]["result"].as_str().unwrap_or_default().to_owned());
+        }
+        cols.push(d.failed_items.join("; "));
+        cols.push(
+            r.approvals
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{}:{}",
+                        a["custodian_id"].as_str().unwrap_or_default(),
+                        a["decision"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        out.push_str(&cols.iter().map(|c| q(c)).collect::<Vec<_>>().join(","));
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,107 @@
+//! Drill rows.
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::StoreError;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillRow {
+    pub id: String,
+    pub account_id: String,
+    pub period: String,
+    pub due_at: i64,
+    pub grace_ends_at: i64,
+    pub state: String,
+    pub last_escalated_at: Option<i64>,
+    pub checkout_id: Option<String>,
+    pub completed_at: Option<i64>,
+    pub completed_by: Option<String>,
+    pub participants: Option<String>,
+    pub checklist: Option<String>,
+    pub failed_items: Option<String>,
+}
+
+const COLS: &str = "id, account_id, period, due_at, grace_ends_at, state, last_escalated_at, checkout_id, completed_at, completed_by, \
+     participants, checklist, failed_items";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<DrillRow> {
+    Ok(DrillRow {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        period: r.get(2)?,
+        due_at: r.get(3)?,
+        grace_ends_at: r.get(4)?,
+        state: r.get(5)?,
+        last_escalated_at: r.get(6)?,
+        checkout_id: r.get(7)?,
+        completed_at: r.get(8)?,
+        completed_by: r.get(9)?,
+        participants: r.get(10)?,
+        checklist: r.get(11)?,
+        failed_items: r.get(12)?,
+    })
+}
+
+/// Insert a drill for a period; `false` when that period already has one.
+pub fn insert(conn: &Connection, d: &DrillRow) -> Result<bool, StoreError> {
+    Ok(conn.execute(
+        "INSERT OR IGNORE INTO drills (id, account_id, period, due_at, grace_ends_at, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![d.id, d.account_id, d.period, d.due_at, d.grace_ends_at, d.state],
+    )? == 1)
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Option<DrillRow>, StoreError> {
+    Ok(conn.query_row(&format!("SELECT {COLS} FROM drills WHERE id = ?1"), [id], from_row).optional()?)
+}
+
+pub fn open_for_account(conn: &Connection, account_id: &str) -> Result<Vec<DrillRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLS} FROM drills WHERE account_id = ?1 AND state IN ('due', 'overdue') ORDER BY due_at"
+    ))?;
+    let rows = stmt.query_map([account_id], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn open_drills(conn: &Connection) -> Result<Vec<DrillRow>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!("SELECT {COLS} FROM drills WHERE state IN ('due', 'overdue') ORDER BY due_at, account_id"))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Drills due in `[since, until)`, optionally for one account, oldest first.
+pub fn list(conn: &Connection, account_id: Option<&str>, since: i64, until: i64) -> Result<Vec<DrillRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLS} FROM drills WHERE (?1 IS NULL OR account_id = ?1) AND due_at >= ?2 AND due_at < ?3 ORDER BY due_at, account_id"
+    ))?;
+    let rows = stmt.query_map(params![account_id, since, until], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn set_state(conn: &Connection, id: &str, state: &str, escalated_at: Option<i64>) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE drills SET state = ?2, last_escalated_at = coalesce(?3, last_escalated_at) WHERE id = ?1",
+        params![id, state, escalated_at],
+    )?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn complete(
+    conn: &Connection,
+    id: &str,
+    state: &str,
+    checkout_id: &str,
+    at: i64,
+    by: &str,
+    participants: &str,
+    checklist: &str,
+    failed_items: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE drills SET state = ?2, checkout_id = ?3, completed_at = ?4, completed_by = ?5, participants = ?6, checklist = ?7, failed_items = ?8 \
+         WHERE id = ?1",
+        params![id, state, checkout_id, at, by, participants, checklist, failed_items],
+    )?;
+    Ok(())
+}
