@@ -347,7 +347,11 @@ impl App {
                             .map(|d| view(conn, d))
                             .transpose()?,
                         flag: flag.and_then(|f| serde_json::from_str(&f).ok()),
-                        next_drill_due_at: next.map(rfc3339),
+                        next_drill_due_at: next
+                            .or_else(|| {
+                                Schedule::parse(&a.drill_schedule).ok().and_then(|s| s.next_after(a.created_at))
+                            })
+                            .map(rfc3339),
                         schedule: a.drill_schedule,
                         account_id: a.account_id,
                         alias: a.alias,

@@ -43,16 +43,20 @@ pub async fn require_same_origin(State(state): State<AppState>, req: Request, ne
 
 /// Headers on every response. The API serves no HTML yet, so the CSP allows nothing.
 pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let is_page = !req.uri().path().starts_with("/api/");
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, k: &'static str, v: &'static str| {
         h.insert(k, HeaderValue::from_static(v));
     };
-    set(
-        h,
-        "content-security-policy",
-        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-    );
+    // Pages may load their own script and style and call the API; nothing from
+    // elsewhere, and no inline script. The API may load nothing at all.
+    let csp = if is_page {
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    } else {
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    };
+    set(h, "content-security-policy", csp);
     set(h, "x-content-type-options", "nosniff");
     set(h, "x-frame-options", "DENY");
     set(h, "referrer-policy", "no-referrer");

@@ -3,6 +3,7 @@
 pub mod error;
 pub mod extract;
 pub mod middleware;
+pub mod pages;
 pub mod routes;
 
 use std::{sync::Arc, time::Duration};
@@ -77,6 +78,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/audit", get(audit::audit_list))
         .route("/audit/verify", get(audit::audit_verify))
         .route("/audit/checkpoint", get(audit::audit_checkpoint))
+        .route("/audit/export", get(audit::audit_export))
         .route("/outbox", get(audit::outbox_list))
         .route("/drills", get(drills::drills_list))
         .route("/drills/status", get(drills::drills_status))
@@ -86,6 +88,16 @@ pub fn build_router(state: AppState) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed);
 
     Router::new()
+        .route("/", get(pages::page_dashboard))
+        .route("/enrol", get(pages::page_enrol))
+        .route("/login", get(pages::page_login))
+        .route("/checkouts/{id}", get(pages::page_checkout))
+        .route("/drills", get(pages::page_drills))
+        .route("/admin", get(pages::page_admin))
+        .route("/audit", get(pages::page_audit))
+        .route("/me", get(pages::page_me))
+        .route("/static/app.js", get(pages::static_js))
+        .route("/static/app.css", get(pages::static_css))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .nest("/api/v1", api)

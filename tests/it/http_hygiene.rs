@@ -283,3 +283,34 @@ async fn responses_carry_security_headers_and_health_endpoints_answer() {
     assert_eq!(err.headers()["content-type"], "application/json");
     assert_eq!(err.headers()["x-frame-options"], "DENY", "error responses too");
 }
+
+#[tokio::test]
+async fn pages_send_strangers_to_sign_in_and_assets_are_served_from_the_binary() {
+    let s = TestServer::start().await;
+    let no_redirects = Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for path in ["/", "/admin", "/audit", "/drills", "/me", "/checkouts/abc"] {
+        let res = no_redirects.get(s.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SEE_OTHER, "{path}");
+        assert!(res.headers()["location"].to_str().unwrap().starts_with("/login?next=%2F"), "{path}");
+    }
+    for (path, ctype) in [
+        ("/static/app.js", "text/javascript"),
+        ("/static/app.css", "text/css"),
+        ("/login", "text/html"),
+        ("/enrol", "text/html"),
+    ] {
+        let res = no_redirects.get(s.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert!(res.headers()["content-type"].to_str().unwrap().starts_with(ctype), "{path}");
+        let body = res.text().await.unwrap();
+        assert!(
+            !body.contains("<script>") && !body.contains("http://") && !body.contains("https://cdn"),
+            "{path}: no inline script, no external asset"
+        );
+    }
+    // A signed-in custodian who is not an admin gets a clear 403 page, not the admin page.
+    let bo = s.enrol(&[breakglass::domain::Role::Custodian], "Bo", "bo@example.com").await;
+    let res = bo.client.get(s.url("/admin")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.text().await.unwrap().contains("This page is for admins"));
+}

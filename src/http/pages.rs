@@ -1,0 +1,441 @@
+//! Server-rendered pages (askama templates in web/templates). Every action on them
+//! goes through the JSON API from web/static/app.js, so the API's Origin check and
+//! `SameSite=Strict` cookies protect every form; pages themselves only read.
+use askama::Template;
+use axum::{
+    extract::{FromRequestParts, Query, State},
+    http::{HeaderValue, StatusCode, header, request::Parts},
+    response::{Html, IntoResponse, Redirect, Response},
+};
+use serde::Deserialize;
+
+use super::{AppState, extract::SignedIn};
+use crate::{
+    app::{Principal, accounts::AccountView, checkouts::CheckoutView, custodians::CustodianView, drills::DrillStatus},
+    domain::{Role, audit::AuditEntry, drill::CHECKLIST},
+    error::AppError,
+    store::{audit::AuditFilter, checkouts::CheckoutFilter},
+};
+
+/// A signed-in person on a page; anyone else is sent to the sign-in page.
+pub struct PageUser(pub Principal);
+
+impl FromRequestParts<AppState> for PageUser {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match SignedIn::from_request_parts(parts, state).await {
+            Ok(SignedIn(p)) => Ok(Self(p)),
+            Err(_) => {
+                let next = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+                let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+                Err(Redirect::to(&format!("/login?next={next}")).into_response())
+            }
+        }
+    }
+}
+
+/// What every page's header needs.
+struct Shell {
+    signed_in: bool,
+    is_admin: bool,
+    is_auditor: bool,
+    user_name: String,
+}
+
+impl Shell {
+    fn of(p: Option<&Principal>) -> Self {
+        Self {
+            signed_in: p.is_some(),
+            is_admin: p.is_some_and(|p| p.custodian.has_role(Role::Admin)),
+            is_auditor: p.is_some_and(|p| p.custodian.has_role(Role::Auditor) || p.custodian.has_role(Role::Admin)),
+            user_name: p.map(|p| p.custodian.name.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+fn render(t: impl Template) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be rendered; it has been logged.").into_response()
+        }
+    }
+}
+
+fn page_error(e: AppError) -> Response {
+    let status = match e {
+        AppError::NotFound { .. } => StatusCode::NOT_FOUND,
+        AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %e, "page failed");
+    }
+    let msg = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        "Something went wrong; it has been logged.".to_owned()
+    } else {
+        e.to_string()
+    };
+    (status, Html(format!("<!doctype html><meta charset=utf-8><link rel=stylesheet href=/static/app.css><main><h1>{status}</h1><p>{}</p><p><a href=\"/\">Back to the dashboard</a></p></main>", html_escape(&msg)))).into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+// ---- public pages ----
+
+#[derive(Template)]
+#[template(path = "enrol.html")]
+struct EnrolPage {
+    signed_in: bool,
+    is_admin: bool,
+    is_auditor: bool,
+    user_name: String,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    signed_in: bool,
+    is_admin: bool,
+    is_auditor: bool,
+    user_name: String,
+}
+
+pub async fn page_enrol() -> Response {
+    let s = Shell::of(None);
+    render(EnrolPage { signed_in: s.signed_in, is_admin: s.is_admin, is_auditor: s.is_auditor, user_name: s.user_name })
+}
+
+pub async fn page_login() -> Response {
+    let s = Shell::of(None);
+    render(LoginPage { signed_in: s.signed_in, is_admin: s.is_admin, is_auditor: s.is_auditor, user_name: s.user_name })
+}
+
+// ---- dashboard ----
+
+struct AccountRow {
+    account_id: String,
+    alias: String,
+    state: String,
+    state_text: String,
+    holder: String,
+    drill_text: String,
+    proven_text: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    signed_in: bool,
+    is_admin: bool,
+    is_auditor: bool,
+    user_name: String,
+    accounts: Vec<AccountRow>,
+    awaiting: Vec<CheckoutView>,
+    mine: Vec<CheckoutView>,
+    can_request: bool,
+    outbox_failed: i64,
+    outbox_undelivered: i64,
+    outbox_sink: String,
+}
+
+fn days_until(now: i64, rfc: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(rfc, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| (t.unix_timestamp() - now) / 86_400)
+}
+
+pub async fn page_dashboard(State(state): State<AppState>, PageUser(p): PageUser) -> Response {
+    let app = &state.app;
+    let result: Result<Response, AppError> = async {
+        let now = app.now().unix_timestamp();
+        let accounts = app.list_accounts().await?;
+        let open = app.list_checkouts(CheckoutFilter::default(), None).await?;
+        let drills = app.drill_status().await?;
+        let awaiting = app
+            .list_checkouts(CheckoutFilter { state: Some("pending".into()), ..Default::default() }, Some(p.clone()))
+            .await?;
+        let mine: Vec<CheckoutView> = open
+            .iter()
+            .filter(|c| {
+                c.requester.id == p.custodian.id && matches!(c.state.as_str(), "pending" | "approved" | "released")
+            })
+            .cloned()
+            .collect();
+        let outbox = app.outbox_status().await?;
+        let rows = accounts
+            .iter()
+            .map(|a| {
+                let holder = open
+                    .iter()
+                    .find(|c| c.account_id == a.account_id && c.state == "released")
+                    .map(|c| format!("by {} since {}", c.requester.name, c.released_at.clone().unwrap_or_default()))
+                    .unwrap_or_default();
+                let d = drills.accounts.iter().find(|d| d.account_id == a.account_id);
+                let drill_text = match d {
+                    Some(d) if d.open_drill.as_ref().is_some_and(|o| o.state == "overdue") => {
+                        "drill OVERDUE".to_owned()
+                    }
+                    Some(d) if d.open_drill.is_some() => "drill due now".to_owned(),
+                    Some(d) => d
+                        .next_drill_due_at
+                        .as_deref()
+                        .and_then(|n| days_until(now, n))
+                        .map(|n| format!("drill due in {n} days"))
+                        .unwrap_or_else(|| "—".into()),
+                    None => "—".into(),
+                };
+                let proven_text = d
+                    .and_then(|d| d.last_proven_access.as_ref())
+                    .map(|l| {
+                        format!(
+                            "{} by {}",
+                            l.completed_at.clone().unwrap_or_default(),
+                            l.participants.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                        )
+                    })
+                    .unwrap_or_else(|| "never".into());
+                AccountRow {
+                    account_id: a.account_id.clone(),
+                    alias: a.alias.clone(),
+                    state_text: a.state.replace('_', " "),
+                    state: a.state.clone(),
+                    holder,
+                    drill_text,
+                    proven_text,
+                }
+            })
+            .collect();
+        let s = Shell::of(Some(&p));
+        Ok(render(DashboardPage {
+            signed_in: s.signed_in,
+            is_admin: s.is_admin,
+            is_auditor: s.is_auditor,
+            user_name: s.user_name,
+            accounts: rows,
+            awaiting,
+            mine,
+            can_request: p.custodian.has_role(Role::Custodian),
+            outbox_failed: outbox.failed,
+            outbox_undelivered: outbox.undelivered,
+            outbox_sink: outbox.sink.into(),
+        }))
+    }
+    .await;
+    result.unwrap_or_else(page_error)
+}
+
+// ---- one checkout ----
+
+#[derive(Template)]
+#[template(path = "checkout.html")]
+struct CheckoutPage {
+    signed_in: bool,
+    is_admin: bool,
+    is_auditor: bool,
+    user_name: String,
+    c: CheckoutView,
+    is_requester: bool,
+    may_decide: bool,
+    rotation_due: bool,
+}
+
+pub async fn page_checkout(
+    State(state): State<AppState>,
+    PageUser(p): PageUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let app = &state.app;
+    let result: Result<Response, AppError> = async {
+        let c = app.get_checkout(id.clone()).await?;
+        let may_decide = app
+            .list_checkouts(CheckoutFilter { state: Some("pending".into()), ..Default::default() }, Some(p.clone()))
+            .await?
+            .iter()
+            .any(|x| x.id == c.id);
+        let account: AccountView = app.get_account(c.account_id.clone()).await?;
+        let s = Shell::of(Some(&p));
+        Ok(render(CheckoutPage {
+            signed_in: s.signed_in,
+            is_admin: s.is_admin,
+            is_auditor: s.is_auditor,
+            user_name: s.user_name,
+            is_requester: c.requester.id == p.custodian.id,
+            rotation_due: c.kind == "emergency" && c.released_at.is_some() && account.rotation_due_since.is_some(),
+            may_decide,
+            c,
+        }))
+    }
+    .await;
+    result.unwrap_or_else(page_error)
+}
+
+// ---- drills, admin, audit, profile ----
+
+#[derive(Template)]
+#[template(path = "drills.html")]
+struct DrillsPage {
+    signed_in: bool,
+    is_admin: bool,
+    is_auditor: bool,
+    user_name: String,
+    status: DrillStatus,
+    checklist: Vec<(&'static str, &'static str)>,
+}
+
+pub async fn page_drills(State(state): State<AppState>, PageUser(p): PageUser) -> Response {
+    match state.app.drill_status().await {
+        Ok(status) => {
+            let s = Shell::of(Some(&p));
+            render(DrillsPage {
+                signed_in: s.signed_in,
+                is_admin: s.is_admin,
+                is_auditor: s.is_auditor,
+                user_name: s.user_name,
+                status,
+                checklist: CHECKLIST.to_vec(),
+            })
+        }
+        Err(e) => page_error(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    signed_in: bool,
+    is_admin: bool,
+    is_auditor: bool,
+    user_name: String,
+    accounts: Vec<AccountView>,
+    custodians: Vec<CustodianView>,
+}
+
+pub async fn page_admin(State(state): State<AppState>, PageUser(p): PageUser) -> Response {
+    if !p.custodian.has_role(Role::Admin) {
+        return page_error(AppError::forbidden("forbidden_role", "This page is for admins."));
+    }
+    let result: Result<Response, AppError> = async {
+        let s = Shell::of(Some(&p));
+        Ok(render(AdminPage {
+            signed_in: s.signed_in,
+            is_admin: s.is_admin,
+            is_auditor: s.is_auditor,
+            user_name: s.user_name,
+            accounts: state.app.list_accounts().await?,
+            custodians: state.app.list_custodians().await?,
+        }))
+    }
+    .await;
+    result.unwrap_or_else(page_error)
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    signed_in: bool,
+    is_admin: bool,
+    is_auditor: bool,
+    user_name: String,
+    entries: Vec<AuditEntry>,
+    chain_ok: bool,
+    chain_entries: u64,
+    chain_problem: String,
+    signatures: u64,
+    filter_action: String,
+    filter_subject: String,
+}
+
+#[derive(Deserialize, Default)]
+pub struct AuditPageQuery {
+    action_prefix: Option<String>,
+    subject: Option<String>,
+}
+
+pub async fn page_audit(
+    State(state): State<AppState>,
+    PageUser(p): PageUser,
+    Query(q): Query<AuditPageQuery>,
+) -> Response {
+    if !(p.custodian.has_role(Role::Auditor) || p.custodian.has_role(Role::Admin)) {
+        return page_error(AppError::forbidden("forbidden_role", "This page is for auditors and admins."));
+    }
+    let result: Result<Response, AppError> = async {
+        let status = state.app.audit_verify().await?;
+        let filter = AuditFilter {
+            action_prefix: q.action_prefix.clone().filter(|s| !s.is_empty()),
+            subject: q.subject.clone().filter(|s| !s.is_empty()),
+            ..Default::default()
+        };
+        let mut entries = state.app.audit_page(filter, 1000).await?.entries;
+        entries.reverse();
+        let s = Shell::of(Some(&p));
+        Ok(render(AuditPage {
+            signed_in: s.signed_in,
+            is_admin: s.is_admin,
+            is_auditor: s.is_auditor,
+            user_name: s.user_name,
+            entries,
+            chain_ok: status.ok,
+            chain_entries: status.entries,
+            chain_problem: status
+                .problem
+                .clone()
+                .or_else(|| status.approval_problems.first().cloned())
+                .unwrap_or_default(),
+            signatures: status.approvals_checked,
+            filter_action: q.action_prefix.unwrap_or_default(),
+            filter_subject: q.subject.unwrap_or_default(),
+        }))
+    }
+    .await;
+    result.unwrap_or_else(page_error)
+}
+
+#[derive(Template)]
+#[template(path = "me.html")]
+struct MePage {
+    signed_in: bool,
+    is_admin: bool,
+    is_auditor: bool,
+    user_name: String,
+    me: CustodianView,
+}
+
+pub async fn page_me(State(state): State<AppState>, PageUser(p): PageUser) -> Response {
+    match state.app.me(p.custodian.id.clone()).await {
+        Ok(me) => {
+            let s = Shell::of(Some(&p));
+            render(MePage {
+                signed_in: s.signed_in,
+                is_admin: s.is_admin,
+                is_auditor: s.is_auditor,
+                user_name: s.user_name,
+                me,
+            })
+        }
+        Err(e) => page_error(e),
+    }
+}
+
+// ---- static assets, embedded in the binary ----
+
+const APP_JS: &str = include_str!("../../web/static/app.js");
+const APP_CSS: &str = include_str!("../../web/static/app.css");
+
+fn asset(body: &'static str, ctype: &'static str) -> Response {
+    let mut res = body.into_response();
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    res
+}
+
+pub async fn static_js() -> Response {
+    asset(APP_JS, "text/javascript; charset=utf-8")
+}
+
+pub async fn static_css() -> Response {
+    asset(APP_CSS, "text/css; charset=utf-8")
+}

@@ -1,0 +1,261 @@
+// breakglass: WebAuthn ceremonies and page actions. One module, no dependencies,
+// no inline script (CSP: script-src 'self'). Every action calls the JSON API.
+
+const status = () => document.getElementById("status");
+function say(text, kind = "info") {
+  const el = status();
+  if (!el) return;
+  el.textContent = text;
+  el.className = "status " + kind;
+}
+
+const b64u = {
+  toBuf(s) {
+    const b = atob(s.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((s.length + 3) % 4));
+    return Uint8Array.from(b, (c) => c.charCodeAt(0)).buffer;
+  },
+  fromBuf(buf) {
+    let s = "";
+    for (const x of new Uint8Array(buf)) s += String.fromCharCode(x);
+    return btoa(s).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  },
+};
+
+async function api(method, path, body) {
+  const res = await fetch(path, {
+    method,
+    credentials: "same-origin",
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!res.ok) {
+    const err = new Error(data && data.error ? data.error.message : `The server answered ${res.status}.`);
+    err.code = data && data.error ? data.error.code : String(res.status);
+    throw err;
+  }
+  return data;
+}
+
+function createOptions(pk) {
+  const o = structuredClone(pk);
+  o.challenge = b64u.toBuf(o.challenge);
+  o.user.id = b64u.toBuf(o.user.id);
+  o.excludeCredentials = (o.excludeCredentials || []).map((c) => ({ ...c, id: b64u.toBuf(c.id) }));
+  return o;
+}
+
+function getOptions(pk) {
+  const o = structuredClone(pk);
+  o.challenge = b64u.toBuf(o.challenge);
+  o.allowCredentials = (o.allowCredentials || []).map((c) => ({ ...c, id: b64u.toBuf(c.id) }));
+  return o;
+}
+
+function credentialJSON(cred) {
+  const r = cred.response;
+  const response = { clientDataJSON: b64u.fromBuf(r.clientDataJSON) };
+  if (r.attestationObject) response.attestationObject = b64u.fromBuf(r.attestationObject);
+  if (r.authenticatorData) response.authenticatorData = b64u.fromBuf(r.authenticatorData);
+  if (r.signature) response.signature = b64u.fromBuf(r.signature);
+  if (r.userHandle) response.userHandle = b64u.fromBuf(r.userHandle);
+  return { id: cred.id, rawId: b64u.fromBuf(cred.rawId), type: cred.type, response, extensions: cred.getClientExtensionResults() };
+}
+
+async function touchKey(kind, options) {
+  say("Touch your security key (and enter its PIN if asked)…");
+  try {
+    const cred = kind === "create"
+      ? await navigator.credentials.create({ publicKey: createOptions(options.publicKey) })
+      : await navigator.credentials.get({ publicKey: getOptions(options.publicKey) });
+    return credentialJSON(cred);
+  } catch (e) {
+    throw new Error("The security key did not answer (" + e.name + "). Try again, with a key that has a PIN or fingerprint.");
+  }
+}
+
+const checkoutId = () => document.querySelector("[data-checkout]")?.dataset.checkout;
+const form = (el) => Object.fromEntries(new FormData(el).entries());
+
+const actions = {
+  async enrol(el) {
+    const token = location.hash.slice(1);
+    if (!token) throw new Error("This page needs the invite link you were sent (it ends with #…).");
+    const f = form(el);
+    const start = await api("POST", "/api/v1/enrol/start", { invite_token: token, name: f.name, email: f.email });
+    const credential = await touchKey("create", start);
+    await api("POST", "/api/v1/enrol/finish", { ceremony_id: start.ceremony_id, credential, label: f.label || null });
+    history.replaceState(null, "", "/enrol");
+    location.assign("/me");
+  },
+  async login(el) {
+    const start = await api("POST", "/api/v1/login/start", { email: form(el).email });
+    const credential = await touchKey("get", start);
+    await api("POST", "/api/v1/login/finish", { ceremony_id: start.ceremony_id, credential });
+    location.assign(new URLSearchParams(location.search).get("next") || "/");
+  },
+  async "add-key"(el) {
+    const start = await api("POST", "/api/v1/me/credentials/start", {});
+    const credential = await touchKey("create", start);
+    await api("POST", "/api/v1/me/credentials/finish", { ceremony_id: start.ceremony_id, credential, label: form(el).label || null });
+    location.reload();
+  },
+  async logout() {
+    await api("POST", "/api/v1/logout", {});
+    location.assign("/login");
+  },
+  async request(el) {
+    const f = form(el);
+    const c = await api("POST", "/api/v1/checkouts", {
+      account_id: f.account_id, reason: f.reason, ticket: f.ticket || null, kind: f.kind, duration_minutes: Number(f.duration_minutes),
+    });
+    location.assign("/checkouts/" + c.id);
+  },
+  async decide(el, submitter) {
+    const id = checkoutId();
+    const start = await api("POST", `/api/v1/checkouts/${id}/approvals/start`, {});
+    const credential = await touchKey("get", start);
+    await api("POST", `/api/v1/checkouts/${id}/approvals/finish`, {
+      ceremony_id: start.ceremony_id, credential, decision: submitter?.value || "approve", comment: form(el).comment || null,
+    });
+    location.reload();
+  },
+  async reveal() {
+    const id = checkoutId();
+    const start = await api("POST", `/api/v1/checkouts/${id}/release/start`, {});
+    const credential = await touchKey("get", start);
+    const r = await api("POST", `/api/v1/checkouts/${id}/release/finish`, { ceremony_id: start.ceremony_id, credential });
+    showRevealed(r);
+    say("Revealed. Everything you do now is on the record.", "ok");
+  },
+  async close(el) {
+    await api("POST", `/api/v1/checkouts/${checkoutId()}/close`, { note: form(el).note });
+    location.reload();
+  },
+  async cancel() {
+    await api("POST", `/api/v1/checkouts/${checkoutId()}/cancel`, {});
+    location.reload();
+  },
+  async rotate(el) {
+    await api("PUT", `/api/v1/checkouts/${checkoutId()}/rotation`, { value: form(el).value });
+    el.reset();
+    location.reload();
+  },
+  async invite(el) {
+    const roles = new FormData(el).getAll("roles");
+    const inv = await api("POST", "/api/v1/invites", { roles });
+    const out = document.getElementById("invite-url");
+    out.textContent = inv.invite_url + "  (single use, expires " + inv.expires_at + ")";
+    out.hidden = false;
+  },
+  async account(el) {
+    await api("POST", "/api/v1/accounts", form(el));
+    location.reload();
+  },
+  async deposit(el) {
+    const f = form(el);
+    await api("PUT", `/api/v1/accounts/${f.account_id}/secrets/${f.kind}`, { value: f.value });
+    el.reset();
+    say("Deposited. The value is encrypted and will not be shown again.", "ok");
+  },
+  async disable(el) {
+    if (!confirm("Disable this person? Their sessions end at once.")) return;
+    await api("POST", `/api/v1/custodians/${el.dataset.custodian}/disable`, {});
+    location.reload();
+  },
+  async checklist(el) {
+    const f = form(el);
+    const items = {};
+    for (const [k, v] of Object.entries(f)) if (k !== "checkout_id") items[k] = { result: v };
+    const d = await api("POST", `/api/v1/drills/${el.dataset.drill}/checklist`, { checkout_id: f.checkout_id, items });
+    say("Drill " + d.state + ".", d.state === "passed" ? "ok" : "error");
+    setTimeout(() => location.reload(), 1500);
+  },
+};
+
+let totp = null;
+function showRevealed(r) {
+  document.getElementById("revealed").hidden = false;
+  document.getElementById("root-email").textContent = r.root_email;
+  document.getElementById("password").textContent = r.password;
+  document.getElementById("window-ends").dataset.countdown = r.window_ends_at;
+  totp = { code: r.totp.code, next: r.totp.next_code, left: r.totp.valid_for_seconds, period: r.totp.period_seconds };
+  const state = document.getElementById("checkout-state");
+  if (state) state.textContent = "released";
+  renderTotp();
+  tick();
+}
+
+function renderTotp() {
+  if (!totp) return;
+  const code = document.getElementById("totp-code");
+  const left = document.getElementById("totp-left");
+  code.textContent = totp.code || "—";
+  left.textContent = totp.code ? `valid ${totp.left} s` : "touch your key again for a fresh code";
+}
+
+function tick(advance = false) {
+  if (advance && totp && totp.code) {
+    totp.left -= 1;
+    if (totp.left <= 0) {
+      totp = totp.next ? { code: totp.next, next: null, left: totp.period, period: totp.period } : { ...totp, code: null };
+      document.getElementById("reveal-button").textContent = "Get a fresh code with my key";
+    }
+  }
+  renderTotp();
+  for (const el of document.querySelectorAll("[data-countdown]")) {
+    const end = Date.parse(el.dataset.countdown);
+    if (Number.isNaN(end)) continue;
+    const s = Math.max(0, Math.round((end - Date.now()) / 1000));
+    el.textContent = s > 0 ? `${Math.floor(s / 60)} min ${s % 60} s` : "ended";
+  }
+}
+
+document.addEventListener("submit", async (ev) => {
+  const el = ev.target.closest("form[data-action]");
+  if (!el) return;
+  ev.preventDefault();
+  const buttons = el.querySelectorAll("button");
+  buttons.forEach((b) => (b.disabled = true));
+  try {
+    await actions[el.dataset.action](el, ev.submitter);
+  } catch (e) {
+    say(e.message, "error");
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+  }
+});
+
+document.addEventListener("click", async (ev) => {
+  const el = ev.target.closest("button[data-action], button[data-toggle], button[data-copy]");
+  if (!el || el.closest("form[data-action]")) return;
+  if (el.dataset.toggle) {
+    const secret = document.getElementById(el.dataset.toggle);
+    const mask = document.getElementById(el.dataset.toggle + "-mask");
+    secret.hidden = !secret.hidden;
+    mask.hidden = !secret.hidden;
+    el.textContent = secret.hidden ? "Show" : "Hide";
+    return;
+  }
+  if (el.dataset.copy) {
+    try {
+      await navigator.clipboard.writeText(document.getElementById(el.dataset.copy).textContent);
+      say("Copied.", "ok");
+    } catch {
+      say("Copying is blocked here: select the text instead.", "error");
+    }
+    return;
+  }
+  try {
+    el.disabled = true;
+    await actions[el.dataset.action](el);
+  } catch (e) {
+    say(e.message, "error");
+  } finally {
+    el.disabled = false;
+  }
+});
+
+setInterval(() => tick(true), 1000);
+tick();
