@@ -284,23 +284,28 @@ struct DrillsPage {
     user_name: String,
     status: DrillStatus,
     checklist: Vec<(&'static str, &'static str)>,
+    history: Vec<crate::app::drills::DrillView>,
 }
 
 pub async fn page_drills(State(state): State<AppState>, PageUser(p): PageUser) -> Response {
-    match state.app.drill_status().await {
-        Ok(status) => {
-            let s = Shell::of(Some(&p));
-            render(DrillsPage {
-                signed_in: s.signed_in,
-                is_admin: s.is_admin,
-                is_auditor: s.is_auditor,
-                user_name: s.user_name,
-                status,
-                checklist: CHECKLIST.to_vec(),
-            })
-        }
-        Err(e) => page_error(e),
+    let result: Result<Response, AppError> = async {
+        let status = state.app.drill_status().await?;
+        let mut history = state.app.list_drills(None, i64::MIN, i64::MAX).await?;
+        history.reverse();
+        history.truncate(50);
+        let s = Shell::of(Some(&p));
+        Ok(render(DrillsPage {
+            signed_in: s.signed_in,
+            is_admin: s.is_admin,
+            is_auditor: s.is_auditor,
+            user_name: s.user_name,
+            status,
+            checklist: CHECKLIST.to_vec(),
+            history,
+        }))
     }
+    .await;
+    result.unwrap_or_else(page_error)
 }
 
 #[derive(Template)]
@@ -312,6 +317,7 @@ struct AdminPage {
     user_name: String,
     accounts: Vec<AccountView>,
     custodians: Vec<CustodianView>,
+    invites: Vec<crate::app::invites::InviteView>,
 }
 
 pub async fn page_admin(State(state): State<AppState>, PageUser(p): PageUser) -> Response {
@@ -327,6 +333,7 @@ pub async fn page_admin(State(state): State<AppState>, PageUser(p): PageUser) ->
             user_name: s.user_name,
             accounts: state.app.list_accounts().await?,
             custodians: state.app.list_custodians().await?,
+            invites: state.app.list_invites().await?,
         }))
     }
     .await;

@@ -234,8 +234,11 @@ async fn custodians_run_a_two_person_release_in_a_real_browser() {
     click(&cy.page, "#decide-form button[value=approve]").await;
     wait(&cy.page, "document.getElementById('checkout-state')?.textContent === 'approved'").await;
 
+    // Bo's page, left open, follows the request live: it updates by itself.
+    wait(&bo.page, "document.getElementById('checkout-state')?.textContent === 'approved' && !!document.getElementById('reveal-button')").await;
+    assert!(text(&bo.page, "main").await.contains("Cy Approver: approve"));
+
     // Bo reveals: the password and the current MFA code.
-    goto(&bo.page, &checkout_url).await;
     click(&bo.page, "#reveal-button").await;
     wait(&bo.page, "!document.getElementById('revealed').hidden").await;
     assert_eq!(text(&bo.page, "#password").await, PASSWORD);

@@ -159,6 +159,23 @@ const actions = {
     el.reset();
     say("Deposited. The value is encrypted and will not be shown again.", "ok");
   },
+  async policy(el) {
+    const f = form(el);
+    const body = {
+      approvals_required: Number(f.approvals_required),
+      reveal_window_minutes: Number(f.reveal_window_minutes),
+      max_checkout_minutes: Number(f.max_checkout_minutes),
+      veto: f.veto === "on",
+      drill_schedule: f.drill_schedule,
+    };
+    if (f.approvers.trim()) body.approvers = f.approvers.trim() === "all" ? "all" : f.approvers.split(/[\s,]+/).filter(Boolean);
+    await api("PUT", `/api/v1/accounts/${el.dataset.account}/policy`, body);
+    location.reload();
+  },
+  async revoke(el) {
+    await api("POST", `/api/v1/invites/${el.dataset.invite}/revoke`, {});
+    location.reload();
+  },
   async disable(el) {
     if (!confirm("Disable this person? Their sessions end at once.")) return;
     await api("POST", `/api/v1/custodians/${el.dataset.custodian}/disable`, {});
@@ -208,7 +225,7 @@ function tick(advance = false) {
     const end = Date.parse(el.dataset.countdown);
     if (Number.isNaN(end)) continue;
     const s = Math.max(0, Math.round((end - Date.now()) / 1000));
-    el.textContent = s > 0 ? `${Math.floor(s / 60)} min ${s % 60} s` : "ended";
+    el.textContent = s <= 0 ? "ended" : s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min` : `${Math.floor(s / 60)} min ${s % 60} s`;
   }
 }
 
@@ -259,3 +276,19 @@ document.addEventListener("click", async (ev) => {
 
 setInterval(() => tick(true), 1000);
 tick();
+
+// Follow a request live: reload when its state or approvals change (not while
+// credentials are on screen or someone is typing).
+const watched = document.querySelector("[data-checkout][data-watch]");
+if (watched) {
+  const seen = watched.dataset.watch;
+  setInterval(async () => {
+    if (totp || document.activeElement?.matches("input, textarea")) return;
+    try {
+      const c = await api("GET", "/api/v1/checkouts/" + watched.dataset.checkout);
+      if (`${c.state}/${c.approvals_received}` !== seen) location.reload();
+    } catch {
+      /* the next poll retries */
+    }
+  }, 5000);
+}
