@@ -168,29 +168,25 @@ pub(crate) fn run_due(
         }
     }
     for d in store::open_drills(conn)? {
-        let subject = format!("account:{}", d.account_id);
-        if d.state == "due" && t >= d.grace_ends_at {
-            store::set_state(conn, &d.id, "overdue", Some(t))?;
-            record(
-                conn,
-                now,
-                "system",
-                "drill.overdue",
-                &subject,
-                &json!({"drill": d.id, "period": d.period, "overdue_since": rfc3339(d.grace_ends_at), "repeat": false}),
-            )?;
-            out.became_overdue += 1;
-        } else if d.state == "overdue" && d.last_escalated_at.is_some_and(|e| t >= e + WEEK) {
-            store::set_state(conn, &d.id, "overdue", Some(t))?;
-            record(
-                conn,
-                now,
-                "system",
-                "drill.overdue",
-                &subject,
-                &json!({"drill": d.id, "period": d.period, "overdue_since": rfc3339(d.grace_ends_at), "repeat": true}),
-            )?;
+        // Overdue once the grace period ends, then a reminder every week until it passes.
+        let repeat = d.state == "overdue";
+        let due = if repeat { d.last_escalated_at.is_some_and(|e| t >= e + WEEK) } else { t >= d.grace_ends_at };
+        if !due {
+            continue;
+        }
+        store::set_state(conn, &d.id, "overdue", Some(t))?;
+        record(
+            conn,
+            now,
+            "system",
+            "drill.overdue",
+            &format!("account:{}", d.account_id),
+            &json!({"drill": d.id, "period": d.period, "overdue_since": rfc3339(d.grace_ends_at), "repeat": repeat}),
+        )?;
+        if repeat {
             out.reminded_overdue += 1;
+        } else {
+            out.became_overdue += 1;
         }
     }
     Ok(out)
