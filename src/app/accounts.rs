@@ -248,7 +248,7 @@ impl App {
                     "UPDATE accounts SET approvals_required = ?2, reveal_window_minutes = ?3, max_checkout_minutes = ?4, veto = ?5, drill_schedule = ?6 WHERE account_id = ?1",
                     rusqlite::params![id.as_str(), policy.approvals_required, policy.reveal_window_minutes, policy.max_checkout_minutes, policy.veto as i64, policy.drill_schedule],
                 )?;
-                if u.drill_schedule.is_some() {
+                if u.drill_schedule.as_deref().is_some_and(|s| s != a.drill_schedule) {
                     // A new schedule counts from now: no surprise drill for a past period.
                     let next = crate::domain::drill::Schedule::parse(&policy.drill_schedule)?.next_after(now.unix_timestamp());
                     tx.execute("UPDATE accounts SET next_drill_due_at = ?2 WHERE account_id = ?1", rusqlite::params![id.as_str(), next])?;

@@ -27,6 +27,24 @@ pub const SCHEMA: &str = "breakglass.announcement/v1";
 pub struct LogSigner {
     pub key: ed25519_dalek::SigningKey,
     pub name: String,
+    /// The largest checkpoint signed, kept outside the database (a restored backup
+    /// cannot roll it back): `<size> <head hex>`.
+    pub high_water: Option<std::path::PathBuf>,
+}
+
+fn read_high_water(path: &std::path::Path) -> Option<(u64, String)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (size, head) = text.trim().split_once(' ')?;
+    Some((size.parse().ok()?, head.to_owned()))
+}
+
+fn write_high_water(path: &std::path::Path, size: u64, head: &str) -> Result<(), AppError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let io = |e: std::io::Error| AppError::Internal(format!("cannot record the checkpoint high-water mark: {e}"));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(format!("{size} {head}\n").as_bytes()).and_then(|()| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
 }
 
 impl LogSigner {
@@ -124,6 +142,18 @@ pub struct SignedCheckpoint {
 fn sign_checkpoint(conn: &Connection, signer: &LogSigner, now: i64) -> Result<Option<SignedCheckpoint>, AppError> {
     let (size, head) = outbox::audit_head(conn)?;
     let Some(head) = head else { return Ok(None) };
+    // The mark outside the database first: it survives restoring an older database.
+    if let Some((m, h_m)) = signer.high_water.as_deref().and_then(read_high_water)
+        && (m > size || outbox::audit_hash_at(conn, m)?.as_deref() != Some(h_m.as_str()))
+    {
+        return Err(AppError::conflict(
+            "log_inconsistent",
+            format!(
+                "This database does not contain the log of the checkpoint already signed at size {m} (a restored or rewritten database?). Nothing more is signed until an operator investigates."
+            ),
+        ));
+    }
+
     if let Some((m, h_m, note)) = outbox::latest_checkpoint(conn)? {
         let still = outbox::audit_hash_at(conn, m)?;
         if m > size || still.as_deref() != Some(h_m.as_str()) {
@@ -149,6 +179,9 @@ fn sign_checkpoint(conn: &Connection, signer: &LogSigner, now: i64) -> Result<Op
     let note =
         checkpoint::sign(&signer.key, &signer.name, &Checkpoint { origin: signer.name.clone(), size, head: raw });
     outbox::insert_checkpoint(conn, size, &head, &note, now)?;
+    if let Some(path) = &signer.high_water {
+        write_high_water(path, size, &head)?;
+    }
     Ok(Some(SignedCheckpoint { origin: signer.name.clone(), size, head, note, verifier_key: signer.verifier_key() }))
 }
 
@@ -236,13 +269,20 @@ impl App {
                     }
                     Err(error) => {
                         let attempts = row.attempts + 1;
+                        // Past max_attempts the message is reported as failed but keeps its
+                        // place and keeps being retried at the longest backoff: nothing
+                        // behind it overtakes it, so subscribers never see events out of order.
                         let give_up = attempts >= i64::from(sns.max_attempts);
                         // Exponential backoff with jitter in [½, 1] of the step.
-                        let step = (i64::from(sns.base_backoff_seconds) << (attempts - 1).clamp(0, 20))
-                            .min(i64::from(sns.max_backoff_seconds));
+                        let step = if give_up {
+                            i64::from(sns.max_backoff_seconds)
+                        } else {
+                            (i64::from(sns.base_backoff_seconds) << (attempts - 1).clamp(0, 20))
+                                .min(i64::from(sns.max_backoff_seconds))
+                        };
                         let delay = ((step as f64) * (0.5 + jitter / 2.0)).ceil() as i64;
                         let error: String = error.chars().take(500).collect();
-                        outbox::mark_attempt_failed(tx, row.id, &error, after + delay, give_up)?;
+                        outbox::mark_attempt_failed(tx, row.id, &error, after + delay)?;
                         tracing::warn!(event = %row.event, attempts, "announcement not delivered: {error}");
                         Ok(if give_up {
                             Delivery::Failed { event_id: row.event_id, error }
@@ -270,14 +310,16 @@ impl App {
     /// Failed messages back into the queue (`breakglass outbox retry`).
     pub async fn retry_failed(&self) -> Result<usize, AppError> {
         let now = self.now().unix_timestamp();
-        self.db.transact(move |tx| Ok::<_, AppError>(outbox::retry_failed(tx, now)?)).await
+        let max = i64::from(self.config.sns.max_attempts);
+        self.db.transact(move |tx| Ok::<_, AppError>(outbox::retry_failed(tx, now, max)?)).await
     }
 
     pub async fn outbox_status(&self) -> Result<OutboxStatus, AppError> {
         let sink = if self.sink.is_some() { "sns" } else { "no_sink" };
+        let max = i64::from(self.config.sns.max_attempts);
         self.db
             .call(move |conn| {
-                let (undelivered, oldest, failed) = outbox::backlog(conn)?;
+                let (undelivered, oldest, failed) = outbox::backlog(conn, max)?;
                 Ok::<_, AppError>(OutboxStatus {
                     sink,
                     undelivered,
@@ -293,8 +335,9 @@ impl App {
         state: Option<String>,
         checkout: Option<String>,
     ) -> Result<Vec<outbox::OutboxRow>, AppError> {
+        let max = i64::from(self.config.sns.max_attempts);
         self.db
-            .call(move |conn| Ok::<_, AppError>(outbox::list(conn, state.as_deref(), checkout.as_deref(), 500)?))
+            .call(move |conn| Ok::<_, AppError>(outbox::list(conn, state.as_deref(), checkout.as_deref(), 500, max)?))
             .await
     }
 
@@ -322,7 +365,7 @@ pub(crate) fn ensure_log_key(
     now: OffsetDateTime,
 ) -> Result<LogSigner, AppError> {
     if let Some(row) = outbox::log_key(conn)? {
-        return Ok(LogSigner { key: vault.log_key(&row.sealed_key)?, name: row.key_name });
+        return Ok(LogSigner { key: vault.log_key(&row.sealed_key)?, name: row.key_name, high_water: None });
     }
     let new = crate::crypto::vault::new_log_key(vault.recipient())?;
     store::transact(conn, |tx| {
@@ -345,5 +388,5 @@ pub(crate) fn ensure_log_key(
         )?;
         Ok::<_, AppError>(())
     })?;
-    Ok(LogSigner { key: vault.log_key(&new.sealed)?, name: name.to_owned() })
+    Ok(LogSigner { key: vault.log_key(&new.sealed)?, name: name.to_owned(), high_water: None })
 }

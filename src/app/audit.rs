@@ -307,8 +307,26 @@ pub fn verify_checkpoint(
 /// Accept a bare signed note, a checkpoint JSON (`{"note": …}`) or a whole
 /// announcement (`{"checkpoint": {"note": …}}`), as an auditor might have saved it.
 pub fn extract_note(text: &str) -> String {
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) => v["checkpoint"]["note"].as_str().or_else(|| v["note"].as_str()).unwrap_or(text).to_owned(),
-        Err(_) => text.to_owned(),
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) else { return text.to_owned() };
+    // What SQS, HTTP and e-mail-json subscribers receive: the SNS envelope around it.
+    if let Some(inner) = v["Message"].as_str().and_then(|m| serde_json::from_str(m).ok()) {
+        v = inner;
+    }
+    v["checkpoint"]["note"].as_str().or_else(|| v["note"].as_str()).unwrap_or(text).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extract_note;
+
+    #[test]
+    fn a_note_is_found_in_a_bare_note_a_checkpoint_an_announcement_and_an_sns_envelope() {
+        let note = "o\n1\nAAAA\n\n\u{2014} o sig\n";
+        let message = serde_json::json!({"event": "x", "checkpoint": {"note": note}});
+        let envelope = serde_json::json!({"Type": "Notification", "Message": message.to_string()});
+        assert_eq!(extract_note(note), note);
+        assert_eq!(extract_note(&serde_json::json!({"note": note}).to_string()), note);
+        assert_eq!(extract_note(&message.to_string()), note);
+        assert_eq!(extract_note(&envelope.to_string()), note);
     }
 }

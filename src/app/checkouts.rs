@@ -201,7 +201,7 @@ pub(crate) fn view(conn: &rusqlite::Connection, c: &CheckoutRow) -> Result<Check
         ended_at: c.ended_at.map(rfc3339),
         ended_by: c.ended_by.clone(),
         end_note: c.end_note.clone(),
-        announcements: crate::store::outbox::list(conn, None, Some(&c.id), 100)?
+        announcements: crate::store::outbox::list(conn, None, Some(&c.id), 100, i64::MAX)?
             .into_iter()
             .rev()
             .map(|o| AnnouncementState {
@@ -365,6 +365,12 @@ impl App {
                             format!("Account {} already has an open checkout {} ({}, requested by {}). One checkout per account at a time.", account.account_id, open.id, open.state, who.name),
                         ));
                     }
+                }
+                if kind == CheckoutKind::Drill && crate::store::drills::open_for_account(tx, &account.account_id)?.is_empty() {
+                    return Err(AppError::conflict(
+                        "no_drill_due",
+                        format!("No drill is due for account {}: drills open on its schedule (see Drills). For real access, request an emergency checkout.", account.account_id),
+                    ));
                 }
                 for kind in [SecretKind::RootPassword, SecretKind::TotpSeed] {
                     if store_accounts::latest_secret(tx, &account.account_id, kind.as_str())?.is_none() {

@@ -98,6 +98,30 @@ pub(crate) fn run_due(
 ) -> Result<DrillTick, AppError> {
     let t = now.unix_timestamp();
     let mut out = DrillTick::default();
+    // Escalate first, so a drill still open when its next period begins is reported
+    // overdue before it is superseded.
+    for d in store::open_drills(conn)? {
+        // Overdue once the grace period ends, then a reminder every week until it passes.
+        let repeat = d.state == "overdue";
+        let due = if repeat { d.last_escalated_at.is_some_and(|e| t >= e + WEEK) } else { t >= d.grace_ends_at };
+        if !due {
+            continue;
+        }
+        store::set_state(conn, &d.id, "overdue", Some(t))?;
+        record(
+            conn,
+            now,
+            "system",
+            "drill.overdue",
+            &format!("account:{}", d.account_id),
+            &json!({"drill": d.id, "period": d.period, "overdue_since": rfc3339(d.grace_ends_at), "repeat": repeat}),
+        )?;
+        if repeat {
+            out.reminded_overdue += 1;
+        } else {
+            out.became_overdue += 1;
+        }
+    }
     for a in store_accounts::list_accounts(conn)? {
         let Ok(schedule) = Schedule::parse(&a.drill_schedule) else {
             tracing::warn!(account = %a.account_id, "skipping drills: invalid schedule");
@@ -165,28 +189,6 @@ pub(crate) fn run_due(
                     rusqlite::params![a.account_id, next_due],
                 )?;
             }
-        }
-    }
-    for d in store::open_drills(conn)? {
-        // Overdue once the grace period ends, then a reminder every week until it passes.
-        let repeat = d.state == "overdue";
-        let due = if repeat { d.last_escalated_at.is_some_and(|e| t >= e + WEEK) } else { t >= d.grace_ends_at };
-        if !due {
-            continue;
-        }
-        store::set_state(conn, &d.id, "overdue", Some(t))?;
-        record(
-            conn,
-            now,
-            "system",
-            "drill.overdue",
-            &format!("account:{}", d.account_id),
-            &json!({"drill": d.id, "period": d.period, "overdue_since": rfc3339(d.grace_ends_at), "repeat": repeat}),
-        )?;
-        if repeat {
-            out.reminded_overdue += 1;
-        } else {
-            out.became_overdue += 1;
         }
     }
     Ok(out)
@@ -412,7 +414,9 @@ impl App {
 /// CSV for auditors' spreadsheets: one row per drill, one column per checklist item.
 pub fn evidence_csv(rows: &[DrillEvidence]) -> String {
     fn q(s: &str) -> String {
-        if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+        // Cells that a spreadsheet would run as a formula are prefixed with a quote.
+        let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_owned() };
+        if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
     }
     let mut out =
         String::from("drill_id,account_id,alias,period,state,completed_at,completed_by,participants,checkout_id");
@@ -455,4 +459,32 @@ pub fn evidence_csv(rows: &[DrillEvidence]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_cannot_become_spreadsheet_formulas() {
+        let d = DrillView {
+            id: "d".into(),
+            account_id: "123456789012".into(),
+            account_alias: "=HYPERLINK(\"https://x.example\",\"x\")".into(),
+            period: "p".into(),
+            due_at: "t".into(),
+            grace_ends_at: "t".into(),
+            state: "passed".into(),
+            checkout_id: None,
+            completed_at: None,
+            completed_by: Some("+cmd".into()),
+            participants: vec![],
+            checklist: serde_json::Value::Null,
+            failed_items: vec![],
+        };
+        let csv = evidence_csv(&[DrillEvidence { drill: d, checkout: None, approvals: vec![] }]);
+        let row = csv.lines().nth(1).unwrap();
+        assert!(row.contains("\"'=HYPERLINK(\"\"https://x.example\"\",\"\"x\"\")\""), "{row}");
+        assert!(row.contains(",'+cmd,"), "{row}");
+    }
 }

@@ -101,7 +101,9 @@ impl App {
         let log_signer = match &vault {
             Some(v) => {
                 let name = format!("{}/breakglass/audit", config.rp_id());
-                Some(Arc::new(db.with(|conn| announce::ensure_log_key(conn, v, &name, clock.now()))?))
+                let mut signer = db.with(|conn| announce::ensure_log_key(conn, v, &name, clock.now()))?;
+                signer.high_water = Some(config.data_dir.join("checkpoint-high-water"));
+                Some(Arc::new(signer))
             }
             None => None,
         };

@@ -58,9 +58,8 @@ pub fn parse_verifier_key(vkey: &str) -> Result<(String, [u8; 32]), NoteError> {
         return Err(NoteError::Malformed);
     };
     let raw = STANDARD.decode(k).map_err(|_| NoteError::Malformed)?;
-    let (Some(&ALG_ED25519), Ok(public)) = (raw.first(), <[u8; 32]>::try_from(&raw[1..])) else {
-        return Err(NoteError::Malformed);
-    };
+    let Some((&ALG_ED25519, key)) = raw.split_first() else { return Err(NoteError::Malformed) };
+    let public: [u8; 32] = key.try_into().map_err(|_| NoteError::Malformed)?;
     if hex::encode(key_id(name, &public)) != id {
         return Err(NoteError::Malformed);
     }
@@ -131,6 +130,8 @@ mod tests {
         let vkey = verifier_key("custody.example.com/breakglass/audit", &public);
         assert_eq!(parse_verifier_key(&vkey).unwrap(), ("custody.example.com/breakglass/audit".to_owned(), public));
         assert!(parse_verifier_key("nonsense").is_err());
+        assert!(parse_verifier_key("name+id+").is_err(), "an empty key is refused, not a panic");
+        assert!(parse_verifier_key("name+00000000+AQ==").is_err());
         // Keys whose base64 contains '+' parse too.
         for seed in 0..64u8 {
             let pk = SigningKey::from_bytes(&[seed; 32]).verifying_key().to_bytes();

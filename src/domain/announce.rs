@@ -113,7 +113,7 @@ pub fn announcement(action: &str, details: &serde_json::Value, ctx: &Context) ->
         "drill.passed" => (Info, format!("Root-access drill for {acct} passed: {actor} and others proved access.")),
         "drill.failed" => (High, format!("Root-access drill for {acct} FAILED: {}.", str_list(&details["reasons"]))),
         "drill.missed" => (
-            Warning,
+            High,
             format!(
                 "The root-access drill for {acct} for period {} was never completed.",
                 details["period"].as_str().unwrap_or("?")

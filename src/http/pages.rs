@@ -375,10 +375,10 @@ pub async fn page_audit(
         let filter = AuditFilter {
             action_prefix: q.action_prefix.clone().filter(|s| !s.is_empty()),
             subject: q.subject.clone().filter(|s| !s.is_empty()),
+            newest_first: true,
             ..Default::default()
         };
-        let mut entries = state.app.audit_page(filter, 1000).await?.entries;
-        entries.reverse();
+        let entries = state.app.audit_page(filter, 500).await?.entries;
         let s = Shell::of(Some(&p));
         Ok(render(AuditPage {
             signed_in: s.signed_in,

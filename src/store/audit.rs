@@ -76,6 +76,8 @@ pub struct AuditFilter {
     pub since: Option<String>,
     /// Exclusive upper bound on `at`.
     pub until: Option<String>,
+    /// Newest entries first (the audit page); paging with `after_seq` is oldest-first.
+    pub newest_first: bool,
 }
 
 pub fn list(conn: &Connection, f: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
@@ -95,7 +97,11 @@ pub fn list(conn: &Connection, f: &AuditFilter, limit: u32) -> Result<Vec<AuditE
             clauses.push(template.replace("{n}", &args.len().to_string()));
         }
     }
-    let sql = format!("SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY seq LIMIT {limit}", clauses.join(" AND "));
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY seq {} LIMIT {limit}",
+        clauses.join(" AND "),
+        if f.newest_first { "DESC" } else { "ASC" }
+    );
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)

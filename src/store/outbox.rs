@@ -85,46 +85,45 @@ pub fn mark_delivered(conn: &Connection, id: i64, message_id: &str, at: i64) -> 
     Ok(())
 }
 
-pub fn mark_attempt_failed(
-    conn: &Connection,
-    id: i64,
-    error: &str,
-    next_attempt_at: i64,
-    give_up: bool,
-) -> Result<(), StoreError> {
+pub fn mark_attempt_failed(conn: &Connection, id: i64, error: &str, next_attempt_at: i64) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3, state = CASE WHEN ?4 THEN 'failed' ELSE state END WHERE id = ?1",
-        params![id, error, next_attempt_at, give_up],
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
+        params![id, error, next_attempt_at],
     )?;
     Ok(())
 }
 
-/// Failed rows back to pending, due now. Returns how many.
-pub fn retry_failed(conn: &Connection, now: i64) -> Result<usize, StoreError> {
+/// Messages past their attempts (and any legacy `failed` rows) back to a fresh start, due now.
+pub fn retry_failed(conn: &Connection, now: i64, max_attempts: i64) -> Result<usize, StoreError> {
     Ok(conn.execute(
-        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?1 WHERE state = 'failed'",
-        [now],
+        "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?1 WHERE state = 'failed' OR (state = 'pending' AND attempts >= ?2)",
+        params![now, max_attempts],
     )?)
 }
 
+/// `state` `failed` means: undelivered after `max_attempts` attempts (still retried, in order).
 pub fn list(
     conn: &Connection,
     state: Option<&str>,
     checkout_id: Option<&str>,
     limit: u32,
+    max_attempts: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLS} FROM outbox WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR checkout_id = ?2) ORDER BY id DESC LIMIT ?3"
+        "SELECT {COLS} FROM outbox WHERE (?1 IS NULL OR (CASE WHEN ?1 = 'failed' THEN state = 'failed' OR (state = 'pending' AND attempts >= ?4) \
+         ELSE state = ?1 END)) AND (?2 IS NULL OR checkout_id = ?2) ORDER BY id DESC LIMIT ?3"
     ))?;
-    let rows = stmt.query_map(params![state, checkout_id, limit], from_row)?;
+    let rows = stmt.query_map(params![state, checkout_id, limit, max_attempts], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// `(undelivered count, oldest undelivered created_at, failed count)`.
-pub fn backlog(conn: &Connection) -> Result<(i64, Option<i64>, i64), StoreError> {
+/// `(undelivered, oldest undelivered created_at, failed)`; failed = undelivered after
+/// `max_attempts` attempts (still retried, in order).
+pub fn backlog(conn: &Connection, max_attempts: i64) -> Result<(i64, Option<i64>, i64), StoreError> {
     Ok(conn.query_row(
-        "SELECT sum(state = 'pending'), min(CASE WHEN state = 'pending' THEN created_at END), sum(state = 'failed') FROM outbox",
-        [],
+        "SELECT sum(state = 'pending'), min(CASE WHEN state = 'pending' THEN created_at END), \
+         sum(state = 'failed' OR (state = 'pending' AND attempts >= ?1)) FROM outbox",
+        [max_attempts],
         |r| Ok((r.get::<_, Option<i64>>(0)?.unwrap_or(0), r.get(1)?, r.get::<_, Option<i64>>(2)?.unwrap_or(0))),
     )?)
 }

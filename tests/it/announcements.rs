@@ -280,6 +280,11 @@ async fn a_message_that_exhausts_its_attempts_is_failed_visible_and_retried_on_d
     assert!(matches!(down.deliver_one().await.unwrap(), Delivery::Retrying { .. }));
     t.s.clock.advance(Duration::minutes(5));
     assert!(matches!(down.deliver_one().await.unwrap(), Delivery::Failed { .. }));
+    // It keeps its place: nothing behind it overtakes it.
+    assert!(matches!(down.deliver_one().await.unwrap(), Delivery::NotDue { .. }), "later messages wait behind it");
+    let delivered: i64 =
+        t.s.db().query_row("SELECT count(*) FROM outbox WHERE state = 'delivered'", [], |r| r.get(0)).unwrap();
+    assert_eq!(delivered, 0);
     let status = t.s.app.outbox_status().await.unwrap();
     assert_eq!(status.failed, 1);
     let (_, ready) = get(&reqwest::Client::new(), t.s.url("/readyz")).await;
@@ -438,4 +443,36 @@ async fn fifo_topics_get_a_group_per_account_and_the_event_id_for_deduplication(
     let n = app.deliver_due().await.unwrap();
     assert!(n > 5, "{n}");
     assert_eq!(app.outbox_status().await.unwrap().undelivered, 0);
+}
+
+#[tokio::test]
+async fn a_restored_older_database_cannot_make_the_service_sign_a_contradicting_checkpoint() {
+    let t = team().await;
+    // Backup taken now (only the database file, as the runbook does).
+    let backup = t.s.dir.path().join("backup");
+    std::fs::create_dir(&backup).unwrap();
+    t.s.db().execute("VACUUM INTO ?1", [backup.join("breakglass.db").to_str().unwrap()]).unwrap();
+    // Life goes on: more entries, and a checkpoint of them leaves the building.
+    let _ = t.s.enrol(&[breakglass::domain::Role::Custodian], "Dee", "dee@example.com").await;
+    let later = t.s.app.checkpoint().await.unwrap();
+    // The database is restored from the backup; the server starts on it.
+    let vault =
+        bootstrap::unseal_vault(&backup.join("breakglass.db"), &t.s.config, &mut bootstrap::FileOnly(&t.s.config))
+            .unwrap();
+    let restored = App::new(
+        Db::open(&backup.join("breakglass.db")).unwrap(),
+        std::sync::Arc::new(t.s.clock.clone()),
+        std::sync::Arc::new(t.s.config.clone()),
+        Some(vault),
+    )
+    .unwrap();
+    let err = restored.checkpoint().await.expect_err("refuses to sign below what it already signed");
+    assert_eq!(err.code(), "log_inconsistent", "{err}");
+    assert!(err.to_string().contains(&format!("size {}", later.size)), "{err}");
+    // Delivery stops rather than publish a contradicting checkpoint.
+    let moto = Moto::start().await;
+    let sub = Subscriber::on(&moto, &topic_name("restore")).await;
+    let app = restored.with_sink(SnsSink::with_client(moto.client(), &sub.topic_arn));
+    assert!(app.deliver_one().await.is_err());
+    assert!(sub.messages().is_empty());
 }

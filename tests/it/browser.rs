@@ -231,7 +231,12 @@ async fn custodians_run_a_two_person_release_in_a_real_browser() {
     let facts = text(&cy.page, ".facts").await;
     assert!(facts.contains("Billing lockout") && facts.contains("INC-4711") && facts.contains("30 minutes"), "{facts}");
     shoot(&cy.page, "checkout-approve").await;
-    click(&cy.page, "#decide-form button[value=approve]").await;
+    // Enter in the comment box decides nothing.
+    fill(&cy.page, "#comment", "ok, on the bridge call").await;
+    cy.page.find_element("#comment").await.unwrap().press_key("Enter").await.unwrap();
+    wait(&cy.page, "document.getElementById('status').textContent.includes('Choose Approve or Deny')").await;
+    assert_eq!(text(&cy.page, "#checkout-state").await, "pending");
+    click(&cy.page, "button[data-decision=approve]").await;
     wait(&cy.page, "document.getElementById('checkout-state')?.textContent === 'approved'").await;
 
     // Bo's page, left open, follows the request live: it updates by itself.

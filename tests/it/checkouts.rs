@@ -54,6 +54,16 @@ pub async fn team_with(adjust: impl FnOnce(&mut breakglass::config::Config)) -> 
     Team { s, ada, bo, cy }
 }
 
+/// Move to the first drill period (1 December, 09:00 UTC), open its drills and sign
+/// everyone in again (a week of idle time ended their sessions).
+pub async fn open_drills(t: &mut Team) {
+    t.s.clock.set(time::macros::datetime!(2026-12-01 09:00:00 UTC));
+    t.s.app.run_drills().await.unwrap();
+    for p in [&mut t.ada, &mut t.bo, &mut t.cy] {
+        t.s.login(p).await;
+    }
+}
+
 pub async fn request(s: &TestServer, p: &Person, account: &str) -> (StatusCode, Value) {
     post(&p.client, s.url("/api/v1/checkouts"), json!({"account_id": account, "reason": "Billing lockout: restore IAM admin role", "ticket": "INC-4711", "duration_minutes": 30})).await
 }
@@ -488,7 +498,17 @@ async fn deadlines_pass_on_the_clock_without_sleeping() {
 
 #[tokio::test]
 async fn a_drill_release_does_not_force_rotation() {
-    let Team { s, ada: _ada, mut bo, mut cy } = team().await;
+    let mut t = team().await;
+    // Without a drill due, `kind: drill` is refused: it cannot be used to dodge rotation.
+    let refused = post(
+        &t.bo.client,
+        t.s.url("/api/v1/checkouts"),
+        json!({"account_id": ACCOUNT, "reason": "Monthly drill", "kind": "drill"}),
+    )
+    .await;
+    assert_error(&refused, StatusCode::CONFLICT, "no_drill_due");
+    open_drills(&mut t).await;
+    let Team { s, ada: _ada, mut bo, mut cy } = t;
     let got = post(
         &bo.client,
         s.url("/api/v1/checkouts"),
@@ -724,7 +744,9 @@ async fn an_approval_by_someone_disabled_since_no_longer_counts_at_release() {
 
 #[tokio::test]
 async fn rotation_through_a_checkout_only_when_that_checkout_made_it_due() {
-    let Team { s, ada: _ada, mut bo, mut cy } = team().await;
+    let mut t = team().await;
+    open_drills(&mut t).await;
+    let Team { s, ada: _ada, mut bo, mut cy } = t;
     // A drill does not make rotation due, so its requester cannot overwrite the password.
     let got = post(
         &bo.client,

@@ -63,8 +63,8 @@ function credentialJSON(cred) {
   return { id: cred.id, rawId: b64u.fromBuf(cred.rawId), type: cred.type, response, extensions: cred.getClientExtensionResults() };
 }
 
-async function touchKey(kind, options) {
-  say("Touch your security key (and enter its PIN if asked)…");
+async function touchKey(kind, options, what = "") {
+  say(`Touch your security key${what} (and enter its PIN if asked)…`);
   try {
     const cred = kind === "create"
       ? await navigator.credentials.create({ publicKey: createOptions(options.publicKey) })
@@ -72,6 +72,17 @@ async function touchKey(kind, options) {
     return credentialJSON(cred);
   } catch (e) {
     throw new Error("The security key did not answer (" + e.name + "). Try again, with a key that has a PIN or fingerprint.");
+  }
+}
+
+// Only same-origin paths: never send someone elsewhere after they sign in.
+function safeNext(next) {
+  if (!next) return "/";
+  try {
+    const u = new URL(next, location.origin);
+    return u.origin === location.origin ? u.pathname + u.search : "/";
+  } catch {
+    return "/";
   }
 }
 
@@ -93,7 +104,7 @@ const actions = {
     const start = await api("POST", "/api/v1/login/start", { email: form(el).email });
     const credential = await touchKey("get", start);
     await api("POST", "/api/v1/login/finish", { ceremony_id: start.ceremony_id, credential });
-    location.assign(new URLSearchParams(location.search).get("next") || "/");
+    location.assign(safeNext(new URLSearchParams(location.search).get("next")));
   },
   async "add-key"(el) {
     const start = await api("POST", "/api/v1/me/credentials/start", {});
@@ -112,13 +123,18 @@ const actions = {
     });
     location.assign("/checkouts/" + c.id);
   },
-  async decide(el, submitter) {
+  // Pressing Enter in the comment box must not decide anything.
+  async choose() {
+    say("Choose Approve or Deny.", "error");
+  },
+  async decide(el) {
+    const decision = el.dataset.decision;
+    if (decision !== "approve" && decision !== "deny") throw new Error("Choose Approve or Deny.");
     const id = checkoutId();
+    const comment = document.getElementById("comment")?.value || null;
     const start = await api("POST", `/api/v1/checkouts/${id}/approvals/start`, {});
-    const credential = await touchKey("get", start);
-    await api("POST", `/api/v1/checkouts/${id}/approvals/finish`, {
-      ceremony_id: start.ceremony_id, credential, decision: submitter?.value || "approve", comment: form(el).comment || null,
-    });
+    const credential = await touchKey("get", start, decision === "approve" ? " to APPROVE" : " to DENY");
+    await api("POST", `/api/v1/checkouts/${id}/approvals/finish`, { ceremony_id: start.ceremony_id, credential, decision, comment });
     location.reload();
   },
   async reveal() {
@@ -225,6 +241,13 @@ function tick(advance = false) {
     const end = Date.parse(el.dataset.countdown);
     if (Number.isNaN(end)) continue;
     const s = Math.max(0, Math.round((end - Date.now()) / 1000));
+    if (s <= 0 && el.id === "window-ends" && totp) {
+      // The reveal window is over: take the secrets off the screen.
+      for (const id of ["password", "totp-code", "root-email"]) document.getElementById(id).textContent = "";
+      document.getElementById("revealed").hidden = true;
+      totp = null;
+      say("The reveal window has ended; the credentials were cleared from this page.");
+    }
     el.textContent = s <= 0 ? "ended" : s >= 3600 ? `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min` : `${Math.floor(s / 60)} min ${s % 60} s`;
   }
 }
@@ -246,7 +269,7 @@ document.addEventListener("submit", async (ev) => {
 
 document.addEventListener("click", async (ev) => {
   const el = ev.target.closest("button[data-action], button[data-toggle], button[data-copy]");
-  if (!el || el.closest("form[data-action]")) return;
+  if (!el || el.type === "submit") return;
   if (el.dataset.toggle) {
     const secret = document.getElementById(el.dataset.toggle);
     const mask = document.getElementById(el.dataset.toggle + "-mask");

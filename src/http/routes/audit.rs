@@ -36,6 +36,7 @@ pub async fn audit_list(
         subject: q.subject,
         since: q.since,
         until: q.until,
+        newest_first: false,
     };
     Ok(Json(state.app.audit_page(filter, q.limit.unwrap_or(100)).await?))
 }
