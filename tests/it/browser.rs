@@ -107,15 +107,22 @@ async fn wait(page: &Page, cond: &str) {
 }
 
 async fn goto(page: &Page, url: &str) {
-    // Navigate as a link would, then poll: more robust than waiting for lifecycle events.
-    let _ = page.evaluate(format!("location.assign({url:?})")).await;
+    // Navigate as a link would, then poll until a *new* document (the marker is gone)
+    // has loaded at that address: robust even when navigating to the current URL.
+    let _ = page
+        .evaluate(format!(
+            "window.__bgOld = true; const u = new URL({url:?}); \
+             const same = u.pathname + u.search === location.pathname + location.search; \
+             location.assign(u.href); if (same) location.reload();"
+        ))
+        .await;
     let path = url::Url::parse(url).unwrap();
     let target = format!("{}{}", path.path(), path.query().map(|q| format!("?{q}")).unwrap_or_default());
-    wait(page, &format!("location.pathname + location.search === {target:?} && document.readyState === 'complete'"))
-        .await;
+    wait(page, &format!("!window.__bgOld && location.pathname + location.search === {target:?} && document.readyState === 'complete'")).await;
 }
 
 async fn fill(page: &Page, selector: &str, text: &str) {
+    wait(page, &format!("!!document.querySelector({selector:?})")).await;
     let el = page.find_element(selector).await.unwrap_or_else(|e| panic!("{selector}: {e}"));
     el.click().await.unwrap();
     eval::<serde_json::Value>(page, &format!("document.querySelector({selector:?}).value = ''")).await;
@@ -123,6 +130,7 @@ async fn fill(page: &Page, selector: &str, text: &str) {
 }
 
 async fn click(page: &Page, selector: &str) {
+    wait(page, &format!("!!document.querySelector({selector:?})")).await;
     page.find_element(selector).await.unwrap_or_else(|e| panic!("{selector}: {e}")).click().await.unwrap();
 }
 
