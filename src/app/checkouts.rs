@@ -366,7 +366,10 @@ impl App {
                         ));
                     }
                 }
-                if kind == CheckoutKind::Drill && crate::store::drills::open_for_account(tx, &account.account_id)?.is_empty() {
+                if kind == CheckoutKind::Drill
+                    && crate::store::drills::open_for_account(tx, &account.account_id)?.is_empty()
+                    && crate::store::drills::failed_latest(tx, &account.account_id)?.is_none()
+                {
                     return Err(AppError::conflict(
                         "no_drill_due",
                         format!("No drill is due for account {}: drills open on its schedule (see Drills). For real access, request an emergency checkout.", account.account_id),

@@ -122,6 +122,23 @@ pub(crate) fn run_due(
             out.became_overdue += 1;
         }
     }
+    // A failed drill means access is unproven: remind weekly until it is run again.
+    for d in store::failed_latest_all(conn)? {
+        if d.last_escalated_at.is_some_and(|e| t >= e + WEEK) {
+            store::set_state(conn, &d.id, "failed", Some(t))?;
+            let failed: Vec<String> =
+                d.failed_items.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
+            record(
+                conn,
+                now,
+                "system",
+                "drill.flagged",
+                &format!("account:{}", d.account_id),
+                &json!({"drill": d.id, "period": d.period, "failed_items": failed}),
+            )?;
+            out.reminded_overdue += 1;
+        }
+    }
     for a in store_accounts::list_accounts(conn)? {
         let Ok(schedule) = Schedule::parse(&a.drill_schedule) else {
             tracing::warn!(account = %a.account_id, "skipping drills: invalid schedule");
@@ -256,15 +273,19 @@ impl App {
         self.db
             .transact(move |tx| {
                 let d = store::get(tx, &drill_id)?.ok_or_else(|| AppError::not_found("drill_not_found", format!("No drill with id {drill_id}.")))?;
-                if !matches!(d.state.as_str(), "due" | "overdue") {
+                // A failed drill of the latest period can be run again (after fixing what failed).
+                let retest = d.state == "failed" && store::failed_latest(tx, &d.account_id)?.is_some_and(|l| l.id == d.id);
+                if !matches!(d.state.as_str(), "due" | "overdue") && !retest {
                     return Err(AppError::conflict("drill_closed", format!("This drill is {}; a new one opens with the next period.", d.state)));
                 }
+
                 let co = store_checkouts::get(tx, &c.checkout_id)?
                     .ok_or_else(|| AppError::not_found("checkout_not_found", format!("No checkout with id {}.", c.checkout_id)))?;
                 if co.requester_id != p.custodian.id {
                     return Err(AppError::forbidden("not_the_requester", "Only the person who ran the drill checkout records its checklist."));
                 }
-                if co.kind != CheckoutKind::Drill.as_str() || co.account_id != d.account_id || co.released_at.is_none_or(|r| r < d.due_at) {
+                if co.kind != CheckoutKind::Drill.as_str() || co.account_id != d.account_id || co.released_at.is_none_or(|r| r < d.completed_at.filter(|_| retest).unwrap_or(d.due_at))
+                    || (retest && d.checkout_id.as_deref() == Some(co.id.as_str())) {
                     return Err(AppError::conflict(
                         "checkout_not_for_this_drill",
                         "The checklist needs a drill checkout of this account, released since the drill fell due: request one with kind \"drill\".",
@@ -286,6 +307,9 @@ impl App {
                     &serde_json::to_string(&c.items).map_err(|e| AppError::Internal(e.to_string()))?,
                     &serde_json::to_string(&verdict.failed_items).map_err(|e| AppError::Internal(e.to_string()))?,
                 )?;
+                if !verdict.passed {
+                    store::set_state(tx, &d.id, "failed", Some(now.unix_timestamp()))?;
+                }
                 let flag = (!verdict.passed).then(|| json!({"drill": d.id, "failed_items": verdict.failed_items, "reasons": verdict.reasons}).to_string());
                 tx.execute("UPDATE accounts SET drill_flag = ?2 WHERE account_id = ?1", rusqlite::params![d.account_id, flag])?;
                 record(
@@ -336,6 +360,7 @@ impl App {
                             .iter()
                             .rev()
                             .find(|d| matches!(d.state.as_str(), "due" | "overdue"))
+                            .or_else(|| mine.last().filter(|d| d.state == "failed"))
                             .map(|d| view(conn, d))
                             .transpose()?,
                         last_proven_access: mine

@@ -110,6 +110,13 @@ pub fn announcement(action: &str, details: &serde_json::Value, ctx: &Context) ->
                 details["overdue_since"].as_str().unwrap_or("?")
             ),
         ),
+        "drill.flagged" => (
+            High,
+            format!(
+                "Root access to {acct} is still unproven: its last drill failed ({}). Fix it and run the drill again.",
+                str_list(&details["failed_items"])
+            ),
+        ),
         "drill.passed" => (Info, format!("Root-access drill for {acct} passed: {actor} and others proved access.")),
         "drill.failed" => (High, format!("Root-access drill for {acct} FAILED: {}.", str_list(&details["reasons"]))),
         "drill.missed" => (

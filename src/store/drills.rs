@@ -62,6 +62,29 @@ pub fn open_for_account(conn: &Connection, account_id: &str) -> Result<Vec<Drill
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The account's latest drill, if it failed: it can be run again until a new period
+/// begins, and it reminds weekly meanwhile.
+pub fn failed_latest(conn: &Connection, account_id: &str) -> Result<Option<DrillRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLS} FROM drills WHERE account_id = ?1 ORDER BY due_at DESC LIMIT 1"),
+            [account_id],
+            from_row,
+        )
+        .optional()?
+        .filter(|d| d.state == "failed"))
+}
+
+/// Every account's latest drill that failed.
+pub fn failed_latest_all(conn: &Connection) -> Result<Vec<DrillRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLS} FROM drills d WHERE state = 'failed' AND due_at = (SELECT max(due_at) FROM drills x WHERE x.account_id = d.account_id) \
+         ORDER BY account_id"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub fn open_drills(conn: &Connection) -> Result<Vec<DrillRow>, StoreError> {
     let mut stmt = conn
         .prepare(&format!("SELECT {COLS} FROM drills WHERE state IN ('due', 'overdue') ORDER BY due_at, account_id"))?;

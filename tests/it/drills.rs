@@ -198,11 +198,38 @@ async fn a_failed_item_flags_the_account_and_wrong_checkouts_are_refused() {
     let flag = st.accounts.iter().find(|a| a.account_id == ACCOUNT).unwrap().flag.clone().unwrap();
     assert_eq!(flag["failed_items"], json!(["no_root_access_keys"]));
     assert_eq!(count(&t.s, "SELECT count(*) FROM outbox WHERE event = 'drill.failed' AND severity = 'high'"), 1);
+    // The same checkout cannot simply be re-submitted as a pass…
     assert_error(
         &post(&t.bo.client, &url, json!({"checkout_id": checkout, "items": all_pass()})).await,
         StatusCode::CONFLICT,
+        "checkout_not_for_this_drill",
+    );
+    post(&t.bo.client, t.s.url(format!("/api/v1/checkouts/{checkout}/close")), json!({"note": "drill"})).await;
+    // …and while access is unproven, the team is reminded weekly (high).
+    t.s.clock.advance(Duration::days(7));
+    assert_eq!(t.s.app.run_drills().await.unwrap().reminded_overdue, 1);
+    assert_eq!(count(&t.s, "SELECT count(*) FROM outbox WHERE event = 'drill.flagged' AND severity = 'high'"), 1);
+    // After fixing it, a new drill checkout and a passing checklist clear the flag.
+    sign_in_all(&mut t).await;
+    let retest = drill_checkout(&mut t, ACCOUNT).await;
+    let (status, d) = post(&t.bo.client, &url, json!({"checkout_id": retest, "items": all_pass()})).await;
+    assert_eq!((status, d["state"].as_str()), (StatusCode::OK, Some("passed")), "{d}");
+    assert!(
+        t.s.app.drill_status().await.unwrap().accounts.iter().find(|a| a.account_id == ACCOUNT).unwrap().flag.is_none()
+    );
+    assert_error(
+        &post(&t.bo.client, &url, json!({"checkout_id": retest, "items": all_pass()})).await,
+        StatusCode::CONFLICT,
         "drill_closed",
     );
+    t.s.clock.advance(Duration::days(7));
+    t.s.app.run_drills().await.unwrap();
+    assert_eq!(
+        count(&t.s, "SELECT count(*) FROM outbox WHERE event = 'drill.flagged'"),
+        1,
+        "no more reminders once it passed"
+    );
+    sign_in_all(&mut t).await;
     assert_error(
         &post(
             &t.bo.client,
