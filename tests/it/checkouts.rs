@@ -59,6 +59,11 @@ pub async fn team_with(adjust: impl FnOnce(&mut breakglass::config::Config)) -> 
 pub async fn open_drills(t: &mut Team) {
     t.s.clock.set(time::macros::datetime!(2026-12-01 09:00:00 UTC));
     t.s.app.run_drills().await.unwrap();
+    sign_in_all(t).await;
+}
+
+/// Sign everyone in again (after the clock moved past their sessions).
+pub async fn sign_in_all(t: &mut Team) {
     for p in [&mut t.ada, &mut t.bo, &mut t.cy] {
         t.s.login(p).await;
     }

@@ -34,12 +34,6 @@ async fn drill_checkout(t: &mut Team, account: &str) -> String {
     id
 }
 
-async fn sign_in_all(t: &mut Team) {
-    for p in [&mut t.ada, &mut t.bo, &mut t.cy] {
-        t.s.login(p).await;
-    }
-}
-
 async fn open_drill_id(t: &Team, account: &str) -> String {
     let (_, st) = get(&t.ada.client, t.s.url("/api/v1/drills/status")).await;
     st["accounts"].as_array().unwrap().iter().find(|a| a["account_id"] == account).unwrap()["open_drill"]["id"]
@@ -88,9 +82,7 @@ async fn a_due_drill_is_announced_then_escalated_when_overdue_and_weekly_after()
 #[tokio::test]
 async fn a_drill_completed_on_time_passes_sends_no_overdue_and_counts_for_coverage() {
     let mut t = team().await;
-    t.s.clock.set(datetime!(2026-12-01 09:00:00 UTC));
-    t.s.app.run_drills().await.unwrap();
-    sign_in_all(&mut t).await;
+    open_drills(&mut t).await;
     let drill = open_drill_id(&t, ACCOUNT).await;
     let checkout = drill_checkout(&mut t, ACCOUNT).await;
     let (status, d) = post(
@@ -164,9 +156,7 @@ async fn three_months_of_downtime_catch_up_with_one_drill_per_account() {
 #[tokio::test]
 async fn a_failed_item_flags_the_account_and_wrong_checkouts_are_refused() {
     let mut t = team().await;
-    t.s.clock.set(datetime!(2026-12-01 09:00:00 UTC));
-    t.s.app.run_drills().await.unwrap();
-    sign_in_all(&mut t).await;
+    open_drills(&mut t).await;
     let drill = open_drill_id(&t, ACCOUNT).await;
     // An emergency checkout is not a drill.
     let emergency = request_id(&t.s, &t.bo, OTHER).await;
@@ -245,9 +235,7 @@ async fn a_failed_item_flags_the_account_and_wrong_checkouts_are_refused() {
 #[tokio::test]
 async fn the_export_holds_exactly_the_drills_checklists_and_approvals_of_the_period() {
     let mut t = team().await;
-    t.s.clock.set(datetime!(2026-12-01 09:00:00 UTC));
-    t.s.app.run_drills().await.unwrap();
-    sign_in_all(&mut t).await;
+    open_drills(&mut t).await;
     let drill = open_drill_id(&t, ACCOUNT).await;
     let checkout = drill_checkout(&mut t, ACCOUNT).await;
     post(

@@ -71,16 +71,9 @@ fn tamper_b64(v: &mut Value, rp_id: &str) {
 #[tokio::test]
 async fn server_refuses_registration_and_sign_in_without_user_verification() {
     let s = TestServer::start().await;
-    let token = s.invite(&[Role::Custodian]).await;
     let c = s.client();
     let mut key = SoftPasskey::new(true);
-    let (_, body) = post(
-        &c,
-        &s.url("/api/v1/enrol/start"),
-        json!({"invite_token": token, "name": "Bo", "email": "bo@example.com"}),
-    )
-    .await;
-    let start: RegStart = serde_json::from_value(body).unwrap();
+    let start = s.start_enrolment(&c, &[Role::Custodian], "Bo", "bo@example.com").await;
     let mut cred = serde_json::to_value(key.do_registration(s.origin_url(), start.options).unwrap()).unwrap();
     tamper_b64(&mut cred["response"]["attestationObject"], "localhost");
     let got =
@@ -258,16 +251,9 @@ async fn logout_ends_the_session_and_clears_the_cookie() {
 #[tokio::test]
 async fn session_cookie_is_httponly_samesite_strict_and_opaque() {
     let s = TestServer::start().await;
-    let token = s.invite(&[Role::Custodian]).await;
     let c = s.client();
     let mut key = SoftPasskey::new(true);
-    let (_, body) = post(
-        &c,
-        &s.url("/api/v1/enrol/start"),
-        json!({"invite_token": token, "name": "Bo", "email": "bo@example.com"}),
-    )
-    .await;
-    let st: RegStart = serde_json::from_value(body).unwrap();
+    let st = s.start_enrolment(&c, &[Role::Custodian], "Bo", "bo@example.com").await;
     let cred = key.do_registration(s.origin_url(), st.options).unwrap();
     let res = c
         .post(s.url("/api/v1/enrol/finish"))
@@ -291,18 +277,11 @@ async fn session_cookie_is_httponly_samesite_strict_and_opaque() {
 #[tokio::test]
 async fn https_origins_get_host_prefixed_secure_cookies_and_hsts() {
     let s = TestServer::start_with(|c| c.origin = "https://custody.example.com".into()).await;
-    let token = s.invite(&[Role::Custodian]).await;
     let mut h = reqwest::header::HeaderMap::new();
     h.insert("origin", "https://custody.example.com".parse().unwrap());
     let c = reqwest::Client::builder().default_headers(h).build().unwrap();
     let mut key = SoftPasskey::new(true);
-    let (_, body) = post(
-        &c,
-        &s.url("/api/v1/enrol/start"),
-        json!({"invite_token": token, "name": "Bo", "email": "bo@example.com"}),
-    )
-    .await;
-    let st: RegStart = serde_json::from_value(body).unwrap();
+    let st = s.start_enrolment(&c, &[Role::Custodian], "Bo", "bo@example.com").await;
     let cred = key.do_registration(url::Url::parse("https://custody.example.com").unwrap(), st.options).unwrap();
     let res = c
         .post(s.url("/api/v1/enrol/finish"))

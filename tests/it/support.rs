@@ -123,19 +123,24 @@ impl TestServer {
         self.app.create_invite(Actor::Host, roles.to_vec()).await.unwrap().token
     }
 
-    /// Enrol a new person through the HTTP flow; they come back signed in.
-    pub async fn enrol(&self, roles: &[Role], name: &str, email: &str) -> Person {
+    /// Invite someone and start their enrolment from `client`.
+    pub async fn start_enrolment(&self, client: &Client, roles: &[Role], name: &str, email: &str) -> RegStart {
         let token = self.invite(roles).await;
-        let client = self.client();
-        let mut key = SoftPasskey::new(true);
         let (status, body) = post(
-            &client,
+            client,
             &self.url("/api/v1/enrol/start"),
             json!({"invite_token": token, "name": name, "email": email}),
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        let start: RegStart = serde_json::from_value(body).unwrap();
+        serde_json::from_value(body).unwrap()
+    }
+
+    /// Enrol a new person through the HTTP flow; they come back signed in.
+    pub async fn enrol(&self, roles: &[Role], name: &str, email: &str) -> Person {
+        let client = self.client();
+        let mut key = SoftPasskey::new(true);
+        let start = self.start_enrolment(&client, roles, name, email).await;
         let credential = key.do_registration(self.origin_url(), start.options).unwrap();
         let (status, body) = post(
             &client,
