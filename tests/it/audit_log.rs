@@ -179,6 +179,15 @@ async fn auditors_and_admins_page_and_filter_the_log_and_others_cannot() {
     assert_error(&get(&ada.client, s.url("/api/v1/audit?limit=lots")).await, StatusCode::BAD_REQUEST, "invalid_query");
     assert_error(&get(&ada.client, s.url("/api/v1/audit?colour=blue")).await, StatusCode::BAD_REQUEST, "invalid_query");
 
+    // The whole log as JSON lines, for auditors only.
+    let (status, body) = get(&au.client, s.url("/api/v1/audit/export")).await;
+    assert_eq!(status, StatusCode::OK);
+    let lines: Vec<serde_json::Value> =
+        body.as_str().unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let total: i64 = s.db().query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0)).unwrap();
+    assert_eq!(lines.len() as i64, total, "every entry, once");
+    assert_eq!(lines[0]["seq"], 1);
+    assert_error(&get(&bo.client, s.url("/api/v1/audit/export")).await, StatusCode::FORBIDDEN, "forbidden_role");
     let (status, v) = get(&au.client, s.url("/api/v1/audit/verify")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["ok"], true);

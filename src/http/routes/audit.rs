@@ -76,23 +76,7 @@ pub async fn audit_export(
     State(state): State<AppState>,
     AuditReader(_): AuditReader,
 ) -> ApiResult<axum::response::Response> {
-    let mut body = String::new();
-    let mut after = None;
-    loop {
-        let page = state
-            .app
-            .audit_page(AuditFilter { after_seq: after, ..Default::default() }, crate::app::audit::MAX_PAGE)
-            .await?;
-        for e in &page.entries {
-            body.push_str(&serde_json::to_string(e).map_err(|e| crate::error::AppError::Internal(e.to_string()))?);
-            body.push('\n');
-        }
-        match page.next_after_seq {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
-    let mut res = body.into_response();
+    let mut res = state.app.audit_export_jsonl().await?.into_response();
     res.headers_mut()
         .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/x-ndjson"));
     Ok(res)
