@@ -141,7 +141,11 @@ enum AuditCommand {
 #[derive(Subcommand)]
 enum DrillCommand {
     /// Per account: next due, open drill, last proven access, flags; who has not taken part.
-    Status,
+    Status {
+        /// Report as of this RFC 3339 time instead of now (to reproduce an earlier report).
+        #[arg(long)]
+        as_of: Option<String>,
+    },
     /// Drills due in a period with checklists, checkouts and approval evidence.
     Export {
         #[arg(long, value_enum, default_value = "jsonl")]
@@ -309,7 +313,13 @@ fn rfc3339_arg(v: Option<String>, default: i64) -> anyhow::Result<i64> {
 }
 
 async fn drill(config: Config, command: DrillCommand) -> anyhow::Result<ExitCode> {
-    let app = host_app(config)?;
+    let clock: Arc<dyn Clock> = match &command {
+        DrillCommand::Status { as_of: Some(at) } => Arc::new(crate::clock::FixedClock::new(
+            time::OffsetDateTime::from_unix_timestamp(rfc3339_arg(Some(at.clone()), 0)?)?,
+        )),
+        _ => Arc::new(SystemClock),
+    };
+    let app = host_app_with_clock(config, clock)?;
     match command {
         DrillCommand::Run => {
             let t = app.run_drills().await?;
@@ -318,7 +328,7 @@ async fn drill(config: Config, command: DrillCommand) -> anyhow::Result<ExitCode
                 t.opened, t.became_overdue, t.reminded_overdue, t.missed
             );
         }
-        DrillCommand::Status => {
+        DrillCommand::Status { .. } => {
             let s = app.drill_status().await?;
             for a in &s.accounts {
                 let open = a
@@ -458,6 +468,10 @@ fn config_check(config: &Config) -> ExitCode {
 
 /// An `App` for host commands: no unsealed vault, only public keys are needed.
 fn host_app(config: Config) -> anyhow::Result<App> {
+    host_app_with_clock(config, Arc::new(SystemClock))
+}
+
+fn host_app_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
     let db_path = config.db_path();
     if !bootstrap::is_initialized(&db_path)? {
         bail!(
@@ -466,7 +480,7 @@ fn host_app(config: Config) -> anyhow::Result<App> {
         );
     }
     let db = Db::open(&db_path)?;
-    Ok(App::new(db, Arc::new(SystemClock), Arc::new(config), None)?)
+    Ok(App::new(db, clock, Arc::new(config), None)?)
 }
 
 fn read_secret_from_stdin(kind: SecretKind) -> anyhow::Result<SecretString> {

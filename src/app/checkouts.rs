@@ -75,11 +75,20 @@ pub struct CheckoutView {
     pub created_at: String,
     /// Deadline of the current state (pending: approvals; approved: release).
     pub expires_at: Option<String>,
+    /// Seconds from the server's `now` to `expires_at` (≥ 0). Countdowns use these
+    /// relative values, never the client's own clock.
+    pub expires_in_seconds: Option<i64>,
     pub approved_at: Option<String>,
     pub released_at: Option<String>,
     pub window_ends_at: Option<String>,
+    /// Seconds from the server's `now` to `window_ends_at` (≥ 0).
+    pub window_seconds_left: Option<i64>,
     /// When the checkout ends by itself if not checked in.
     pub checkout_ends_at: Option<String>,
+    /// Seconds from the server's `now` to `checkout_ends_at` (≥ 0).
+    pub checkout_ends_in_seconds: Option<i64>,
+    /// The server's clock when this view was made.
+    pub server_time: String,
     pub ended_at: Option<String>,
     pub ended_by: Option<String>,
     pub end_note: Option<String>,
@@ -126,6 +135,9 @@ pub struct Revealed {
     pub password_version: u64,
     pub totp: TotpNow,
     pub window_ends_at: String,
+    /// Seconds left in the reveal window, from the server's clock: a client counts
+    /// down from when this answer arrived, never from its own wall clock.
+    pub window_seconds_left: i64,
 }
 
 fn expose<S: serde::Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
@@ -160,7 +172,12 @@ fn person(conn: &rusqlite::Connection, id: &str) -> Result<PersonRef, AppError> 
     Ok(PersonRef { id: c.id, name: c.name, email: c.email })
 }
 
-pub(crate) fn view(conn: &rusqlite::Connection, c: &CheckoutRow) -> Result<CheckoutView, AppError> {
+pub(crate) fn view(
+    conn: &rusqlite::Connection,
+    c: &CheckoutRow,
+    now: time::OffsetDateTime,
+) -> Result<CheckoutView, AppError> {
+    let left = |t: i64| (t - now.unix_timestamp()).max(0);
     let account = store_accounts::account(conn, &c.account_id)?.ok_or_else(|| internal("account vanished"))?;
     let approvals = store::approvals_of(conn, &c.id)?;
     let received = store::count_distinct_approvers(conn, &c.id)?;
@@ -194,10 +211,15 @@ pub(crate) fn view(conn: &rusqlite::Connection, c: &CheckoutRow) -> Result<Check
         decisions,
         created_at: rfc3339(c.created_at),
         expires_at: matches!(state, CheckoutState::Pending | CheckoutState::Approved).then(|| rfc3339(c.expires_at)),
+        expires_in_seconds: matches!(state, CheckoutState::Pending | CheckoutState::Approved)
+            .then(|| left(c.expires_at)),
         approved_at: c.approved_at.map(rfc3339),
         released_at: c.released_at.map(rfc3339),
         window_ends_at: c.window_ends_at.map(rfc3339),
+        window_seconds_left: c.window_ends_at.map(left),
         checkout_ends_at: c.released_at.map(|r| rfc3339(r + c.duration_minutes * 60)),
+        checkout_ends_in_seconds: c.released_at.map(|r| left(r + c.duration_minutes * 60)),
+        server_time: rfc3339(now.unix_timestamp()),
         ended_at: c.ended_at.map(rfc3339),
         ended_by: c.ended_by.clone(),
         end_note: c.end_note.clone(),
@@ -416,14 +438,14 @@ impl App {
                     &subject(&c),
                     &json!({"checkout": c.id, "kind": c.kind, "reason": c.reason, "ticket": c.ticket, "duration_minutes": c.duration_minutes, "approvals_required": c.approvals_required}),
                 )?;
-                view(tx, &c)
+                view(tx, &c, now)
             })
             .await
     }
 
     pub async fn get_checkout(&self, id: String) -> Result<CheckoutView, AppError> {
         let now = self.now();
-        self.db.transact(move |tx| view(tx, &load(tx, &id, now)?)).await
+        self.db.transact(move |tx| view(tx, &load(tx, &id, now)?, now)).await
     }
 
     /// List checkouts; `awaiting` keeps only those this person may decide on now.
@@ -446,7 +468,7 @@ impl App {
                     {
                         continue;
                     }
-                    out.push(view(tx, &c)?);
+                    out.push(view(tx, &c, now)?);
                 }
                 Ok(out)
             })
@@ -482,7 +504,7 @@ impl App {
                     &subject(&c),
                     &json!({"checkout": c.id}),
                 )?;
-                view(tx, &c)
+                view(tx, &c, now)
             })
             .await
     }
@@ -508,7 +530,7 @@ impl App {
                     &subject(&c),
                     &json!({"checkout": c.id, "ceremony": ceremony_id, "challenge": b64url(&options.public_key.challenge), "rp_id": app.config.rp_id(), "origin": app.config.origin_header()}),
                 )?;
-                Ok(ApprovalStart { ceremony_id, options, request: view(tx, &c)? })
+                Ok(ApprovalStart { ceremony_id, options, request: view(tx, &c, now)? })
             })
             .await
     }
@@ -683,7 +705,7 @@ impl App {
                     }
                     _ => {}
                 }
-                view(tx, &c)
+                view(tx, &c, now)
             })
             .await
     }
@@ -713,7 +735,7 @@ impl App {
                         "origin": app.config.origin_header(),
                     }),
                 )?;
-                Ok(ReleaseStart { ceremony_id, options, request: view(tx, &c)? })
+                Ok(ReleaseStart { ceremony_id, options, request: view(tx, &c, now)? })
             })
             .await
     }
@@ -782,6 +804,7 @@ impl App {
                     password_version: pw_version,
                     totp,
                     window_ends_at: rfc3339(c.window_ends_at.unwrap_or_default()),
+                    window_seconds_left: (c.window_ends_at.unwrap_or_default() - now.unix_timestamp()).max(0),
                 })
             })
             .await
@@ -836,7 +859,7 @@ impl App {
                     &subject(&c),
                     &json!({"checkout": c.id, "note": note, "checked_in": true, "account_state": state}),
                 )?;
-                view(tx, &c)
+                view(tx, &c, now)
             })
             .await
     }

@@ -407,6 +407,7 @@ impl App {
 
     /// Drills due in `[since, until)` with checklists, checkouts and approval evidence.
     pub async fn drill_evidence(&self, since: i64, until: i64) -> Result<Vec<DrillEvidence>, AppError> {
+        let now = self.now();
         self.db
             .call(move |conn| {
                 store::list(conn, None, since, until)?
@@ -426,7 +427,7 @@ impl App {
                         };
                         Ok(DrillEvidence {
                             drill: view(conn, d)?,
-                            checkout: checkout.as_ref().map(|c| super::checkouts::view(conn, c)).transpose()?,
+                            checkout: checkout.as_ref().map(|c| super::checkouts::view(conn, c, now)).transpose()?,
                             approvals,
                         })
                     })

@@ -25,7 +25,10 @@ use chromiumoxide::{
 use futures::StreamExt;
 use time::Duration;
 
-use crate::{checkouts::PASSWORD, support::*};
+use crate::{
+    checkouts::{ACCOUNT, PASSWORD, decide},
+    support::*,
+};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -261,6 +264,8 @@ async fn custodians_run_a_two_person_release_in_a_real_browser() {
         .generate(s.clock.now().unix_timestamp() as u64)
         .to_string();
     assert_eq!(code, expected, "the code shown is the code for now");
+    let left = text(&bo.page, "#window-ends").await;
+    assert!(left == "15 min 0 s" || left == "14 min 59 s", "the whole 15-minute window is left: {left}");
     let masked: bool = eval(&bo.page, "document.getElementById('password').hidden").await;
     assert!(masked, "the password stays hidden until asked");
     click(&bo.page, "button[data-toggle=password]").await;
@@ -314,6 +319,112 @@ async fn custodians_run_a_two_person_release_in_a_real_browser() {
             csp.contains("script-src 'self'") && csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"),
             "{path}: {csp}"
         );
+    }
+    drop(browser);
+}
+
+/// Installed before any page script: the browser's wall clock is off by `skew_ms`,
+/// and the test can move the page's monotonic clock (`performance.now`) forward by
+/// setting `window.__bgSkipMs`. The test controls both clocks the page could read.
+fn clock_script(skew_ms: i64) -> String {
+    format!(
+        "(() => {{ const skew = {skew_ms}; const RealDate = Date; \
+         class SkewedDate extends RealDate {{ constructor(...a) {{ if (a.length === 0) super(RealDate.now() + skew); else super(...a); }} \
+         static now() {{ return RealDate.now() + skew; }} }} \
+         globalThis.Date = SkewedDate; window.__bgSkipMs = 0; \
+         const realNow = performance.now.bind(performance); performance.now = () => realNow() + window.__bgSkipMs; }})();"
+    )
+}
+
+/// One reveal in the browser with the server's fixed clock at `server_start` and the
+/// browser's wall clock skewed by `skew`: the secrets show for exactly the reveal
+/// window, counted from what the server said.
+async fn reveal_window_in_browser(browser: &Browser, server_start: time::OffsetDateTime, skew: Duration) {
+    let s = TestServer::start_at(server_start, |_| {}).await;
+    let bo = person(browser).await;
+    bo.page.evaluate_on_new_document(clock_script(skew.whole_milliseconds() as i64)).await.unwrap();
+    let browser_now: f64 = {
+        goto(&bo.page, &format!("{}/login", s.origin)).await;
+        eval(&bo.page, "Date.now()").await
+    };
+    let real_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as f64;
+    assert!(
+        ((browser_now - real_now) - skew.whole_milliseconds() as f64).abs() < 60_000.0,
+        "the browser's clock is skewed as asked"
+    );
+
+    let ada = s.admin().await;
+    enrol(&s, &bo, &[Role::Custodian], "Bo Requester", "bo@example.com").await;
+    let mut cy = s.enrol(&[Role::Custodian], "Cy Approver", "cy@example.com").await;
+    let got = post(
+        &ada.client,
+        s.url("/api/v1/accounts"),
+        serde_json::json!({"account_id": ACCOUNT, "alias": "prod-payer", "root_email": "root@example.com"}),
+    )
+    .await;
+    assert_eq!(got.0, reqwest::StatusCode::CREATED, "{}", got.1);
+    for (kind, value) in [("root_password", PASSWORD), ("totp_seed", AWS_SEED)] {
+        let got = put(
+            &ada.client,
+            s.url(format!("/api/v1/accounts/{ACCOUNT}/secrets/{kind}")),
+            serde_json::json!({"value": value}),
+        )
+        .await;
+        assert_eq!(got.0, reqwest::StatusCode::CREATED, "{}", got.1);
+    }
+    s.clock.advance(Duration::hours(25));
+    s.login(&mut cy).await;
+    sign_in(&s, &bo, "bo@example.com").await;
+
+    fill(&bo.page, "#reason", "Billing lockout").await;
+    fill(&bo.page, "#duration_minutes", "30").await;
+    click(&bo.page, "#request-form button[type=submit]").await;
+    wait(&bo.page, "location.pathname.startsWith('/checkouts/')").await;
+    // The approval deadline counts down from the server's answer, not the browser's clock.
+    wait(&bo.page, "/^\\d+ h \\d+ min$/.test(document.getElementById('expires-in')?.textContent)").await;
+    let left = text(&bo.page, "#expires-in").await;
+    assert!(left == "24 h 0 min" || left == "23 h 59 min", "a day left to approve, from the server: {left}");
+    let id: String = eval(&bo.page, "location.pathname.split('/').pop()").await;
+    let got = decide(&s, &mut cy, &id, "approve").await;
+    assert_eq!(got.0, reqwest::StatusCode::OK, "{}", got.1);
+    goto(&bo.page, &format!("{}/checkouts/{id}", s.origin)).await;
+    click(&bo.page, "#reveal-button").await;
+    wait(&bo.page, "!document.getElementById('revealed').hidden").await;
+    assert_eq!(text(&bo.page, "#password").await, PASSWORD);
+    let left = text(&bo.page, "#window-ends").await;
+    assert!(left == "15 min 0 s" || left == "14 min 59 s", "the whole window is shown: {left}");
+
+    // Three seconds before the window ends (on the page's own monotonic clock) the
+    // secrets are still there...
+    eval::<serde_json::Value>(&bo.page, "window.__bgSkipMs = 15 * 60 * 1000 - 3000").await;
+    tokio::time::sleep(StdDuration::from_millis(600)).await;
+    let visible: bool = eval(&bo.page, "!document.getElementById('revealed').hidden").await;
+    assert!(visible, "still inside the window");
+    assert_eq!(text(&bo.page, "#password").await, PASSWORD);
+    let left = text(&bo.page, "#window-ends").await;
+    assert!(left.starts_with("0 min ") && left != "0 min 0 s", "seconds left: {left}");
+    // ...and one second after, they are gone from the page.
+    eval::<serde_json::Value>(&bo.page, "window.__bgSkipMs = 15 * 60 * 1000 + 1000").await;
+    wait(&bo.page, "document.getElementById('revealed').hidden").await;
+    assert_eq!(text(&bo.page, "#password").await, "");
+    assert_eq!(text(&bo.page, "#totp-code").await, "");
+    assert_eq!(text(&bo.page, "#window-ends").await, "ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reveal_window_follows_the_server_whatever_the_date_or_the_browsers_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let browser = launch(dir.path()).await;
+    let year = Duration::days(365);
+    // The server's fixed clock a year in the past and a year in the future of the
+    // suite's usual date; then the browser's own clock wrong by hours either way.
+    for (server_start, skew) in [
+        (start_time() - year, Duration::ZERO),
+        (start_time() + year, Duration::ZERO),
+        (start_time(), Duration::hours(5)),
+        (start_time(), -Duration::hours(7)),
+    ] {
+        reveal_window_in_browser(&browser, server_start, skew).await;
     }
     drop(browser);
 }

@@ -467,6 +467,7 @@ async fn deadlines_pass_on_the_clock_without_sleeping() {
     let Team { s, ada, mut bo, mut cy } = team().await;
     // Pending for 24 h: expired.
     let id = request_id(&s, &bo, ACCOUNT).await;
+    assert_eq!(s.app.get_checkout(id.clone()).await.unwrap().expires_in_seconds, Some(24 * 3600));
     s.clock.advance(Duration::hours(24));
     assert_eq!(s.app.expire_due().await.unwrap(), 1);
     assert_eq!(s.app.get_checkout(id.clone()).await.unwrap().state, "expired");
@@ -490,8 +491,19 @@ async fn deadlines_pass_on_the_clock_without_sleeping() {
     // Released, never checked in: closed by the system at the end of its duration.
     let id = request_id(&s, &bo, ACCOUNT).await;
     decide(&s, &mut cy, &id, "approve").await;
-    assert_eq!(reveal(&s, &mut bo, &id).await.0, StatusCode::OK);
-    s.clock.advance(Duration::minutes(29));
+    let revealed = reveal(&s, &mut bo, &id).await;
+    assert_eq!(revealed.0, StatusCode::OK);
+    // Countdowns are relative to the server's clock: seconds left, not only an instant.
+    assert_eq!(revealed.1["window_seconds_left"], 15 * 60);
+    s.clock.advance(Duration::minutes(10));
+    let c = s.app.get_checkout(id.clone()).await.unwrap();
+    assert_eq!(
+        (c.window_seconds_left, c.checkout_ends_in_seconds, c.expires_in_seconds),
+        (Some(300), Some(1200), None)
+    );
+    s.clock.advance(Duration::minutes(6));
+    assert_eq!(s.app.get_checkout(id.clone()).await.unwrap().window_seconds_left, Some(0), "never negative");
+    s.clock.advance(Duration::minutes(13));
     assert_eq!(s.app.get_checkout(id.clone()).await.unwrap().state, "released");
     s.clock.advance(Duration::minutes(1));
     s.app.housekeeping().await.unwrap();

@@ -71,6 +71,12 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_at(start_time(), adjust).await
+    }
+
+    /// The server on a fixed clock that starts at `at` (any date: tests must pass
+    /// whatever today's date is).
+    pub async fn start_at(at: OffsetDateTime, adjust: impl FnOnce(&mut Config)) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -84,11 +90,11 @@ impl TestServer {
         config.http.ceremony_burst = 10_000;
         config.http.ceremony_rate_per_minute = 10_000;
         adjust(&mut config);
-        let clock = FixedClock::new(start_time());
+        let clock = FixedClock::new(at);
         let vault = bootstrap::init_vault(
             &config.db_path(),
             &config,
-            start_time(),
+            at,
             &mut bootstrap::FileOnly(&config),
             KdfParams::default(),
         )

@@ -142,7 +142,7 @@ const actions = {
     const start = await api("POST", `/api/v1/checkouts/${id}/release/start`, {});
     const credential = await touchKey("get", start);
     const r = await api("POST", `/api/v1/checkouts/${id}/release/finish`, { ceremony_id: start.ceremony_id, credential });
-    showRevealed(r);
+    showRevealed(r, performance.now());
     say("Revealed. Everything you do now is on the record.", "ok");
   },
   async close(el) {
@@ -207,16 +207,31 @@ const actions = {
   },
 };
 
+// Countdowns: the server says how many seconds are left; the page counts down on its
+// own monotonic clock (performance.now) from when that answer arrived. The browser's
+// wall clock is never consulted, so a laptop whose clock is off by hours still shows
+// the secrets for exactly the reveal window.
+const pageArrived = performance.getEntriesByType("navigation")[0]?.responseStart || 0;
+function startCountdown(el, secondsLeft, arrivedAt) {
+  el.dataset.deadline = String(arrivedAt + Number(secondsLeft) * 1000);
+}
+for (const el of document.querySelectorAll("[data-seconds-left]")) startCountdown(el, el.dataset.secondsLeft, pageArrived);
+const secondsUntil = (deadline) => Math.max(0, Math.ceil((deadline - performance.now()) / 1000));
+
 let totp = null;
-function showRevealed(r) {
+function showRevealed(r, arrivedAt) {
   document.getElementById("revealed").hidden = false;
   document.getElementById("root-email").textContent = r.root_email;
   document.getElementById("password").textContent = r.password;
-  document.getElementById("window-ends").dataset.countdown = r.window_ends_at;
-  totp = { code: r.totp.code, next: r.totp.next_code, left: r.totp.valid_for_seconds, period: r.totp.period_seconds };
+  startCountdown(document.getElementById("window-ends"), r.window_seconds_left, arrivedAt);
+  totp = {
+    code: r.totp.code,
+    next: r.totp.next_code,
+    deadline: arrivedAt + r.totp.valid_for_seconds * 1000,
+    period: r.totp.period_seconds,
+  };
   const state = document.getElementById("checkout-state");
   if (state) state.textContent = "released";
-  renderTotp();
   tick();
 }
 
@@ -225,22 +240,19 @@ function renderTotp() {
   const code = document.getElementById("totp-code");
   const left = document.getElementById("totp-left");
   code.textContent = totp.code || "—";
-  left.textContent = totp.code ? `valid ${totp.left} s` : "touch your key again for a fresh code";
+  left.textContent = totp.code ? `valid ${secondsUntil(totp.deadline)} s` : "touch your key again for a fresh code";
 }
 
-function tick(advance = false) {
-  if (advance && totp && totp.code) {
-    totp.left -= 1;
-    if (totp.left <= 0) {
-      totp = totp.next ? { code: totp.next, next: null, left: totp.period, period: totp.period } : { ...totp, code: null };
-      document.getElementById("reveal-button").textContent = "Get a fresh code with my key";
-    }
+function tick() {
+  if (totp && totp.code && secondsUntil(totp.deadline) <= 0) {
+    totp = totp.next
+      ? { code: totp.next, next: null, deadline: totp.deadline + totp.period * 1000, period: totp.period }
+      : { ...totp, code: null };
+    document.getElementById("reveal-button").textContent = "Get a fresh code with my key";
   }
   renderTotp();
-  for (const el of document.querySelectorAll("[data-countdown]")) {
-    const end = Date.parse(el.dataset.countdown);
-    if (Number.isNaN(end)) continue;
-    const s = Math.max(0, Math.round((end - Date.now()) / 1000));
+  for (const el of document.querySelectorAll("[data-deadline]")) {
+    const s = secondsUntil(Number(el.dataset.deadline));
     if (s <= 0 && el.id === "window-ends" && totp) {
       // The reveal window is over: take the secrets off the screen.
       for (const id of ["password", "totp-code", "root-email"]) document.getElementById(id).textContent = "";
@@ -297,7 +309,7 @@ document.addEventListener("click", async (ev) => {
   }
 });
 
-setInterval(() => tick(true), 1000);
+setInterval(tick, 250);
 tick();
 
 // Follow a request live: reload when its state or approvals change (not while
