@@ -167,15 +167,22 @@ async fn enrol(s: &TestServer, p: &Person, roles: &[Role], name: &str, email: &s
     fill(&p.page, "#name", name).await;
     fill(&p.page, "#email", email).await;
     click(&p.page, "#enrol-form button[type=submit]").await;
-    wait(&p.page, "location.pathname === '/me'").await;
-    assert!(text(&p.page, "h1").await.contains(name));
+    // The new page has loaded (not only its address changed) and greets the new person.
+    wait(
+        &p.page,
+        &format!(
+            "location.pathname === '/me' && document.readyState === 'complete' && \
+             (document.querySelector('h1')?.textContent ?? '').includes({name:?})"
+        ),
+    )
+    .await;
 }
 
 async fn sign_in(s: &TestServer, p: &Person, email: &str) {
     goto(&p.page, &format!("{}/login", s.origin)).await;
     fill(&p.page, "#email", email).await;
     click(&p.page, "#login-form button[type=submit]").await;
-    wait(&p.page, "location.pathname === '/'").await;
+    wait(&p.page, "location.pathname === '/' && document.readyState === 'complete'").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
