@@ -1,5 +1,6 @@
 //! Accounts and their secrets. Depositing needs only the account's public key;
 //! nothing here returns a stored secret.
+use crate::domain::event::{Event, Subject};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -172,7 +173,12 @@ impl App {
         self.db
             .transact(move |tx| {
                 let vault_recipient = store::vault(tx)?
-                    .ok_or_else(|| AppError::unavailable("vault_not_initialized", "The vault is not initialised: run `breakglass init`."))?
+                    .ok_or_else(|| {
+                        AppError::unavailable(
+                            "vault_not_initialized",
+                            "The vault is not initialised: run `breakglass init`.",
+                        )
+                    })?
                     .recipient;
                 if store::account(tx, id.as_str())?.is_some() {
                     return Err(AppError::conflict("account_exists", format!("Account {id} is already in custody.")));
@@ -198,9 +204,13 @@ impl App {
                     tx,
                     now,
                     &actor.audit_name(),
-                    "account.created",
-                    &format!("account:{id}"),
-                    &json!({"alias": row.alias, "root_email": row.root_email, "policy": policy, "recipient": row.recipient}),
+                    &Subject::Account(id.to_string()),
+                    &Event::AccountCreated {
+                        alias: row.alias.clone(),
+                        root_email: row.root_email.clone(),
+                        policy: json!(policy),
+                        recipient: row.recipient.clone(),
+                    },
                 )?;
                 view(tx, row)
             })
@@ -283,7 +293,7 @@ impl App {
                 }
                 let a = store::account(tx, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?;
                 let v = view(tx, a)?;
-                crate::app::announce::record(tx, now, &actor.audit_name(), "account.policy_changed", &format!("account:{id}"), &json!({"policy": v.policy, "approvers": v.approvers}))?;
+                crate::app::announce::record(tx, now, &actor.audit_name(), &Subject::Account(id.to_string()), &Event::AccountPolicyChanged { policy: json!(v.policy), approvers: json!(v.approvers) })?;
                 Ok(v)
             })
             .await
@@ -343,9 +353,8 @@ pub(crate) fn deposit_in_tx(
         tx,
         now,
         &actor.audit_name(),
-        "secret.deposited",
-        &format!("account:{id}"),
-        &json!({"kind": kind, "version": version, "rotation_completed": rotated}),
+        &Subject::Account(id.to_string()),
+        &Event::SecretDeposited { kind, version, rotation_completed: rotated },
     )?;
     Ok(Deposited {
         account_id: id.to_string(),

@@ -15,6 +15,7 @@ use crate::{
     domain::{
         announce::{self, Context, subject_line},
         audit::AuditEntry,
+        event::{Event, Subject},
     },
     error::AppError,
     notify::{Outgoing, SnsSink},
@@ -60,25 +61,25 @@ fn person_name(conn: &Connection, actor: &str) -> Result<String, StoreError> {
     })
 }
 
-/// Append an audit entry and, when the event is announced, its outbox row — in the
-/// caller's transaction. Use cases call this instead of `audit::append`.
+/// Append an audit entry for `event` and, when the event is announced, its outbox
+/// row — in the caller's transaction. The only writer of audit entries.
 pub(crate) fn record(
     conn: &Connection,
     now: OffsetDateTime,
     actor: &str,
-    action: &str,
-    subject: &str,
-    details: &serde_json::Value,
+    subject: &Subject,
+    event: &Event,
 ) -> Result<AuditEntry, StoreError> {
-    let entry = audit::append(conn, now, actor, action, subject, details)?;
-    let account_id = subject.strip_prefix("account:").map(str::to_owned);
+    let action = event.action();
+    let subject_text = subject.as_audit();
+    let entry = audit::append(conn, now, actor, action, &subject_text, &event.details())?;
+    let account_id = subject.account_id().map(str::to_owned);
     let account = account_id.as_deref().map(|id| store::accounts::account(conn, id)).transpose()?.flatten();
-    let checkout_id = details["checkout"].as_str().map(str::to_owned);
+    let checkout_id = event.checkout_id().map(str::to_owned);
     let checkout = checkout_id.as_deref().map(|id| store::checkouts::get(conn, id)).transpose()?.flatten();
     let requester =
         checkout.as_ref().map(|c| person_name(conn, &format!("custodian:{}", c.requester_id))).transpose()?;
-    let person =
-        subject.strip_prefix("custodian:").map(|id| person_name(conn, &format!("custodian:{id}"))).transpose()?;
+    let person = subject.custodian_id().map(|id| person_name(conn, &format!("custodian:{id}"))).transpose()?;
     let ctx = Context {
         account: account.as_ref().map(|a| format!("{} ({})", a.alias, a.account_id)),
         actor: person_name(conn, actor)?,
@@ -87,7 +88,7 @@ pub(crate) fn record(
         reason: checkout.as_ref().map(|c| c.reason.clone()),
         person,
     };
-    let Some((severity, summary)) = announce::announcement(action, details, &ctx) else { return Ok(entry) };
+    let Some((severity, summary)) = announce::announcement(event, &ctx) else { return Ok(entry) };
     let event_id = Uuid::new_v4().to_string();
     let message = json!({
         "schema": SCHEMA,
@@ -382,9 +383,11 @@ pub(crate) fn ensure_log_key(
             tx,
             now,
             "system",
-            "log_key.created",
-            "vault",
-            &json!({"key_name": name, "verifier_key": checkpoint::verifier_key(name, &new.public_key)}),
+            &Subject::Vault,
+            &Event::LogKeyCreated {
+                key_name: name.to_owned(),
+                verifier_key: checkpoint::verifier_key(name, &new.public_key),
+            },
         )?;
         Ok::<_, AppError>(())
     })?;

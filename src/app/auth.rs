@@ -1,5 +1,6 @@
 //! Enrolment, sign-in, sessions and credentials: WebAuthn passkey ceremonies with
 //! user verification required, state kept server-side, single use, short-lived.
+use crate::domain::event::{Event, Subject};
 use hmac::{Hmac, KeyInit, Mac};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -231,19 +232,18 @@ impl App {
                     tx,
                     now,
                     &actor,
-                    "custodian.enrolled",
-                    &format!("custodian:{}", custodian.id),
-                    &json!({
-                        "name": custodian.name,
-                        "email": custodian.email,
-                        "roles": custodian.roles,
-                        "invite": invite.id,
-                        "invited_by": invite.created_by,
-                        "credential_id": cred_id,
-                        "public_key": public_key,
-                        "label": label,
-                        "cooling_off_until": rfc3339(custodian.approve_after),
-                    }),
+                    &Subject::Custodian(custodian.id.clone()),
+                    &Event::CustodianEnrolled {
+                        name: custodian.name.clone(),
+                        email: custodian.email.clone(),
+                        roles: custodian.roles.clone(),
+                        invite: json!(invite.id),
+                        invited_by: json!(invite.created_by),
+                        credential_id: cred_id.clone(),
+                        public_key: json!(public_key),
+                        label: json!(label),
+                        cooling_off_until: Some(rfc3339(custodian.approve_after)),
+                    },
                 )?;
                 Ok(SignedIn { session_token, custodian, expires_at })
             })
@@ -341,9 +341,8 @@ impl App {
                             tx,
                             now,
                             &Actor::Custodian(custodian_id.clone()).audit_name(),
-                            "custodian.login_failed",
-                            &format!("custodian:{custodian_id}"),
-                            &json!({"reason": reason}),
+                            &Subject::Custodian(custodian_id.clone()),
+                            &Event::CustodianLoginFailed { reason: reason.to_string() },
                         )?;
                         Ok::<_, AppError>(())
                     })
@@ -377,9 +376,8 @@ impl App {
                     tx,
                     now,
                     &Actor::Custodian(custodian.id.clone()).audit_name(),
-                    "custodian.login",
-                    &format!("custodian:{}", custodian.id),
-                    &json!({"credential_id": cred_id}),
+                    &Subject::Custodian(custodian.id.clone()),
+                    &Event::CustodianLogin { credential_id: cred_id.clone() },
                 )?;
                 Ok(SignedIn { session_token, custodian, expires_at })
             })
@@ -426,9 +424,8 @@ impl App {
                     tx,
                     now,
                     &principal.actor().audit_name(),
-                    "custodian.logout",
-                    &format!("custodian:{}", principal.custodian.id),
-                    &json!({}),
+                    &Subject::Custodian(principal.custodian.id.clone()),
+                    &Event::CustodianLogout {},
                 )?;
                 Ok::<_, AppError>(())
             })
@@ -512,9 +509,12 @@ impl App {
                     tx,
                     now,
                     &principal.actor().audit_name(),
-                    "credential.added",
-                    &format!("custodian:{me}"),
-                    &json!({"credential_id": cred_id, "label": label, "public_key": public_key}),
+                    &Subject::Custodian(me.clone()),
+                    &Event::CredentialAdded {
+                        credential_id: cred_id.clone(),
+                        label: json!(label),
+                        public_key: json!(public_key),
+                    },
                 )?;
                 people::credentials_of(tx, me)?
                     .into_iter()
@@ -542,9 +542,8 @@ impl App {
                     tx,
                     now,
                     &principal.actor().audit_name(),
-                    "credential.renamed",
-                    &format!("custodian:{me}"),
-                    &json!({"credential_id": credential_id, "label": label}),
+                    &Subject::Custodian(me.clone()),
+                    &Event::CredentialRenamed { credential_id: credential_id.clone(), label: json!(label) },
                 )?;
                 people::credentials_of(tx, me)?
                     .into_iter()

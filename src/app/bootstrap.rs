@@ -1,5 +1,6 @@
 //! Start-up: create or unseal the vault, and the first admin's invite.
 //! Used by `serve` and `init`; these run before the HTTP server exists.
+use crate::domain::event::{Event, Subject};
 use std::path::Path;
 
 use rusqlite::Connection;
@@ -141,9 +142,13 @@ pub fn init_vault(
             tx,
             now,
             &Actor::Host.audit_name(),
-            "vault.initialized",
-            "vault",
-            &json!({"seal": seal_kind(config.seal.mode), "dev_mode": dev, "kdf": kdf_params, "recipient": recipient}),
+            &Subject::Vault,
+            &Event::VaultInitialized {
+                seal: seal_kind(config.seal.mode).to_owned(),
+                dev_mode: dev,
+                kdf: json!(kdf_params),
+                recipient: recipient.clone(),
+            },
         )?;
         Ok::<_, AppError>(())
     })?;
@@ -241,9 +246,8 @@ pub fn first_admin_invite(
                     tx,
                     now,
                     &system,
-                    "invite.revoked",
-                    &format!("invite:{}", inv.id),
-                    &json!({"reason": "superseded by a new first-run invite"}),
+                    &Subject::Invite(inv.id.clone()),
+                    &Event::InviteRevoked { roles: None, reason: Some("superseded by a new first-run invite".into()) },
                 )?;
             }
         }

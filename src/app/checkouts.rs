@@ -2,6 +2,7 @@
 //! request and this person) → release (a fresh assertion by the requester) →
 //! check-in, with rotation after an emergency. Every step is one transaction with its
 //! audit entries.
+use crate::domain::event::{Event, Subject};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -238,8 +239,8 @@ pub(crate) fn view(
     })
 }
 
-fn subject(c: &CheckoutRow) -> String {
-    format!("account:{}", c.account_id)
+fn subject(c: &CheckoutRow) -> Subject {
+    Subject::Account(c.account_id.clone())
 }
 
 /// The account's state once no checkout is open on it.
@@ -277,9 +278,8 @@ fn refresh(
                 conn,
                 now,
                 &Actor::System.audit_name(),
-                "checkout.expired",
                 &subject(&c),
-                &json!({"checkout": c.id, "was": was}),
+                &Event::CheckoutExpired { checkout: c.id.clone(), was },
             )?;
         }
         Some(Lapse::CloseAtEndOfDuration) => {
@@ -293,9 +293,13 @@ fn refresh(
                 conn,
                 now,
                 &Actor::System.audit_name(),
-                "checkout.closed",
                 &subject(&c),
-                &json!({"checkout": c.id, "note": c.end_note, "checked_in": false}),
+                &Event::CheckoutClosed {
+                    checkout: c.id.clone(),
+                    note: c.end_note.clone(),
+                    checked_in: false,
+                    account_state: None,
+                },
             )?;
         }
     }
@@ -434,9 +438,16 @@ impl App {
                     tx,
                     now,
                     &p.actor().audit_name(),
-                    "checkout.requested",
                     &subject(&c),
-                    &json!({"checkout": c.id, "kind": c.kind, "reason": c.reason, "ticket": c.ticket, "duration_minutes": c.duration_minutes, "approvals_required": c.approvals_required}),
+                    &Event::CheckoutRequested {
+                        checkout: c.id.clone(),
+                        kind: c.kind.clone(),
+                        reason: c.reason.clone(),
+                        ticket: c.ticket.clone(),
+                        duration_minutes: c.duration_minutes,
+                        approvals_required: c.approvals_required,
+                        rules: None,
+                    },
                 )?;
                 view(tx, &c, now)
             })
@@ -500,9 +511,8 @@ impl App {
                     tx,
                     now,
                     &p.actor().audit_name(),
-                    "checkout.cancelled",
                     &subject(&c),
-                    &json!({"checkout": c.id}),
+                    &Event::CheckoutCancelled { checkout: c.id.clone() },
                 )?;
                 view(tx, &c, now)
             })
@@ -526,9 +536,14 @@ impl App {
                     tx,
                     now,
                     &p.actor().audit_name(),
-                    "approval.challenge_issued",
                     &subject(&c),
-                    &json!({"checkout": c.id, "ceremony": ceremony_id, "challenge": b64url(&options.public_key.challenge), "rp_id": app.config.rp_id(), "origin": app.config.origin_header()}),
+                    &Event::ApprovalChallengeIssued {
+                        checkout: c.id.clone(),
+                        ceremony: ceremony_id.clone(),
+                        challenge: b64url(&options.public_key.challenge),
+                        rp_id: app.config.rp_id().to_string(),
+                        origin: app.config.origin_header().to_string(),
+                    },
                 )?;
                 Ok(ApprovalStart { ceremony_id, options, request: view(tx, &c, now)? })
             })
@@ -665,13 +680,22 @@ impl App {
                     tx,
                     now,
                     &actor,
-                    if decision == Decision::Approve {
-                        "checkout.approval_recorded"
-                    } else {
-                        "checkout.denial_recorded"
-                    },
                     &subject(&c),
-                    &json!({"checkout": c.id, "decision": decision, "comment": comment, "evidence": evidence}),
+                    &if decision == Decision::Approve {
+                        Event::ApprovalRecorded {
+                            checkout: c.id.clone(),
+                            decision,
+                            comment: comment.clone(),
+                            evidence: json!(evidence),
+                        }
+                    } else {
+                        Event::DenialRecorded {
+                            checkout: c.id.clone(),
+                            decision,
+                            comment: comment.clone(),
+                            evidence: json!(evidence),
+                        }
+                    },
                 )?;
                 let distinct = store::count_distinct_approvers(tx, &c.id)?;
                 match checkout::after_decision(decision, distinct, c.approvals_required, c.veto) {
@@ -684,9 +708,8 @@ impl App {
                             tx,
                             now,
                             &actor,
-                            "checkout.approved",
                             &subject(&c),
-                            &json!({"checkout": c.id, "approvals": distinct}),
+                            &Event::CheckoutApproved { checkout: c.id.clone(), approvals: distinct },
                         )?;
                     }
                     CheckoutState::Denied => {
@@ -698,9 +721,8 @@ impl App {
                             tx,
                             now,
                             &actor,
-                            "checkout.denied",
                             &subject(&c),
-                            &json!({"checkout": c.id}),
+                            &Event::CheckoutDenied { checkout: c.id.clone() },
                         )?;
                     }
                     _ => {}
@@ -725,15 +747,14 @@ impl App {
                     tx,
                     now,
                     &p.actor().audit_name(),
-                    "release.challenge_issued",
                     &subject(&c),
-                    &json!({
-                        "checkout": c.id,
-                        "ceremony": ceremony_id,
-                        "challenge": b64url(&options.public_key.challenge),
-                        "rp_id": app.config.rp_id(),
-                        "origin": app.config.origin_header(),
-                    }),
+                    &Event::ReleaseChallengeIssued {
+                        checkout: c.id.clone(),
+                        ceremony: ceremony_id.clone(),
+                        challenge: b64url(&options.public_key.challenge),
+                        rp_id: app.config.rp_id().to_string(),
+                        origin: app.config.origin_header().to_string(),
+                    },
                 )?;
                 Ok(ReleaseStart { ceremony_id, options, request: view(tx, &c, now)? })
             })
@@ -774,9 +795,12 @@ impl App {
                         tx,
                         now,
                         &actor,
-                        "checkout.released",
                         &subject(&c),
-                        &json!({"checkout": c.id, "window_ends_at": rfc3339(c.window_ends_at.unwrap_or_default()), "rotation_required": emergency}),
+                        &Event::CheckoutReleased {
+                            checkout: c.id.clone(),
+                            window_ends_at: rfc3339(c.window_ends_at.unwrap_or_default()),
+                            rotation_required: emergency,
+                        },
                     )?;
                 }
                 let release = ApprovedRelease { checkout_id: c.id.clone(), account_id: c.account_id.clone(), wrapped_key: account.wrapped_key.clone() };
@@ -792,9 +816,14 @@ impl App {
                     tx,
                     now,
                     &actor,
-                    "checkout.revealed",
                     &subject(&c),
-                    &json!({"checkout": c.id, "release": release.checkout_id, "password_version": pw_version, "totp_seed_version": seed_version, "evidence": evidence}),
+                    &Event::CheckoutRevealed {
+                        checkout: c.id.clone(),
+                        release: release.checkout_id.clone(),
+                        password_version: pw_version,
+                        totp_seed_version: seed_version,
+                        evidence: json!(evidence),
+                    },
                 )?;
                 Ok(Revealed {
                     checkout_id: c.id.clone(),
@@ -855,9 +884,13 @@ impl App {
                     tx,
                     now,
                     &p.actor().audit_name(),
-                    "checkout.closed",
                     &subject(&c),
-                    &json!({"checkout": c.id, "note": note, "checked_in": true, "account_state": state}),
+                    &Event::CheckoutClosed {
+                        checkout: c.id.clone(),
+                        note: Some(note.clone()),
+                        checked_in: true,
+                        account_state: Some(state.clone()),
+                    },
                 )?;
                 view(tx, &c, now)
             })

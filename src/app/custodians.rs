@@ -1,4 +1,5 @@
 //! Managing custodians: listing and disabling.
+use crate::domain::event::{Event, Subject};
 use serde::Serialize;
 use serde_json::json;
 
@@ -114,9 +115,8 @@ impl App {
                     tx,
                     now,
                     &actor.audit_name(),
-                    "custodian.disabled",
-                    &format!("custodian:{}", c.id),
-                    &json!({"email": c.email, "reason": reason, "sessions_ended": true}),
+                    &Subject::Custodian(c.id.clone()),
+                    &Event::CustodianDisabled { email: c.email.clone(), reason: json!(reason), sessions_ended: true },
                 )?;
                 let c = people::custodian(tx, &c.id)?.ok_or_else(|| AppError::Internal("custodian vanished".into()))?;
                 custodian_view(tx, c, now.unix_timestamp())

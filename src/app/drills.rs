@@ -1,6 +1,7 @@
 //! Drills: a scheduler step opens the drill of each account's current period (catching
 //! up once after downtime), escalates overdue ones weekly, and the requester of a drill
 //! checkout records the checklist that passes or fails it. Evidence for auditors.
+use crate::domain::event::{Event, Subject};
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -112,9 +113,13 @@ pub(crate) fn run_due(
             conn,
             now,
             "system",
-            "drill.overdue",
-            &format!("account:{}", d.account_id),
-            &json!({"drill": d.id, "period": d.period, "overdue_since": rfc3339(d.grace_ends_at), "repeat": repeat}),
+            &Subject::Account(d.account_id.clone()),
+            &Event::DrillOverdue {
+                drill: d.id.clone(),
+                period: d.period.clone(),
+                overdue_since: rfc3339(d.grace_ends_at),
+                repeat,
+            },
         )?;
         if repeat {
             out.reminded_overdue += 1;
@@ -132,9 +137,8 @@ pub(crate) fn run_due(
                 conn,
                 now,
                 "system",
-                "drill.flagged",
-                &format!("account:{}", d.account_id),
-                &json!({"drill": d.id, "period": d.period, "failed_items": failed}),
+                &Subject::Account(d.account_id.clone()),
+                &Event::DrillFlagged { drill: d.id.clone(), period: d.period.clone(), failed_items: failed },
             )?;
             out.reminded_overdue += 1;
         }
@@ -162,16 +166,15 @@ pub(crate) fn run_due(
                 }
             }
             Tick::Open { due_at, next_due } => {
-                let subject = format!("account:{}", a.account_id);
+                let subject = Subject::Account(a.account_id.clone());
                 for old in store::open_for_account(conn, &a.account_id)? {
                     store::set_state(conn, &old.id, "missed", None)?;
                     record(
                         conn,
                         now,
                         "system",
-                        "drill.missed",
                         &subject,
-                        &json!({"drill": old.id, "period": old.period}),
+                        &Event::DrillMissed { drill: old.id.clone(), period: old.period.clone() },
                     )?;
                     out.missed += 1;
                 }
@@ -195,9 +198,13 @@ pub(crate) fn run_due(
                         conn,
                         now,
                         "system",
-                        "drill.due",
                         &subject,
-                        &json!({"drill": d.id, "period": d.period, "grace_ends_at": rfc3339(d.grace_ends_at), "expected": expected(conn, &a.account_id)?}),
+                        &Event::DrillDue {
+                            drill: d.id.clone(),
+                            period: d.period.clone(),
+                            grace_ends_at: rfc3339(d.grace_ends_at),
+                            expected: expected(conn, &a.account_id)?,
+                        },
                     )?;
                     out.opened += 1;
                 }
@@ -316,9 +323,12 @@ impl App {
                     tx,
                     now,
                     &p.actor().audit_name(),
-                    if verdict.passed { "drill.passed" } else { "drill.failed" },
-                    &format!("account:{}", d.account_id),
-                    &json!({"drill": d.id, "checkout": co.id, "participants": ids, "failed_items": verdict.failed_items, "reasons": verdict.reasons}),
+                    &Subject::Account(d.account_id.clone()),
+                    &if verdict.passed {
+                        Event::DrillPassed { drill: d.id.clone(), checkout: co.id.clone(), participants: ids.iter().map(|s| s.to_string()).collect(), failed_items: verdict.failed_items.clone(), reasons: verdict.reasons.clone() }
+                    } else {
+                        Event::DrillFailed { drill: d.id.clone(), checkout: co.id.clone(), participants: ids.iter().map(|s| s.to_string()).collect(), failed_items: verdict.failed_items.clone(), reasons: verdict.reasons.clone() }
+                    },
                 )?;
                 view(tx, &store::get(tx, &d.id)?.ok_or_else(|| AppError::Internal("drill vanished".into()))?)
             })

@@ -1,4 +1,5 @@
 //! Invites: single-use, expiring, stored hashed.
+use crate::domain::event::{Event, Subject};
 use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::json;
@@ -78,9 +79,8 @@ pub(crate) fn create_in_tx(
         conn,
         now,
         &actor.audit_name(),
-        "invite.created",
-        &format!("invite:{id}"),
-        &json!({"roles": roles, "expires_at": expires_at}),
+        &Subject::Invite(id.to_string()),
+        &Event::InviteCreated { roles: roles.to_vec(), expires_at: json!(expires_at) },
     )?;
     let invite_url = format!("{}/enrol#{token}", config.origin_header());
     Ok(InviteCreated { id, roles, expires_at, invite_url, token })
@@ -135,9 +135,8 @@ impl App {
                     tx,
                     now,
                     &actor.audit_name(),
-                    "invite.revoked",
-                    &format!("invite:{id}"),
-                    &json!({"roles": row.roles}),
+                    &Subject::Invite(id.to_string()),
+                    &Event::InviteRevoked { roles: Some(row.roles.clone()), reason: None },
                 )?;
                 let row = people::invite(tx, &id)?.ok_or_else(|| AppError::Internal("invite vanished".into()))?;
                 Ok(view(row, now.unix_timestamp()))

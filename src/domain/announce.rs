@@ -2,6 +2,8 @@
 //! reads. Pure: built from the audit entry's fields and a little context.
 use serde::Serialize;
 
+use super::{Role, event::Event};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
@@ -37,8 +39,10 @@ pub struct Context {
     pub person: Option<String>,
 }
 
-/// `None` when the event is not announced (sign-ins, challenges issued…).
-pub fn announcement(action: &str, details: &serde_json::Value, ctx: &Context) -> Option<(Severity, String)> {
+/// `None` when the event is not announced (sign-ins, challenges issued…). Every
+/// event is decided here: the match is exhaustive, so a new event cannot be
+/// forgotten silently.
+pub fn announcement(event: &Event, ctx: &Context) -> Option<(Severity, String)> {
     use Severity::*;
     let acct = ctx.account.as_deref().unwrap_or("an account");
     let req = ctx.requester.as_deref().unwrap_or("someone");
@@ -46,99 +50,88 @@ pub fn announcement(action: &str, details: &serde_json::Value, ctx: &Context) ->
     let reason = ctx.reason.as_deref().map(|r| format!(" Reason: {}.", r.trim_end_matches('.'))).unwrap_or_default();
     let actor = &ctx.actor;
     let person = ctx.person.as_deref().unwrap_or("a custodian");
-    Some(match action {
-        "checkout.requested" => (High, format!("{req} requested {kind} root access to {acct}.{reason}")),
-        "checkout.approval_recorded" => {
+    Some(match event {
+        Event::CheckoutRequested { .. } => (High, format!("{req} requested {kind} root access to {acct}.{reason}")),
+        Event::ApprovalRecorded { .. } => {
             (Warning, format!("{actor} approved {req}'s {kind} root access request for {acct}."))
         }
-        "checkout.denial_recorded" => {
+        Event::DenialRecorded { .. } => {
             (Warning, format!("{actor} denied {req}'s {kind} root access request for {acct}."))
         }
-        "checkout.approved" => (High, format!("Root access to {acct} for {req} is approved; release pending.")),
-        "checkout.denied" => (Warning, format!("Root access request by {req} for {acct} was denied.")),
-        "checkout.cancelled" => (Info, format!("{req} cancelled the root access request for {acct}.")),
-        "checkout.expired" => (Info, format!("The root access request by {req} for {acct} expired.")),
-        "checkout.released" => {
-            let rotate = if details["rotation_required"].as_bool() == Some(true) {
-                " The root password must be rotated afterwards."
-            } else {
-                ""
-            };
+        Event::CheckoutApproved { .. } => {
+            (High, format!("Root access to {acct} for {req} is approved; release pending."))
+        }
+        Event::CheckoutDenied { .. } => (Warning, format!("Root access request by {req} for {acct} was denied.")),
+        Event::CheckoutCancelled { .. } => (Info, format!("{req} cancelled the root access request for {acct}.")),
+        Event::CheckoutExpired { .. } => (Info, format!("The root access request by {req} for {acct} expired.")),
+        Event::CheckoutReleased { rotation_required, .. } => {
+            let rotate = if *rotation_required { " The root password must be rotated afterwards." } else { "" };
             (Critical, format!("ROOT CREDENTIALS RELEASED for {acct} to {req} ({kind}).{reason}{rotate}"))
         }
-        "checkout.revealed" => (High, format!("{req} viewed the root credentials of {acct}.")),
-        "checkout.closed" => {
-            if details["checked_in"].as_bool() == Some(false) {
-                (Warning, format!("The checkout of {acct} by {req} ended without a check-in."))
-            } else {
-                (Info, format!("{req} checked in the root credentials of {acct}."))
-            }
+        Event::CheckoutRevealed { .. } => (High, format!("{req} viewed the root credentials of {acct}.")),
+        Event::CheckoutClosed { checked_in: false, .. } => {
+            (Warning, format!("The checkout of {acct} by {req} ended without a check-in."))
         }
-        "secret.deposited" => {
-            let what = details["kind"].as_str().unwrap_or("a secret").replace('_', " ");
-            if details["rotation_completed"].as_bool() == Some(true) {
-                (Info, format!("The root password of {acct} was rotated by {actor}."))
-            } else {
-                (Info, format!("{actor} deposited a new {what} for {acct}."))
-            }
+        Event::CheckoutClosed { checked_in: true, .. } => {
+            (Info, format!("{req} checked in the root credentials of {acct}."))
         }
-        "account.created" => (Info, format!("{actor} put {acct} into custody.")),
-        "account.policy_changed" => (Warning, format!("{actor} changed the release policy of {acct}.")),
-        "custodian.enrolled" => (Warning, format!("{person} enrolled as a custodian (roles: {}).", roles(details))),
-        "custodian.disabled" => (Warning, format!("{actor} disabled {person}.")),
-        "credential.added" => (Warning, format!("{person} added a security key.")),
-        "invite.created" => (Info, format!("{actor} created an invite for roles {}.", roles(details))),
-        "invite.revoked" => (Info, format!("{actor} revoked an invite.")),
-        "log_key.created" => (Info, "A new audit-log signing key was created.".to_owned()),
-        "drill.due" => {
-            let who = details["expected"]
-                .as_array()
-                .map(|v| v.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
-                .unwrap_or_default();
-            let by = details["grace_ends_at"].as_str().unwrap_or("within the grace period");
-            (
-                Warning,
-                format!(
-                    "Root-access drill due for {acct}: request a drill checkout and complete the checklist by {by}. Expected: {who}."
-                ),
-            )
+        Event::SecretDeposited { rotation_completed: true, .. } => {
+            (Info, format!("The root password of {acct} was rotated by {actor}."))
         }
-        "drill.overdue" => (
-            High,
+        Event::SecretDeposited { kind: secret, .. } => {
+            (Info, format!("{actor} deposited a new {} for {acct}.", secret.as_str().replace('_', " ")))
+        }
+        Event::AccountCreated { .. } => (Info, format!("{actor} put {acct} into custody.")),
+        Event::AccountPolicyChanged { .. } => (Warning, format!("{actor} changed the release policy of {acct}.")),
+        Event::CustodianEnrolled { roles: r, .. } => {
+            (Warning, format!("{person} enrolled as a custodian (roles: {}).", roles(r)))
+        }
+        Event::CustodianDisabled { .. } => (Warning, format!("{actor} disabled {person}.")),
+        Event::CredentialAdded { .. } => (Warning, format!("{person} added a security key.")),
+        Event::InviteCreated { roles: r, .. } => (Info, format!("{actor} created an invite for roles {}.", roles(r))),
+        Event::InviteRevoked { .. } => (Info, format!("{actor} revoked an invite.")),
+        Event::LogKeyCreated { .. } => (Info, "A new audit-log signing key was created.".to_owned()),
+        Event::DrillDue { expected, grace_ends_at, .. } => (
+            Warning,
             format!(
-                "Root-access drill for {acct} is OVERDUE (since {}): nobody has proven access this period.",
-                details["overdue_since"].as_str().unwrap_or("?")
+                "Root-access drill due for {acct}: request a drill checkout and complete the checklist by {grace_ends_at}. Expected: {}.",
+                expected.join(", ")
             ),
         ),
-        "drill.flagged" => (
+        Event::DrillOverdue { overdue_since, .. } => (
+            High,
+            format!(
+                "Root-access drill for {acct} is OVERDUE (since {overdue_since}): nobody has proven access this period."
+            ),
+        ),
+        Event::DrillFlagged { failed_items, .. } => (
             High,
             format!(
                 "Root access to {acct} is still unproven: its last drill failed ({}). Fix it and run the drill again.",
-                str_list(&details["failed_items"])
+                failed_items.join("; ")
             ),
         ),
-        "drill.passed" => (Info, format!("Root-access drill for {acct} passed: {actor} and others proved access.")),
-        "drill.failed" => (High, format!("Root-access drill for {acct} FAILED: {}.", str_list(&details["reasons"]))),
-        "drill.missed" => (
-            High,
-            format!(
-                "The root-access drill for {acct} for period {} was never completed.",
-                details["period"].as_str().unwrap_or("?")
-            ),
-        ),
-        _ => return None,
+        Event::DrillPassed { .. } => {
+            (Info, format!("Root-access drill for {acct} passed: {actor} and others proved access."))
+        }
+        Event::DrillFailed { reasons, .. } => {
+            (High, format!("Root-access drill for {acct} FAILED: {}.", reasons.join("; ")))
+        }
+        Event::DrillMissed { period, .. } => {
+            (High, format!("The root-access drill for {acct} for period {period} was never completed."))
+        }
+        Event::VaultInitialized { .. }
+        | Event::CustodianLogin { .. }
+        | Event::CustodianLoginFailed { .. }
+        | Event::CustodianLogout {}
+        | Event::CredentialRenamed { .. }
+        | Event::ApprovalChallengeIssued { .. }
+        | Event::ReleaseChallengeIssued { .. } => return None,
     })
 }
 
-fn str_list(v: &serde_json::Value) -> String {
-    v.as_array().map(|r| r.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join("; ")).unwrap_or_default()
-}
-
-fn roles(details: &serde_json::Value) -> String {
-    details["roles"]
-        .as_array()
-        .map(|r| r.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
+fn roles(roles: &[Role]) -> String {
+    roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// SNS `Subject`: printable ASCII, at most 100 characters, no line breaks.
@@ -165,14 +158,24 @@ mod tests {
             reason: Some("lockout".into()),
             ..Context::default()
         };
-        let (sev, line) = announcement("checkout.released", &json!({"rotation_required": true}), &ctx).unwrap();
+        let released = Event::CheckoutReleased {
+            checkout: "c".into(),
+            window_ends_at: "2026-11-21T09:15:00Z".into(),
+            rotation_required: true,
+        };
+        let (sev, line) = announcement(&released, &ctx).unwrap();
         assert_eq!(sev, Severity::Critical);
         assert_eq!(
             line,
             "ROOT CREDENTIALS RELEASED for prod (123456789012) to Bo (emergency). Reason: lockout. The root password must be rotated afterwards."
         );
-        assert!(announcement("custodian.login", &json!({}), &ctx).is_none());
-        assert!(announcement("approval.challenge_issued", &json!({}), &ctx).is_none());
+        assert!(announcement(&Event::CustodianLogin { credential_id: "k".into() }, &ctx).is_none());
+        let challenge = Event::parse(
+            "approval.challenge_issued",
+            &json!({"checkout": "c", "ceremony": "e", "challenge": "x", "rp_id": "localhost", "origin": "http://localhost"}),
+        )
+        .unwrap();
+        assert!(announcement(&challenge, &ctx).is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@ pub mod announce;
 pub mod audit;
 pub mod checkout;
 pub mod drill;
+pub mod event;
 pub mod secrets;
 pub mod totp;
 pub mod types;

@@ -1,0 +1,334 @@
+//! Every audit event, typed: the action name and its details in one value.
+//!
+//! `app::announce::record(tx, now, actor, &subject, &Event)` is the only writer of
+//! audit entries; the entry's `action` is the variant's name and its `details` the
+//! variant's fields, serialized to canonical JSON (keys sorted). Whether and how
+//! loudly an event is announced is an exhaustive `match` over this enum
+//! (`domain::announce::announcement`): adding a variant without deciding that does
+//! not compile. `Event::parse` reads an entry back (offline verification, exports).
+//!
+//! Compatibility: the JSON written for each variant is exactly what earlier versions
+//! wrote by hand, so old logs keep their hashes and parse. Optional fields that some
+//! entries never carried are skipped when absent.
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Role, SecretKind, checkout::Decision};
+
+/// What an entry is about: its `subject` column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Vault,
+    Account(String),
+    Custodian(String),
+    Invite(String),
+}
+
+impl Subject {
+    pub fn as_audit(&self) -> String {
+        match self {
+            Subject::Vault => "vault".into(),
+            Subject::Account(id) => format!("account:{id}"),
+            Subject::Custodian(id) => format!("custodian:{id}"),
+            Subject::Invite(id) => format!("invite:{id}"),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Subject> {
+        if s == "vault" {
+            return Some(Subject::Vault);
+        }
+        let (kind, id) = s.split_once(':')?;
+        Some(match kind {
+            "account" => Subject::Account(id.to_owned()),
+            "custodian" => Subject::Custodian(id.to_owned()),
+            "invite" => Subject::Invite(id.to_owned()),
+            _ => return None,
+        })
+    }
+
+    pub fn account_id(&self) -> Option<&str> {
+        match self {
+            Subject::Account(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    pub fn custodian_id(&self) -> Option<&str> {
+        match self {
+            Subject::Custodian(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// One audit event. The serde names are the documented action names
+/// (docs/audit-log.md, "Actions").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", content = "details")]
+pub enum Event {
+    // --- vault and log key ---------------------------------------------------
+    #[serde(rename = "vault.initialized")]
+    VaultInitialized { seal: String, dev_mode: bool, kdf: Value, recipient: String },
+    #[serde(rename = "log_key.created")]
+    LogKeyCreated { key_name: String, verifier_key: String },
+
+    // --- accounts and secrets --------------------------------------------------
+    #[serde(rename = "account.created")]
+    AccountCreated { alias: String, root_email: String, policy: Value, recipient: String },
+    #[serde(rename = "account.policy_changed")]
+    AccountPolicyChanged { policy: Value, approvers: Value },
+    #[serde(rename = "secret.deposited")]
+    SecretDeposited { kind: SecretKind, version: u64, rotation_completed: bool },
+
+    // --- people ------------------------------------------------------------------
+    #[serde(rename = "invite.created")]
+    InviteCreated { roles: Vec<Role>, expires_at: Value },
+    #[serde(rename = "invite.revoked")]
+    InviteRevoked {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        roles: Option<Vec<Role>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    #[serde(rename = "custodian.enrolled")]
+    CustodianEnrolled {
+        name: String,
+        email: String,
+        roles: Vec<Role>,
+        invite: Value,
+        invited_by: Value,
+        credential_id: String,
+        public_key: Value,
+        label: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cooling_off_until: Option<String>,
+    },
+    #[serde(rename = "custodian.disabled")]
+    CustodianDisabled { email: String, reason: Value, sessions_ended: bool },
+    #[serde(rename = "custodian.login")]
+    CustodianLogin { credential_id: String },
+    #[serde(rename = "custodian.login_failed")]
+    CustodianLoginFailed { reason: String },
+    #[serde(rename = "custodian.logout")]
+    CustodianLogout {},
+    #[serde(rename = "credential.added")]
+    CredentialAdded { credential_id: String, label: Value, public_key: Value },
+    #[serde(rename = "credential.renamed")]
+    CredentialRenamed { credential_id: String, label: Value },
+
+    // --- checkouts ---------------------------------------------------------------
+    #[serde(rename = "checkout.requested")]
+    CheckoutRequested {
+        checkout: String,
+        kind: String,
+        reason: String,
+        ticket: Option<String>,
+        duration_minutes: i64,
+        approvals_required: u32,
+        /// The rules that decide quorum, as they were when the request was made
+        /// (absent in entries written before they were recorded).
+        #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
+        rules: Option<Value>,
+    },
+    #[serde(rename = "approval.challenge_issued")]
+    ApprovalChallengeIssued { checkout: String, ceremony: String, challenge: String, rp_id: String, origin: String },
+    #[serde(rename = "checkout.approval_recorded")]
+    ApprovalRecorded { checkout: String, decision: Decision, comment: Option<String>, evidence: Value },
+    #[serde(rename = "checkout.denial_recorded")]
+    DenialRecorded { checkout: String, decision: Decision, comment: Option<String>, evidence: Value },
+    #[serde(rename = "checkout.approved")]
+    CheckoutApproved { checkout: String, approvals: u32 },
+    #[serde(rename = "checkout.denied")]
+    CheckoutDenied { checkout: String },
+    #[serde(rename = "checkout.cancelled")]
+    CheckoutCancelled { checkout: String },
+    #[serde(rename = "checkout.expired")]
+    CheckoutExpired { checkout: String, was: String },
+    #[serde(rename = "release.challenge_issued")]
+    ReleaseChallengeIssued { checkout: String, ceremony: String, challenge: String, rp_id: String, origin: String },
+    #[serde(rename = "checkout.released")]
+    CheckoutReleased { checkout: String, window_ends_at: String, rotation_required: bool },
+    #[serde(rename = "checkout.revealed")]
+    CheckoutRevealed {
+        checkout: String,
+        release: String,
+        password_version: u64,
+        totp_seed_version: u64,
+        evidence: Value,
+    },
+    #[serde(rename = "checkout.closed")]
+    CheckoutClosed {
+        checkout: String,
+        note: Option<String>,
+        checked_in: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account_state: Option<String>,
+    },
+
+    // --- drills ----------------------------------------------------------------
+    #[serde(rename = "drill.due")]
+    DrillDue { drill: String, period: String, grace_ends_at: String, expected: Vec<String> },
+    #[serde(rename = "drill.overdue")]
+    DrillOverdue { drill: String, period: String, overdue_since: String, repeat: bool },
+    #[serde(rename = "drill.missed")]
+    DrillMissed { drill: String, period: String },
+    #[serde(rename = "drill.flagged")]
+    DrillFlagged { drill: String, period: String, failed_items: Vec<String> },
+    #[serde(rename = "drill.passed")]
+    DrillPassed {
+        drill: String,
+        checkout: String,
+        participants: Vec<String>,
+        failed_items: Vec<String>,
+        reasons: Vec<String>,
+    },
+    #[serde(rename = "drill.failed")]
+    DrillFailed {
+        drill: String,
+        checkout: String,
+        participants: Vec<String>,
+        failed_items: Vec<String>,
+        reasons: Vec<String>,
+    },
+}
+
+/// An entry whose action or details do not match any known event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{action}: {reason}")]
+pub struct UnknownEvent {
+    pub action: String,
+    pub reason: String,
+}
+
+impl Event {
+    /// The entry's `action`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Event::VaultInitialized { .. } => "vault.initialized",
+            Event::LogKeyCreated { .. } => "log_key.created",
+            Event::AccountCreated { .. } => "account.created",
+            Event::AccountPolicyChanged { .. } => "account.policy_changed",
+            Event::SecretDeposited { .. } => "secret.deposited",
+            Event::InviteCreated { .. } => "invite.created",
+            Event::InviteRevoked { .. } => "invite.revoked",
+            Event::CustodianEnrolled { .. } => "custodian.enrolled",
+            Event::CustodianDisabled { .. } => "custodian.disabled",
+            Event::CustodianLogin { .. } => "custodian.login",
+            Event::CustodianLoginFailed { .. } => "custodian.login_failed",
+            Event::CustodianLogout {} => "custodian.logout",
+            Event::CredentialAdded { .. } => "credential.added",
+            Event::CredentialRenamed { .. } => "credential.renamed",
+            Event::CheckoutRequested { .. } => "checkout.requested",
+            Event::ApprovalChallengeIssued { .. } => "approval.challenge_issued",
+            Event::ApprovalRecorded { .. } => "checkout.approval_recorded",
+            Event::DenialRecorded { .. } => "checkout.denial_recorded",
+            Event::CheckoutApproved { .. } => "checkout.approved",
+            Event::CheckoutDenied { .. } => "checkout.denied",
+            Event::CheckoutCancelled { .. } => "checkout.cancelled",
+            Event::CheckoutExpired { .. } => "checkout.expired",
+            Event::ReleaseChallengeIssued { .. } => "release.challenge_issued",
+            Event::CheckoutReleased { .. } => "checkout.released",
+            Event::CheckoutRevealed { .. } => "checkout.revealed",
+            Event::CheckoutClosed { .. } => "checkout.closed",
+            Event::DrillDue { .. } => "drill.due",
+            Event::DrillOverdue { .. } => "drill.overdue",
+            Event::DrillMissed { .. } => "drill.missed",
+            Event::DrillFlagged { .. } => "drill.flagged",
+            Event::DrillPassed { .. } => "drill.passed",
+            Event::DrillFailed { .. } => "drill.failed",
+        }
+    }
+
+    /// The entry's `details`, as a JSON value (canonicalized when hashed).
+    pub fn details(&self) -> Value {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut m)) => m.remove("details").unwrap_or(Value::Object(Default::default())),
+            // Every variant is a struct of serializable fields: this cannot happen.
+            _ => Value::Null,
+        }
+    }
+
+    /// Read an entry back from its action and details.
+    pub fn parse(action: &str, details: &Value) -> Result<Event, UnknownEvent> {
+        serde_json::from_value(serde_json::json!({"action": action, "details": details}))
+            .map_err(|e| UnknownEvent { action: action.to_owned(), reason: e.to_string() })
+    }
+
+    /// The checkout an event belongs to, if any.
+    pub fn checkout_id(&self) -> Option<&str> {
+        match self {
+            Event::CheckoutRequested { checkout, .. }
+            | Event::ApprovalChallengeIssued { checkout, .. }
+            | Event::ApprovalRecorded { checkout, .. }
+            | Event::DenialRecorded { checkout, .. }
+            | Event::CheckoutApproved { checkout, .. }
+            | Event::CheckoutDenied { checkout }
+            | Event::CheckoutCancelled { checkout }
+            | Event::CheckoutExpired { checkout, .. }
+            | Event::ReleaseChallengeIssued { checkout, .. }
+            | Event::CheckoutReleased { checkout, .. }
+            | Event::CheckoutRevealed { checkout, .. }
+            | Event::CheckoutClosed { checkout, .. }
+            | Event::DrillPassed { checkout, .. }
+            | Event::DrillFailed { checkout, .. } => Some(checkout),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn details_are_exactly_the_fields_and_parse_back() {
+        let e = Event::CheckoutApproved { checkout: "c1".into(), approvals: 2 };
+        assert_eq!(e.action(), "checkout.approved");
+        assert_eq!(e.details(), json!({"checkout": "c1", "approvals": 2}));
+        assert_eq!(Event::parse("checkout.approved", &e.details()).unwrap(), e);
+        assert_eq!(Event::CustodianLogout {}.details(), json!({}));
+        assert_eq!(Event::parse("custodian.logout", &json!({})).unwrap(), Event::CustodianLogout {});
+    }
+
+    #[test]
+    fn both_shapes_of_a_revoked_invite_round_trip_without_extra_keys() {
+        let by_host = json!({"reason": "superseded by a new first-run invite"});
+        let by_admin = json!({"roles": ["custodian"]});
+        for d in [by_host, by_admin] {
+            let e = Event::parse("invite.revoked", &d).unwrap();
+            assert_eq!(e.details(), d);
+        }
+    }
+
+    #[test]
+    fn quorum_rules_recorded_with_a_request_are_optional_for_old_entries() {
+        let old = json!({"checkout": "c", "kind": "emergency", "reason": "r", "ticket": null, "duration_minutes": 30, "approvals_required": 1});
+        let e = Event::parse("checkout.requested", &old).unwrap();
+        assert_eq!(e.details(), old, "an old entry re-serializes byte for byte");
+    }
+
+    #[test]
+    fn the_action_name_is_the_serde_tag_for_every_variant() {
+        // A misspelt rename would make `action()` and the stored action disagree.
+        let samples = [
+            Event::CheckoutDenied { checkout: "c".into() },
+            Event::DrillMissed { drill: "d".into(), period: "2026-12".into() },
+            Event::CustodianLoginFailed { reason: "bad".into() },
+            Event::InviteRevoked { roles: None, reason: None },
+        ];
+        for e in samples {
+            assert_eq!(serde_json::to_value(&e).unwrap()["action"], e.action());
+        }
+    }
+
+    #[test]
+    fn unknown_actions_and_wrong_details_are_refused() {
+        assert!(Event::parse("checkout.teleported", &json!({})).is_err());
+        assert!(Event::parse("checkout.approved", &json!({"checkout": 7})).is_err());
+        assert!(Subject::parse("account:123").is_some_and(|s| s.account_id() == Some("123")));
+        assert_eq!(Subject::parse("nonsense"), None);
+    }
+}
