@@ -408,13 +408,19 @@ impl App {
                     }
                     other => other.into(),
                 })?;
+                // Every rule that decides quorum, so that `audit verify` replays it offline:
+                // how many, who may approve, and whether one denial ends the request.
+                let approvers = match account_approver_set(tx, &c.account_id)? {
+                    Some(ids) => json!(ids),
+                    None => json!("all"),
+                };
                 crate::app::announce::record(
                     tx,
                     now,
                     &p.actor().audit_name(),
                     "checkout.requested",
                     &subject(&c),
-                    &json!({"checkout": c.id, "kind": c.kind, "reason": c.reason, "ticket": c.ticket, "duration_minutes": c.duration_minutes, "approvals_required": c.approvals_required}),
+                    &json!({"checkout": c.id, "kind": c.kind, "reason": c.reason, "ticket": c.ticket, "duration_minutes": c.duration_minutes, "approvals_required": c.approvals_required, "veto": c.veto, "approvers": approvers}),
                 )?;
                 view(tx, &c)
             })
