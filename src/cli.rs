@@ -18,7 +18,7 @@ use crate::{
     app::{
         Actor, App,
         accounts::NewAccount,
-        audit::verify_chain,
+        audit::verify_log,
         bootstrap::{self, SealInput},
     },
     clock::{Clock, SystemClock},
@@ -543,7 +543,10 @@ fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
     let conn = store::open_read_only(&config.db_path())?;
     match command {
         AuditCommand::Verify { checkpoint, log_key } => {
-            let status = verify_chain(&conn)?;
+            let status = verify_log(&conn, Some(&config.data_dir.join(crate::app::audit::HIGH_WATER_FILE)))?;
+            for w in &status.warnings {
+                println!("{w}");
+            }
             if let Some(problem) = &status.problem {
                 println!("{problem}");
                 println!("{} entries before it verified (head {}).", status.entries, status.head);
@@ -568,8 +571,8 @@ fn audit(config: Config, command: AuditCommand) -> anyhow::Result<ExitCode> {
             }
             if ok {
                 println!(
-                    "ok: {} entries, head {}; {} WebAuthn signatures verified (approvals, denials, releases)",
-                    status.entries, status.head, status.approvals_checked
+                    "ok: {} entries, head {}; {} WebAuthn signatures verified (approvals, denials, releases); {} stored checkpoints verified",
+                    status.entries, status.head, status.approvals_checked, status.checkpoints_checked
                 );
                 Ok(ExitCode::SUCCESS)
             } else {

@@ -155,9 +155,10 @@ fn sign_checkpoint(conn: &Connection, signer: &LogSigner, now: i64) -> Result<Op
         ));
     }
 
-    if let Some((m, h_m, note)) = outbox::latest_checkpoint(conn)? {
-        let still = outbox::audit_hash_at(conn, m)?;
-        if m > size || still.as_deref() != Some(h_m.as_str()) {
+    let latest = outbox::latest_checkpoint(conn)?;
+    if let Some((m, h_m, note)) = &latest {
+        let still = outbox::audit_hash_at(conn, *m)?;
+        if *m > size || still.as_deref() != Some(h_m.as_str()) {
             return Err(AppError::conflict(
                 "log_inconsistent",
                 format!(
@@ -165,15 +166,43 @@ fn sign_checkpoint(conn: &Connection, signer: &LogSigner, now: i64) -> Result<Op
                 ),
             ));
         }
-        if m == size {
+        if *m == size {
             return Ok(Some(SignedCheckpoint {
                 origin: signer.name.clone(),
                 size,
                 head,
-                note,
+                note: note.clone(),
                 verifier_key: signer.verifier_key(),
             }));
         }
+    }
+    // Never sign over entries that do not chain from the last checkpoint (or from the
+    // start): an edited row after it would otherwise be vouched for.
+    let (from, from_head) = match &latest {
+        Some((m, h_m, _)) => {
+            let mut raw = [0u8; 32];
+            hex::decode_to_slice(h_m, &mut raw).map_err(|e| AppError::Internal(e.to_string()))?;
+            (*m, raw)
+        }
+        None => (0, crate::domain::audit::GENESIS_PREV_HASH),
+    };
+    let mut chain = crate::domain::audit::ChainVerifier::resume(from, from_head);
+    let mut broken = None;
+    audit::for_each_after(conn, from, |e| match chain.push(&e) {
+        Ok(()) => true,
+        Err(b) => {
+            broken = Some(b);
+            false
+        }
+    })?;
+    if let Some(b) = broken {
+        tracing::error!("refusing to sign a checkpoint: {b}");
+        return Err(AppError::conflict(
+            "log_inconsistent",
+            format!(
+                "The audit log does not verify from the last checkpoint (size {from}): {b}. Nothing more is signed; investigate with `breakglass audit verify`."
+            ),
+        ));
     }
     let mut raw = [0u8; 32];
     hex::decode_to_slice(&head, &mut raw).map_err(|e| AppError::Internal(e.to_string()))?;

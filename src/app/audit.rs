@@ -1,7 +1,10 @@
 //! Reading and verifying the audit log.
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::App;
 use crate::{
@@ -9,12 +12,16 @@ use crate::{
     domain::audit::{AuditEntry, ChainBreak, ChainVerifier},
     error::AppError,
     store::{
+        StoreError,
         audit::{self, AuditFilter},
-        checkouts,
+        checkouts, outbox,
     },
 };
 
 pub const MAX_PAGE: u32 = 1000;
+
+/// The checkpoint high-water file in the data directory (see app/announce.rs).
+pub const HIGH_WATER_FILE: &str = "checkpoint-high-water";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditPage {
@@ -25,7 +32,8 @@ pub struct AuditPage {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChainStatus {
-    /// The chain verifies and every approval's evidence verifies.
+    /// The chain verifies, every approval's evidence verifies, and the checkpoints and
+    /// the high-water mark agree with the log.
     pub ok: bool,
     pub entries: u64,
     /// Hash of the last verified entry.
@@ -35,22 +43,54 @@ pub struct ChainStatus {
     pub problem: Option<String>,
     /// WebAuthn assertions (approvals, denials, releases) checked offline.
     pub approvals_checked: u64,
-    /// Each approval whose evidence does not verify, with the reason.
+    /// Every other problem found, each starting with `seq N:` (the entry it is about).
     pub approval_problems: Vec<String>,
+    /// Signed checkpoints in the `checkpoints` table checked against the log.
+    pub checkpoints_checked: u64,
+    /// Things that do not make the log wrong but deserve a look (missing triggers).
+    pub warnings: Vec<String>,
 }
 
-/// Verify the whole chain on an open connection (streaming), then every approval's
-/// WebAuthn evidence: the signature against the public key recorded (in the chain)
-/// at enrolment, a challenge the chain shows was issued to that person for that
-/// request, the RP id and the user-verified flag. The `approvals` table must match
-/// the evidence recorded in the chain.
+/// At most this many problems are listed; the rest are counted.
+const MAX_PROBLEMS: usize = 200;
+
+/// Verify on an open connection (streaming). See [`verify_log`].
 pub fn verify_chain(conn: &rusqlite::Connection) -> Result<ChainStatus, AppError> {
+    verify_log(conn, None)
+}
+
+/// Verify the whole chain on an open connection (streaming), replaying the log to
+/// check every WebAuthn assertion it records (docs/audit-log.md, "Verifying
+/// evidence"), the `approvals` table beside it, every signed checkpoint the database
+/// keeps, and the checkpoint high-water file when its path is given. Memory is bounded
+/// by the open checkouts, the credentials and the people — not by the log's length.
+pub fn verify_log(conn: &rusqlite::Connection, high_water: Option<&Path>) -> Result<ChainStatus, AppError> {
     let mut v = ChainVerifier::default();
     let mut broken: Option<ChainBreak> = None;
-    let mut ev = EvidenceIndex::default();
+    let mut replay = Replay::new(outbox::log_key(conn)?);
+    let mut approvals_stmt = conn.prepare(checkouts::APPROVALS_IN_LOG_ORDER)?;
+    let mut approvals = approvals_stmt.query([])?;
+    let mut checkpoints_stmt = conn.prepare(outbox::CHECKPOINTS_IN_ORDER)?;
+    let mut checkpoints = checkpoints_stmt.query([])?;
+    let mut side_error: Option<rusqlite::Error> = None;
+    let mut next_checkpoint = read_checkpoint(&mut checkpoints)?;
     audit::for_each(conn, |e| match v.push(&e) {
         Ok(()) => {
-            ev.observe(&e);
+            let mut next_approval = || approvals.next().and_then(|r| r.map(checkouts::approval_from_row).transpose());
+            if let Err(err) = replay.observe(&e, &mut next_approval) {
+                side_error = Some(err);
+                return false;
+            }
+            while let Some(cp) = next_checkpoint.take_if(|cp| cp.0 <= e.seq) {
+                replay.check_checkpoint(&cp, e.seq, &e.hash);
+                match read_checkpoint(&mut checkpoints) {
+                    Ok(next) => next_checkpoint = next,
+                    Err(err) => {
+                        side_error = Some(err);
+                        return false;
+                    }
+                }
+            }
             true
         }
         Err(b) => {
@@ -58,16 +98,69 @@ pub fn verify_chain(conn: &rusqlite::Connection) -> Result<ChainStatus, AppError
             false
         }
     })?;
-    let (approvals_checked, approval_problems) = ev.finish(conn)?;
+    if let Some(err) = side_error {
+        return Err(StoreError::from(err).into());
+    }
+    let size = v.size();
+    if broken.is_none() {
+        // Whatever is left beside a complete log is not in it.
+        if let Some(row) = replay.pending_approval.take() {
+            replay.problem(
+                size,
+                format!("approvals row {} (checkout {}) is not in the audit log", row.id, row.checkout_id),
+            );
+        }
+        while let Some(row) = approvals.next()?.map(checkouts::approval_from_row).transpose()? {
+            replay.problem(
+                size,
+                format!("approvals row {} (checkout {}) is not in the audit log", row.id, row.checkout_id),
+            );
+        }
+        while let Some(cp) = next_checkpoint {
+            replay.problem(
+                size,
+                format!(
+                    "the checkpoint signed at size {} commits to more entries than the log has ({size}): the log was truncated",
+                    cp.0
+                ),
+            );
+            next_checkpoint = read_checkpoint(&mut checkpoints)?;
+        }
+    }
+    for (seq, first) in outbox::reissued_challenges(conn, size)? {
+        replay.problem(seq, format!("this challenge was already issued at seq {first}: a challenge is issued once"));
+    }
+    if let Some(path) = high_water {
+        replay.check_high_water(conn, path, size)?;
+    }
+    let mut warnings = Vec::new();
+    if !outbox::audit_triggers_present(conn)? {
+        warnings.push(
+            "warning: the append-only triggers on audit_log are missing (someone dropped them, perhaps to edit the log): investigate"
+                .to_owned(),
+        );
+    }
+    let mut problems = std::mem::take(&mut replay.problems);
+    problems.sort_by_key(|(seq, _)| *seq);
+    let mut approval_problems: Vec<String> = problems.into_iter().map(|(_, p)| p).collect();
+    if replay.omitted > 0 {
+        approval_problems.push(format!("… and {} more problems", replay.omitted));
+    }
     Ok(ChainStatus {
         ok: broken.is_none() && approval_problems.is_empty(),
-        entries: v.size(),
+        entries: size,
         head: hex::encode(v.head()),
         broken_at_seq: broken.as_ref().map(ChainBreak::seq),
         problem: broken.map(|b| b.to_string()),
-        approvals_checked,
+        approvals_checked: replay.checked,
         approval_problems,
+        checkpoints_checked: replay.checkpoints_checked,
+        warnings,
     })
+}
+
+fn read_checkpoint(rows: &mut rusqlite::Rows<'_>) -> Result<Option<(u64, String, String)>, rusqlite::Error> {
+    rows.next()?.map(|r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))).transpose()
 }
 
 /// A credential's public key and whose it is, as the log recorded at enrolment.
@@ -76,173 +169,568 @@ struct EnrolledKey {
     key: PublicKeyRecord,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Approve,
+    Release,
+}
+
+impl Purpose {
+    fn name(self) -> &'static str {
+        match self {
+            Purpose::Approve => "an approval",
+            Purpose::Release => "a release",
+        }
+    }
+}
+
 /// A challenge the log shows was issued to an actor for a checkout.
 struct Issued {
-    purpose: &'static str,
+    seq: u64,
+    actor: String,
+    purpose: Purpose,
     challenge: String,
     rp_id: String,
     origin: Option<String>,
+    /// The decision the challenge was issued for, when the entry names one.
+    decision: Option<String>,
+    /// The entry whose evidence used it (a challenge is used once).
+    used_at: Option<u64>,
 }
 
-/// What the log says about one checkout, replayed.
-#[derive(Default)]
+/// What the log says about one open checkout, replayed; dropped when it ends.
 struct Track {
+    subject: String,
     requester: String,
     required: u32,
-    /// Actors (never the requester) whose approval evidence verified.
-    approvers: HashSet<String>,
+    /// The policy's veto, as recorded in `checkout.requested` (absent in old entries).
+    veto: Option<bool>,
+    /// The approver set recorded in `checkout.requested` (`None`: all custodians).
+    approvers: Option<HashSet<String>>,
+    decided: HashSet<String>,
+    approved_by: HashSet<String>,
+    denied_by: HashSet<String>,
     approved: bool,
+    issued: Vec<Issued>,
 }
 
-struct Recorded {
-    checkout: String,
-    actor: String,
-    decision: String,
-    evidence: AssertionEvidence,
+/// The parts of `details` the replay reads (everything else is skipped unparsed).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Details {
+    checkout: Option<String>,
+    approvals_required: Option<u64>,
+    veto: Option<bool>,
+    approvers: Option<Approvers>,
+    challenge: Option<String>,
+    rp_id: Option<String>,
+    origin: Option<String>,
+    decision: Option<String>,
+    comment: Option<String>,
+    evidence: Option<serde_json::Value>,
+    credential_id: Option<String>,
+    public_key: Option<serde_json::Value>,
+    verifier_key: Option<String>,
 }
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Approvers {
+    All(String),
+    Listed(Vec<String>),
+}
+
+/// Actions whose details the replay reads.
+const REPLAYED: &[&str] = &[
+    "custodian.enrolled",
+    "credential.added",
+    "custodian.disabled",
+    "log_key.created",
+    "checkout.requested",
+    "approval.challenge_issued",
+    "release.challenge_issued",
+    "checkout.approval_recorded",
+    "checkout.denial_recorded",
+    "checkout.approved",
+    "checkout.denied",
+    "checkout.cancelled",
+    "checkout.expired",
+    "checkout.closed",
+    "checkout.released",
+    "checkout.revealed",
+];
 
 /// Replays the log in order and checks every WebAuthn assertion it records, and that
 /// the checkout state machine only moved when the evidence allowed it.
-#[derive(Default)]
-struct EvidenceIndex {
+struct Replay {
     keys: HashMap<String, EnrolledKey>,
-    issued: HashMap<(String, String), Vec<Issued>>,
+    /// Per credential: the last non-decreasing signature counter seen, and where.
+    counters: HashMap<String, (u32, u64)>,
+    disabled: HashSet<String>,
     tracks: HashMap<String, Track>,
-    recorded: Vec<Recorded>,
+    /// Account subject → its open checkout (one open checkout per account).
+    open_by_subject: HashMap<String, String>,
+    /// The log key recorded in the chain (`log_key.created`), else the `log_key` table's.
+    log_key: Option<(String, [u8; 32])>,
+    table_log_key: Option<(String, [u8; 32])>,
+    pending_approval: Option<checkouts::ApprovalRow>,
     checked: u64,
-    problems: Vec<String>,
+    checkpoints_checked: u64,
+    problems: Vec<(u64, String)>,
+    omitted: u64,
 }
 
-fn str_of(d: &serde_json::Value, k: &str) -> String {
-    d[k].as_str().unwrap_or_default().to_owned()
+fn decision_of(action: &str) -> &'static str {
+    if action == "checkout.approval_recorded" { "approve" } else { "deny" }
 }
 
-impl EvidenceIndex {
-    fn observe(&mut self, e: &AuditEntry) {
-        let d: serde_json::Value = serde_json::from_str(&e.details).unwrap_or_default();
-        let checkout = str_of(&d, "checkout");
+fn is_canonical_b64url(s: &str) -> bool {
+    !s.is_empty()
+        && base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s)
+            .is_ok_and(|raw| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw) == s)
+}
+
+impl Replay {
+    fn new(table_key: Option<outbox::LogKeyRow>) -> Self {
+        let table_log_key =
+            table_key.and_then(|k| <[u8; 32]>::try_from(k.public_key.as_slice()).ok().map(|pk| (k.key_name, pk)));
+        Self {
+            keys: HashMap::new(),
+            counters: HashMap::new(),
+            disabled: HashSet::new(),
+            tracks: HashMap::new(),
+            open_by_subject: HashMap::new(),
+            log_key: None,
+            table_log_key,
+            pending_approval: None,
+            checked: 0,
+            checkpoints_checked: 0,
+            problems: Vec::new(),
+            omitted: 0,
+        }
+    }
+
+    fn problem(&mut self, seq: u64, what: impl std::fmt::Display) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push((seq, format!("seq {seq}: {what}")));
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    fn end(&mut self, checkout: &str) {
+        if let Some(t) = self.tracks.remove(checkout)
+            && self.open_by_subject.get(&t.subject).is_some_and(|c| c == checkout)
+        {
+            self.open_by_subject.remove(&t.subject);
+        }
+    }
+
+    fn observe(
+        &mut self,
+        e: &AuditEntry,
+        next_approval: &mut dyn FnMut() -> rusqlite::Result<Option<checkouts::ApprovalRow>>,
+    ) -> rusqlite::Result<()> {
+        if !REPLAYED.contains(&e.action.as_str()) {
+            return Ok(());
+        }
+        let d: Details = match serde_json::from_str(&e.details) {
+            Ok(d) => d,
+            Err(_) => {
+                self.problem(e.seq, format!("the details of this {} entry are not readable", e.action));
+                Details::default()
+            }
+        };
+        let checkout = d.checkout.clone().unwrap_or_default();
         match e.action.as_str() {
             "custodian.enrolled" | "credential.added" => {
-                if let Ok(key) = serde_json::from_value::<PublicKeyRecord>(d["public_key"].clone()) {
-                    // The first enrolment of an id wins; the owner is the entry's subject.
-                    self.keys
-                        .entry(str_of(&d, "credential_id"))
-                        .or_insert(EnrolledKey { owner: e.subject.clone(), key });
+                let cred = d.credential_id.clone().unwrap_or_default();
+                match d.public_key.clone().map(serde_json::from_value::<PublicKeyRecord>) {
+                    Some(Ok(key)) if !self.keys.contains_key(&cred) => {
+                        self.keys.insert(cred, EnrolledKey { owner: e.subject.clone(), key });
+                    }
+                    Some(Ok(_)) => {
+                        self.problem(e.seq, format!("credential {cred} was already enrolled earlier in the log"))
+                    }
+                    _ => {}
+                }
+            }
+            "custodian.disabled" => {
+                self.disabled.insert(e.subject.clone());
+            }
+            "log_key.created" => {
+                let parsed = d.verifier_key.as_deref().map(crate::crypto::checkpoint::parse_verifier_key);
+                match parsed {
+                    Some(Ok(k)) if self.log_key.is_none() => {
+                        if self.table_log_key.as_ref().is_some_and(|t| *t != k) {
+                            self.problem(
+                                e.seq,
+                                "the log_key table holds a different key from the one this entry recorded: checkpoints are checked against this entry's",
+                            );
+                        }
+                        self.log_key = Some(k);
+                    }
+                    Some(Ok(_)) => self.problem(e.seq, "a second log key: the log has one"),
+                    _ => self.problem(e.seq, "its verifier_key does not parse"),
                 }
             }
             "checkout.requested" => {
-                let required = d["approvals_required"].as_u64().unwrap_or(u64::MAX).min(u64::from(u32::MAX)) as u32;
-                self.tracks.insert(checkout, Track { requester: e.actor.clone(), required, ..Track::default() });
+                // One open checkout per account: a new request means the last one ended.
+                if let Some(old) = self.open_by_subject.remove(&e.subject) {
+                    self.tracks.remove(&old);
+                }
+                let required = d.approvals_required.map_or(u32::MAX, |r| r.min(u64::from(u32::MAX)) as u32);
+                let approvers = match d.approvers {
+                    Some(Approvers::Listed(ids)) => Some(ids.into_iter().map(|id| format!("custodian:{id}")).collect()),
+                    Some(Approvers::All(ref all)) if all != "all" => {
+                        self.problem(e.seq, format!("approvers {all:?} is neither \"all\" nor a list"));
+                        Some(HashSet::new())
+                    }
+                    _ => None,
+                };
+                self.open_by_subject.insert(e.subject.clone(), checkout.clone());
+                self.tracks.insert(
+                    checkout,
+                    Track {
+                        subject: e.subject.clone(),
+                        requester: e.actor.clone(),
+                        required,
+                        veto: d.veto,
+                        approvers,
+                        decided: HashSet::new(),
+                        approved_by: HashSet::new(),
+                        denied_by: HashSet::new(),
+                        approved: false,
+                        issued: Vec::new(),
+                    },
+                );
             }
             "approval.challenge_issued" | "release.challenge_issued" => {
-                let purpose = if e.action.starts_with("approval") { "approve" } else { "release" };
-                self.issued.entry((checkout, e.actor.clone())).or_default().push(Issued {
+                let purpose = if e.action.starts_with("approval") { Purpose::Approve } else { Purpose::Release };
+                let challenge = d.challenge.clone().unwrap_or_default();
+                if !is_canonical_b64url(&challenge) {
+                    self.problem(e.seq, "its challenge is not canonical base64url");
+                }
+                let issued = Issued {
+                    seq: e.seq,
+                    actor: e.actor.clone(),
                     purpose,
-                    challenge: str_of(&d, "challenge"),
-                    rp_id: str_of(&d, "rp_id"),
-                    origin: d["origin"].as_str().map(str::to_owned),
-                });
+                    challenge,
+                    rp_id: d.rp_id.clone().unwrap_or_default(),
+                    origin: d.origin.clone(),
+                    decision: d.decision.clone(),
+                    used_at: None,
+                };
+                match self.tracks.get_mut(&checkout) {
+                    Some(t) => t.issued.push(issued),
+                    None => {
+                        self.problem(e.seq, format!("a challenge issued for checkout {checkout}, which is not open"))
+                    }
+                }
             }
             "checkout.approval_recorded" | "checkout.denial_recorded" => {
-                let decision = if e.action == "checkout.approval_recorded" { "approve" } else { "deny" };
-                let Ok(evidence) = serde_json::from_value::<AssertionEvidence>(d["evidence"].clone()) else {
-                    self.problems
-                        .push(format!("seq {}: a decision on checkout {checkout} carries no readable evidence", e.seq));
-                    return;
+                let decision = decision_of(&e.action);
+                if d.decision.as_deref() != Some(decision) {
+                    self.problem(
+                        e.seq,
+                        format!(
+                            "details.decision {:?} disagrees with its action {} (a {decision})",
+                            d.decision.as_deref().unwrap_or("(none)"),
+                            e.action
+                        ),
+                    );
+                }
+                let evidence = d.evidence.clone().and_then(|v| serde_json::from_value::<AssertionEvidence>(v).ok());
+                self.match_approval_row(
+                    e,
+                    &checkout,
+                    decision,
+                    d.comment.as_deref(),
+                    evidence.as_ref(),
+                    next_approval,
+                )?;
+                let Some(evidence) = evidence else {
+                    self.problem(e.seq, format!("a decision on checkout {checkout} carries no readable evidence"));
+                    return Ok(());
                 };
                 self.checked += 1;
-                match self.verify_one(&checkout, &e.actor, "approve", &evidence) {
-                    Ok(()) => {
-                        let track = self.tracks.entry(checkout.clone()).or_default();
-                        if decision == "approve" && e.actor != track.requester {
-                            track.approvers.insert(e.actor.clone());
-                        }
-                        if e.actor == track.requester {
-                            self.problems
-                                .push(format!("seq {}: the requester decided on their own checkout {checkout}", e.seq));
-                        }
-                    }
-                    Err(why) => {
-                        self.problems.push(format!("approval evidence at seq {} (checkout {checkout}): {why}", e.seq))
+                match self.check_assertion(e.seq, &checkout, &e.actor, Purpose::Approve, Some(decision), &evidence) {
+                    Ok(()) => self.count_decision(e, &checkout, decision),
+                    Err(why) => self.problem(e.seq, format!("{decision} evidence (checkout {checkout}): {why}")),
+                }
+            }
+            "checkout.approved" => match self.tracks.get_mut(&checkout) {
+                Some(track) => {
+                    let (n, required) = (track.approved_by.len(), track.required);
+                    track.approved = true;
+                    if (n as u64) < u64::from(required) || required == 0 {
+                        self.problem(
+                            e.seq,
+                            format!(
+                                "checkout {checkout} was approved with {n} verified approval(s) from people other than the requester; {required} required"
+                            ),
+                        );
                     }
                 }
-                self.recorded.push(Recorded { checkout, actor: e.actor.clone(), decision: decision.into(), evidence });
-            }
-            "checkout.approved" => {
-                let track = self.tracks.entry(checkout.clone()).or_default();
-                if (track.approvers.len() as u64) < u64::from(track.required) || track.required == 0 {
-                    self.problems.push(format!(
-                        "seq {}: checkout {checkout} was approved with {} verified approval(s) from people other than the requester; {} required",
+                None => self.problem(
+                    e.seq,
+                    format!("checkout {checkout} was approved with 0 verified approval(s): it is not open"),
+                ),
+            },
+            "checkout.denied" => {
+                match self.tracks.get(&checkout) {
+                    Some(t) if t.denied_by.is_empty() => {
+                        self.problem(e.seq, format!("checkout {checkout} was denied without a verified denial"))
+                    }
+                    Some(t) if t.veto == Some(false) => self.problem(
                         e.seq,
-                        track.approvers.len(),
-                        track.required
-                    ));
+                        format!(
+                            "checkout {checkout} was denied although the policy it was requested under has no veto"
+                        ),
+                    ),
+                    Some(_) => {}
+                    None => self.problem(e.seq, format!("checkout {checkout} was denied but is not open")),
                 }
-                track.approved = true;
+                self.end(&checkout);
             }
+            "checkout.cancelled" => {
+                if self.tracks.get(&checkout).is_some_and(|t| t.requester != e.actor) {
+                    self.problem(
+                        e.seq,
+                        format!("checkout {checkout} was cancelled by someone other than its requester"),
+                    );
+                }
+                self.end(&checkout);
+            }
+            "checkout.expired" | "checkout.closed" => self.end(&checkout),
             "checkout.released" if !self.tracks.get(&checkout).is_some_and(|t| t.approved) => {
-                self.problems.push(format!("seq {}: checkout {checkout} was released without being approved", e.seq));
+                self.problem(e.seq, format!("checkout {checkout} was released without being approved"));
             }
             "checkout.revealed" => {
-                let requester = self.tracks.get(&checkout).map(|t| t.requester.clone()).unwrap_or_default();
-                if e.actor != requester || !self.tracks.get(&checkout).is_some_and(|t| t.approved) {
-                    self.problems.push(format!(
-                        "seq {}: a reveal on checkout {checkout} by someone other than its approved requester",
-                        e.seq
-                    ));
+                let ok = self.tracks.get(&checkout).is_some_and(|t| t.approved && t.requester == e.actor);
+                if !ok {
+                    self.problem(
+                        e.seq,
+                        format!("a reveal on checkout {checkout} by someone other than its approved requester"),
+                    );
                 }
-                match serde_json::from_value::<AssertionEvidence>(d["evidence"].clone()) {
-                    Ok(ev) => {
+                match d.evidence.clone().and_then(|v| serde_json::from_value::<AssertionEvidence>(v).ok()) {
+                    Some(ev) => {
                         self.checked += 1;
-                        if let Err(why) = self.verify_one(&checkout, &e.actor, "release", &ev) {
-                            self.problems
-                                .push(format!("release evidence at seq {} (checkout {checkout}): {why}", e.seq));
+                        if let Err(why) = self.check_assertion(e.seq, &checkout, &e.actor, Purpose::Release, None, &ev)
+                        {
+                            self.problem(e.seq, format!("release evidence (checkout {checkout}): {why}"));
                         }
                     }
-                    Err(_) => self
-                        .problems
-                        .push(format!("seq {}: a reveal on checkout {checkout} carries no readable evidence", e.seq)),
+                    None => {
+                        self.problem(e.seq, format!("a reveal on checkout {checkout} carries no readable evidence"))
+                    }
                 }
             }
             _ => {}
         }
+        Ok(())
     }
 
-    fn verify_one(&self, checkout: &str, actor: &str, purpose: &str, ev: &AssertionEvidence) -> Result<(), String> {
+    /// A verified decision counts toward quorum (or a veto) only when the rules
+    /// recorded with the request allow this person to decide.
+    fn count_decision(&mut self, e: &AuditEntry, checkout: &str, decision: &str) {
+        let disabled = self.disabled.contains(&e.actor);
+        let Some(track) = self.tracks.get_mut(checkout) else { return };
+        let why_not = if e.actor == track.requester {
+            Some(format!("the requester decided on their own checkout {checkout}"))
+        } else if track.decided.contains(&e.actor) {
+            Some(format!("{} decided twice on checkout {checkout}", e.actor))
+        } else if track.approvers.as_ref().is_some_and(|set| !set.contains(&e.actor)) {
+            Some(format!("{} is not in the approver set recorded for checkout {checkout}", e.actor))
+        } else if disabled {
+            Some(format!("{} decided on checkout {checkout} after being disabled", e.actor))
+        } else {
+            None
+        };
+        track.decided.insert(e.actor.clone());
+        match why_not {
+            Some(why) => self.problem(e.seq, why),
+            None if decision == "approve" => {
+                track.approved_by.insert(e.actor.clone());
+            }
+            None => {
+                track.denied_by.insert(e.actor.clone());
+            }
+        }
+    }
+
+    /// Check one assertion against everything the log recorded before it, and consume
+    /// its challenge.
+    fn check_assertion(
+        &mut self,
+        seq: u64,
+        checkout: &str,
+        actor: &str,
+        purpose: Purpose,
+        decision: Option<&str>,
+        ev: &AssertionEvidence,
+    ) -> Result<(), String> {
         let enrolled = self.keys.get(&ev.credential_id).ok_or("its credential was not enrolled earlier in this log")?;
         if enrolled.owner != actor {
             return Err(format!("it is signed with a credential of {}, not of {actor}", enrolled.owner));
         }
-        let issued = self
-            .issued
-            .get(&(checkout.to_owned(), actor.to_owned()))
-            .and_then(|v| v.iter().find(|i| i.purpose == purpose && i.challenge == ev.challenge))
-            .ok_or("its challenge was not issued to this person for this request")?;
-        evidence::verify(&enrolled.key, ev, &issued.rp_id, issued.origin.as_deref()).map_err(|e| e.to_string())
+        let Some(track) = self.tracks.get(checkout) else {
+            return Err(format!("checkout {checkout} is not open here (never requested, or already ended)"));
+        };
+        let Some(at) = track.issued.iter().position(|i| i.challenge == ev.challenge) else {
+            let elsewhere = self
+                .tracks
+                .iter()
+                .find(|(_, t)| t.issued.iter().any(|i| i.challenge == ev.challenge))
+                .map(|(id, _)| id.clone());
+            return Err(match elsewhere {
+                Some(other) => format!("its challenge was issued for checkout {other}, not for {checkout}"),
+                None => format!("its challenge was not issued for checkout {checkout} (replayed evidence?)"),
+            });
+        };
+        let issued = &track.issued[at];
+        if issued.actor != actor {
+            return Err(format!("its challenge was issued to {}, not to {actor}", issued.actor));
+        }
+        if issued.purpose != purpose {
+            return Err(format!("its challenge was issued for {}, not for {}", issued.purpose.name(), purpose.name()));
+        }
+        if let Some(used) = issued.used_at {
+            return Err(format!("its challenge (issued at seq {}) was already used at seq {used}", issued.seq));
+        }
+        if let (Some(signed_for), Some(d)) = (issued.decision.as_deref(), decision)
+            && signed_for != d
+        {
+            return Err(format!("its challenge was issued for the decision {signed_for:?}, not {d:?}"));
+        }
+        evidence::verify(&enrolled.key, ev, &issued.rp_id, issued.origin.as_deref()).map_err(|e| e.to_string())?;
+        let count = evidence::sign_count(ev).unwrap_or(0);
+        if let Some(&(last, last_seq)) = self.counters.get(&ev.credential_id)
+            && (count != 0 || last != 0)
+            && count <= last
+        {
+            return Err(format!(
+                "its signature counter {count} is not above {last}, seen at seq {last_seq} for the same credential (a cloned authenticator, or replayed evidence)"
+            ));
+        }
+        self.counters.insert(ev.credential_id.clone(), (count, seq));
+        if let Some(t) = self.tracks.get_mut(checkout) {
+            t.issued[at].used_at = Some(seq);
+        }
+        Ok(())
     }
 
-    /// After the replay: the `approvals` table must hold exactly what the log recorded.
-    fn finish(mut self, conn: &rusqlite::Connection) -> Result<(u64, Vec<String>), AppError> {
-        for row in checkouts::all_approvals(conn)? {
-            let actor = format!("custodian:{}", row.custodian_id);
-            let ev = AssertionEvidence {
-                credential_id: row.credential_id.clone(),
-                challenge: row.challenge.clone(),
-                client_data_json: row.client_data_json.clone(),
-                authenticator_data: row.authenticator_data.clone(),
-                signature: row.signature.clone(),
-            };
-            let in_log = self.recorded.iter().any(|r| {
-                r.checkout == row.checkout_id && r.actor == actor && r.decision == row.decision && r.evidence == ev
+    /// The `approvals` table, walked beside the log: the next row must hold exactly this
+    /// decision. A missing row (deleted) is reported once and the walk realigns.
+    fn match_approval_row(
+        &mut self,
+        e: &AuditEntry,
+        checkout: &str,
+        decision: &str,
+        comment: Option<&str>,
+        ev: Option<&AssertionEvidence>,
+        next_approval: &mut dyn FnMut() -> rusqlite::Result<Option<checkouts::ApprovalRow>>,
+    ) -> rusqlite::Result<()> {
+        let row = match self.pending_approval.take() {
+            Some(r) => Some(r),
+            None => next_approval()?,
+        };
+        let Some(row) = row else {
+            self.problem(
+                e.seq,
+                format!("no row of the approvals table holds this decision on checkout {checkout} (a row was deleted)"),
+            );
+            return Ok(());
+        };
+        let same_decider = row.checkout_id == checkout && format!("custodian:{}", row.custodian_id) == e.actor;
+        let same = same_decider
+            && row.decision == decision
+            && row.comment.as_deref() == comment
+            && ev.is_some_and(|ev| {
+                row.credential_id == ev.credential_id
+                    && row.challenge == ev.challenge
+                    && row.client_data_json == ev.client_data_json
+                    && row.authenticator_data == ev.authenticator_data
+                    && row.signature == ev.signature
             });
-            if !in_log {
-                self.problems.push(format!(
-                    "approval {} (checkout {}): the stored decision or evidence differs from the evidence in the audit log",
-                    row.id, row.checkout_id
-                ));
-            }
+        if same {
+            return Ok(());
         }
-        Ok((self.checked, self.problems))
+        if same_decider {
+            self.problem(
+                e.seq,
+                format!(
+                    "approvals row {} (checkout {checkout}): the stored decision or evidence differs from the evidence in the audit log",
+                    row.id
+                ),
+            );
+        } else {
+            self.problem(
+                e.seq,
+                format!("no row of the approvals table holds this decision on checkout {checkout} (a row was deleted)"),
+            );
+            self.pending_approval = Some(row);
+        }
+        Ok(())
+    }
+
+    /// A checkpoint the database keeps about itself: signed by the log key, naming
+    /// the head the log has at its size.
+    fn check_checkpoint(&mut self, cp: &(u64, String, String), seq: u64, hash: &str) {
+        let (size, head, note) = cp;
+        self.checkpoints_checked += 1;
+        let Some((name, public)) = self.log_key.clone().or_else(|| self.table_log_key.clone()) else {
+            self.problem(*size, format!("the checkpoint signed at size {size} cannot be checked: no log key"));
+            return;
+        };
+        match crate::crypto::checkpoint::verify(note, &name, &public) {
+            Err(why) => self.problem(*size, format!("the checkpoint signed at size {size} is not valid: {why}")),
+            Ok(c) if c.size != *size || hex::encode(c.head) != *head || c.origin != name => self.problem(
+                *size,
+                format!("the checkpoints row for size {size} does not match its own signed note (edited)"),
+            ),
+            Ok(_) if seq != *size || head != hash => self.problem(
+                *size,
+                format!(
+                    "the entry at seq {size} does not have the head the checkpoint signed at size {size} commits to: the log was rewritten after it"
+                ),
+            ),
+            Ok(_) => {}
+        }
+    }
+
+    /// The high-water file (`<size> <head hex>`, written outside the database each
+    /// time a checkpoint is signed) must name an entry the log has, with that hash.
+    fn check_high_water(&mut self, conn: &rusqlite::Connection, path: &Path, size: u64) -> Result<(), AppError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                self.problem(size, format!("the checkpoint high-water file {} cannot be read: {e}", path.display()));
+                return Ok(());
+            }
+        };
+        let parsed = text.trim_end_matches('\n').split_once(' ').and_then(|(s, h)| Some((s.parse::<u64>().ok()?, h)));
+        let Some((mark, head)) = parsed else {
+            self.problem(size, format!("the checkpoint high-water file {} is malformed", path.display()));
+            return Ok(());
+        };
+        if mark > size {
+            self.problem(
+                size,
+                format!("a checkpoint was signed at size {mark} ({}), but the log has {size} entries: truncated or restored", path.display()),
+            );
+        } else if outbox::audit_hash_at(conn, mark)?.as_deref() != Some(head) {
+            self.problem(
+                mark,
+                format!(
+                    "the entry at seq {mark} does not have the head recorded in {}: the log or the file was changed",
+                    path.display()
+                ),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -287,7 +775,8 @@ impl App {
     /// up approvals or releases (WAL readers do not block the writer).
     pub async fn audit_verify(&self) -> Result<ChainStatus, AppError> {
         let path = self.db.path().to_owned();
-        tokio::task::spawn_blocking(move || verify_chain(&crate::store::open_read_only(&path)?))
+        let high_water = self.config.data_dir.join(HIGH_WATER_FILE);
+        tokio::task::spawn_blocking(move || verify_log(&crate::store::open_read_only(&path)?, Some(&high_water)))
             .await
             .map_err(|_| AppError::Internal("verification worker stopped".into()))?
     }

@@ -434,6 +434,12 @@ impl App {
                     }
                     other => other.into(),
                 })?;
+                // Every rule that decides quorum, so that `audit verify` replays it offline:
+                // how many, who may approve, and whether one denial ends the request.
+                let approvers = match account_approver_set(tx, &c.account_id)? {
+                    Some(ids) => json!(ids),
+                    None => json!("all"),
+                };
                 crate::app::announce::record(
                     tx,
                     now,
@@ -446,7 +452,8 @@ impl App {
                         ticket: c.ticket.clone(),
                         duration_minutes: c.duration_minutes,
                         approvals_required: c.approvals_required,
-                        rules: None,
+                        veto: Some(c.veto),
+                        approvers: Some(approvers),
                     },
                 )?;
                 view(tx, &c, now)

@@ -102,7 +102,7 @@ impl App {
             Some(v) => {
                 let name = format!("{}/breakglass/audit", config.rp_id());
                 let mut signer = db.with(|conn| announce::ensure_log_key(conn, v, &name, clock.now()))?;
-                signer.high_water = Some(config.data_dir.join("checkpoint-high-water"));
+                signer.high_water = Some(config.data_dir.join(audit::HIGH_WATER_FILE));
                 Some(Arc::new(signer))
             }
             None => None,

@@ -80,6 +80,11 @@ pub fn sign(key: &SigningKey, name: &str, c: &Checkpoint) -> String {
 
 /// Verify a note's signature by `name`/`public` and return its checkpoint.
 pub fn verify(note: &str, name: &str, public: &[u8; 32]) -> Result<Checkpoint, NoteError> {
+    // A signed note ends with the newline of its last signature line: anything else
+    // (a truncated copy, text appended after it) is not the note that was signed.
+    if !note.ends_with('\n') || note.ends_with("\n\n") {
+        return Err(NoteError::Malformed);
+    }
     let (text, sigs) = note.split_once("\n\n").ok_or(NoteError::Malformed)?;
     let text = format!("{text}\n");
     let mut lines = text.lines();
@@ -127,6 +132,12 @@ mod tests {
             verify(&note, "custody.example.com/breakglass/audit", &other),
             Err(NoteError::NoSignatureByKey(_))
         ));
+        let unterminated = note.trim_end_matches('\n');
+        assert_eq!(verify(unterminated, "custody.example.com/breakglass/audit", &public), Err(NoteError::Malformed));
+        assert_eq!(
+            verify(&format!("{note}\n"), "custody.example.com/breakglass/audit", &public),
+            Err(NoteError::Malformed)
+        );
         let vkey = verifier_key("custody.example.com/breakglass/audit", &public);
         assert_eq!(parse_verifier_key(&vkey).unwrap(), ("custody.example.com/breakglass/audit".to_owned(), public));
         assert!(parse_verifier_key("nonsense").is_err());

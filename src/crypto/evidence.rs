@@ -74,8 +74,27 @@ fn unb64(s: &str) -> Result<Vec<u8>, EvidenceError> {
     URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).map_err(|_| EvidenceError::Encoding)
 }
 
-/// Check one assertion's evidence completely. `origin`, when known, must equal
-/// clientDataJSON's `origin`.
+/// The signature counter in `authenticator_data` (bytes 33..37, big-endian), when the
+/// field decodes and is long enough.
+pub fn sign_count(ev: &AssertionEvidence) -> Option<u32> {
+    let ad = unb64(&ev.authenticator_data).ok()?;
+    Some(u32::from_be_bytes(ad.get(33..37)?.try_into().ok()?))
+}
+
+/// May `origin` (from clientDataJSON) use credentials of RP id `rp_id`? Its host must be
+/// the RP id or a subdomain of it, over https — or over http on `localhost` only.
+fn origin_fits_rp_id(origin: &str, rp_id: &str) -> bool {
+    let Ok(u) = url::Url::parse(origin) else { return false };
+    let Some(host) = u.host_str() else { return false };
+    let host_ok = host == rp_id || host.strip_suffix(rp_id).is_some_and(|h| h.ends_with('.'));
+    let scheme_ok = u.scheme() == "https" || (u.scheme() == "http" && host == "localhost");
+    host_ok && scheme_ok
+}
+
+/// Check one assertion's evidence completely. `origin` is the origin recorded with the
+/// challenge: clientDataJSON's `origin` must be the same origin. When none was recorded
+/// the check is not skipped: the origin must then fit the RP id (https on the RP id or
+/// a subdomain of it; http only on `localhost`).
 pub fn verify(
     pk: &PublicKeyRecord,
     ev: &AssertionEvidence,
@@ -94,7 +113,11 @@ pub fn verify(
     }
     // Compare origins as origins (`http://h:1` and `http://h:1/` are the same one).
     let normal = |o: &str| url::Url::parse(o).map(|u| u.origin().ascii_serialization()).ok();
-    if origin.is_some_and(|o| normal(o).is_none() || normal(o) != normal(&cd.origin)) || cd.cross_origin {
+    let origin_ok = match origin {
+        Some(o) => normal(o).is_some() && normal(o) == normal(&cd.origin),
+        None => origin_fits_rp_id(&cd.origin, rp_id),
+    };
+    if !origin_ok || cd.cross_origin {
         return Err(EvidenceError::OriginMismatch(cd.origin));
     }
     if auth_data.len() < 37 || auth_data[..32] != Sha256::digest(rp_id.as_bytes())[..] {
@@ -181,7 +204,10 @@ mod tests {
             verify(&pk, &ev, "localhost", Some("https://evil.example")),
             Err(EvidenceError::OriginMismatch(_))
         ));
-        assert_eq!(verify(&pk, &ev, "example.com", None), Err(EvidenceError::RpIdMismatch));
+        assert_eq!(verify(&pk, &ev, "example.com", Some("http://localhost:8080")), Err(EvidenceError::RpIdMismatch));
+        // No recorded origin: the check is not skipped, the origin must fit the RP id.
+        assert!(matches!(verify(&pk, &ev, "example.com", None), Err(EvidenceError::OriginMismatch(_))));
+        assert_eq!(sign_count(&ev), Some(1));
         let other_challenge = AssertionEvidence { challenge: b(&[2u8; 32]), ..ev.clone() };
         assert_eq!(verify(&pk, &other_challenge, "localhost", None), Err(EvidenceError::ChallengeMismatch));
         let mut sig = unb64(&ev.signature).unwrap();
@@ -195,6 +221,17 @@ mod tests {
         assert_eq!(verify(&pk4, &ev4, "localhost", None), Err(EvidenceError::NotUserVerified), "UV without UP");
         let (pk3, ev3) = signed_evidence(0x05, "webauthn.create");
         assert!(matches!(verify(&pk3, &ev3, "localhost", None), Err(EvidenceError::WrongType(_))));
+    }
+
+    #[test]
+    fn without_a_recorded_origin_the_origin_must_fit_the_rp_id() {
+        assert!(origin_fits_rp_id("https://custody.example.com", "custody.example.com"));
+        assert!(origin_fits_rp_id("https://bg.custody.example.com:8443", "custody.example.com"));
+        assert!(origin_fits_rp_id("http://localhost:8080", "localhost"));
+        assert!(!origin_fits_rp_id("http://custody.example.com", "custody.example.com"), "plain http");
+        assert!(!origin_fits_rp_id("https://evilcustody.example.com", "custody.example.com"));
+        assert!(!origin_fits_rp_id("https://example.com", "custody.example.com"));
+        assert!(!origin_fits_rp_id("", "localhost"));
     }
 
     #[test]

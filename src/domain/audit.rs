@@ -118,43 +118,68 @@ impl std::fmt::Display for ChainBreak {
 }
 
 /// Streaming verifier: feed entries in `seq` order.
+///
+/// Hashes are compared as bytes: the previous hash is kept both raw (to hash the next
+/// entry) and as its lowercase hex text (to compare with the stored `prev_hash`), and
+/// the computed hash is hex-encoded once and compared with the stored `hash`. Nothing
+/// is hex-decoded, and upper-case or malformed hex simply does not match.
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
     next_seq: u64,
     prev: [u8; 32],
+    prev_hex: [u8; 64],
 }
 
 impl Default for ChainVerifier {
     fn default() -> Self {
-        Self { next_seq: 1, prev: GENESIS_PREV_HASH }
+        Self::resume(0, GENESIS_PREV_HASH)
     }
 }
 
-fn decode_hash(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || s.bytes().any(|b| b.is_ascii_uppercase()) {
-        return None;
+/// Lowercase hex of a hash, without allocating.
+pub fn hex64(h: &[u8; 32]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, b) in h.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0x0f)];
     }
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(s, &mut out).ok()?;
-    Some(out)
+    out
+}
+
+fn is_hash_text(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl ChainVerifier {
+    /// Continue a chain already verified up to entry `size` whose hash is `head`
+    /// (`0` and the genesis value for a fresh start).
+    pub fn resume(size: u64, head: [u8; 32]) -> Self {
+        Self { next_seq: size + 1, prev: head, prev_hex: hex64(&head) }
+    }
+
     pub fn push(&mut self, e: &AuditEntry) -> Result<(), ChainBreak> {
         if e.seq != self.next_seq {
             return Err(ChainBreak::SequenceGap { expected: self.next_seq, found: e.seq });
         }
-        let (Some(prev), Some(stored)) = (decode_hash(&e.prev_hash), decode_hash(&e.hash)) else {
-            return Err(ChainBreak::MalformedHash { seq: e.seq });
-        };
-        if prev != self.prev {
-            return Err(ChainBreak::PrevHashMismatch { seq: e.seq });
+        if e.prev_hash.as_bytes() != self.prev_hex {
+            return Err(if is_hash_text(&e.prev_hash) {
+                ChainBreak::PrevHashMismatch { seq: e.seq }
+            } else {
+                ChainBreak::MalformedHash { seq: e.seq }
+            });
         }
-        let computed = entry_hash(e.seq, &prev, &e.at, &e.actor, &e.action, &e.subject, &e.details);
-        if computed != stored {
-            return Err(ChainBreak::HashMismatch { seq: e.seq });
+        let computed = entry_hash(e.seq, &self.prev, &e.at, &e.actor, &e.action, &e.subject, &e.details);
+        let computed_hex = hex64(&computed);
+        if e.hash.as_bytes() != computed_hex {
+            return Err(if is_hash_text(&e.hash) {
+                ChainBreak::HashMismatch { seq: e.seq }
+            } else {
+                ChainBreak::MalformedHash { seq: e.seq }
+            });
         }
-        self.prev = stored;
+        self.prev = computed;
+        self.prev_hex = computed_hex;
         self.next_seq += 1;
         Ok(())
     }
@@ -195,7 +220,7 @@ mod tests {
         (1..=n)
             .map(|seq| {
                 let e = entry(seq, prev, "account.created");
-                prev = decode_hash(&e.hash).unwrap();
+                hex::decode_to_slice(&e.hash, &mut prev).unwrap();
                 e
             })
             .collect()
@@ -255,6 +280,25 @@ mod tests {
         let mut v = ChainVerifier::default();
         let err = swapped.iter().try_for_each(|e| v.push(e)).unwrap_err();
         assert_eq!(err.seq(), 2);
+    }
+
+    #[test]
+    fn upper_case_or_short_hashes_are_malformed_and_a_resumed_chain_continues() {
+        let mut upper = chain(3);
+        upper[1].hash = upper[1].hash.to_uppercase();
+        let mut v = ChainVerifier::default();
+        let err = upper.iter().try_for_each(|e| v.push(e)).unwrap_err();
+        assert_eq!(err, ChainBreak::MalformedHash { seq: 2 });
+
+        let c = chain(5);
+        let mut head = [0u8; 32];
+        hex::decode_to_slice(&c[2].hash, &mut head).unwrap();
+        let mut v = ChainVerifier::resume(3, head);
+        v.push(&c[3]).unwrap();
+        v.push(&c[4]).unwrap();
+        assert_eq!(v.size(), 5);
+        let mut wrong = ChainVerifier::resume(2, head);
+        assert_eq!(wrong.push(&c[3]), Err(ChainBreak::SequenceGap { expected: 3, found: 4 }));
     }
 
     #[test]

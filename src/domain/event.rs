@@ -126,10 +126,13 @@ pub enum Event {
         ticket: Option<String>,
         duration_minutes: i64,
         approvals_required: u32,
-        /// The rules that decide quorum, as they were when the request was made
-        /// (absent in entries written before they were recorded).
-        #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
-        rules: Option<Value>,
+        /// Whether one denial ends the request, as it was when the request was made
+        /// (absent in entries written before the rules were recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        veto: Option<bool>,
+        /// Who may approve: `"all"` or a list of custodian ids (absent in old entries).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approvers: Option<Value>,
     },
     #[serde(rename = "approval.challenge_issued")]
     ApprovalChallengeIssued { checkout: String, ceremony: String, challenge: String, rp_id: String, origin: String },
@@ -308,6 +311,12 @@ mod tests {
         let old = json!({"checkout": "c", "kind": "emergency", "reason": "r", "ticket": null, "duration_minutes": 30, "approvals_required": 1});
         let e = Event::parse("checkout.requested", &old).unwrap();
         assert_eq!(e.details(), old, "an old entry re-serializes byte for byte");
+        let mut new = old.clone();
+        new["veto"] = json!(true);
+        new["approvers"] = json!("all");
+        let e = Event::parse("checkout.requested", &new).unwrap();
+        assert!(matches!(e, Event::CheckoutRequested { veto: Some(true), .. }));
+        assert_eq!(e.details(), new);
     }
 
     #[test]

@@ -81,15 +81,32 @@ pub struct AuditFilter {
 }
 
 pub fn list(conn: &Connection, f: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+    let (sql, args) = list_query(f, limit);
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The SQL and arguments of [`list`]. Every filter reads an index, never the whole log:
+/// `action_prefix` is a range on `audit_log_by_action` (the prefix up to the prefix
+/// followed by U+10FFFF, the largest character; `substr` keeps it exact), and `since`
+/// becomes a lower bound on `seq` found in `audit_log_by_at` (the smallest `seq` at or
+/// after it, exact whatever the clock did), so the page is read along the primary key.
+fn list_query(f: &AuditFilter, limit: u32) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(f.after_seq.unwrap_or(0) as i64)];
     let mut clauses = vec!["seq > ?1".to_owned()];
+    let prefix_end = f.action_prefix.as_ref().map(|p| format!("{p}\u{10FFFF}"));
     // Each clause names its own parameter number (`{n}`), so one value can be used twice.
     for (template, value) in [
         ("actor = ?{n}", &f.actor),
         ("action = ?{n}", &f.action),
-        ("substr(action, 1, length(?{n})) = ?{n}", &f.action_prefix),
+        ("action >= ?{n} AND substr(action, 1, length(?{n})) = ?{n}", &f.action_prefix),
+        ("action < ?{n}", &prefix_end),
         ("subject = ?{n}", &f.subject),
-        ("at >= ?{n}", &f.since),
+        (
+            "seq >= coalesce((SELECT min(seq) FROM audit_log WHERE at >= ?{n} AND at < '~'), 9223372036854775807) AND at >= ?{n}",
+            &f.since,
+        ),
         ("at < ?{n}", &f.until),
     ] {
         if let Some(v) = value {
@@ -102,15 +119,22 @@ pub fn list(conn: &Connection, f: &AuditFilter, limit: u32) -> Result<Vec<AuditE
         clauses.join(" AND "),
         if f.newest_first { "DESC" } else { "ASC" }
     );
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    (sql, args)
 }
 
 /// Visit every entry in `seq` order without loading the whole log.
-pub fn for_each(conn: &Connection, mut f: impl FnMut(AuditEntry) -> bool) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM audit_log ORDER BY seq"))?;
-    let mut rows = stmt.query([])?;
+pub fn for_each(conn: &Connection, f: impl FnMut(AuditEntry) -> bool) -> Result<(), StoreError> {
+    for_each_after(conn, 0, f)
+}
+
+/// Visit every entry after `after_seq`, in `seq` order.
+pub fn for_each_after(
+    conn: &Connection,
+    after_seq: u64,
+    mut f: impl FnMut(AuditEntry) -> bool,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq"))?;
+    let mut rows = stmt.query([after_seq as i64])?;
     while let Some(row) = rows.next()? {
         if !f(from_row(row)?) {
             break;
@@ -121,4 +145,43 @@ pub fn for_each(conn: &Connection, mut f: impl FnMut(AuditEntry) -> bool) -> Res
 
 pub fn count(conn: &Connection) -> Result<u64, StoreError> {
     Ok(conn.query_row("SELECT count(*) FROM audit_log", [], |r| r.get::<_, i64>(0))? as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(conn: &Connection, f: &AuditFilter) -> String {
+        let (sql, args) = list_query(f, 100);
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn action_prefix_and_since_filters_read_an_index_and_stay_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let t0 = time::macros::datetime!(2026-11-21 14:00:00 UTC);
+        for (i, action) in
+            ["secret.deposited", "secretive.thing", "custodian.login", "secret.deposited"].iter().enumerate()
+        {
+            append(&conn, t0 + time::Duration::hours(i as i64), "host:cli", action, "vault", &serde_json::json!({}))
+                .unwrap();
+        }
+        let prefix = AuditFilter { action_prefix: Some("secret.".into()), ..AuditFilter::default() };
+        let since = AuditFilter { since: Some("2026-11-21T15:00:00.000Z".into()), ..AuditFilter::default() };
+        for (f, index) in [(&prefix, "audit_log_by_action"), (&since, "audit_log_by_at")] {
+            let p = plan(&conn, f);
+            assert!(!p.contains("SCAN audit_log"), "{p}");
+            assert!(p.contains(index), "{p}");
+        }
+        let seqs = |f: &AuditFilter| list(&conn, f, 100).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&prefix), vec![1, 4], "`secretive.` is not `secret.`");
+        assert_eq!(seqs(&since), vec![2, 3, 4]);
+        let newest = AuditFilter { newest_first: true, ..since.clone() };
+        assert_eq!(seqs(&newest), vec![4, 3, 2]);
+        let later = AuditFilter { since: Some("2027-01-01T00:00:00.000Z".into()), ..AuditFilter::default() };
+        assert!(seqs(&later).is_empty());
+    }
 }

@@ -161,7 +161,7 @@ pub struct ApprovalRow {
 
 const APPROVAL_COLS: &str = "id, checkout_id, custodian_id, credential_id, decision, comment, at, challenge, client_data_json, authenticator_data, signature";
 
-fn approval_from_row(r: &Row<'_>) -> rusqlite::Result<ApprovalRow> {
+pub fn approval_from_row(r: &Row<'_>) -> rusqlite::Result<ApprovalRow> {
     Ok(ApprovalRow {
         id: r.get(0)?,
         checkout_id: r.get(1)?,
@@ -198,6 +198,12 @@ pub fn approvals_of(conn: &Connection, checkout_id: &str) -> Result<Vec<Approval
     let rows = stmt.query_map([checkout_id], approval_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Every approval in insertion order, which is the order of their audit entries (each
+/// row is written in the transaction of its entry): `audit verify` walks this beside
+/// the log with [`approval_from_row`], holding one row at a time.
+pub const APPROVALS_IN_LOG_ORDER: &str = "SELECT id, checkout_id, custodian_id, credential_id, decision, comment, at, \
+     challenge, client_data_json, authenticator_data, signature FROM approvals ORDER BY id";
 
 pub fn all_approvals(conn: &Connection) -> Result<Vec<ApprovalRow>, StoreError> {
     let mut stmt = conn.prepare(&format!("SELECT {APPROVAL_COLS} FROM approvals ORDER BY id"))?;

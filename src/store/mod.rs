@@ -51,15 +51,52 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Open an existing database read-only (for `audit verify` and exports).
+/// Open an existing database read-only (for `audit verify` and exports). On read-only
+/// media (a write-protected copy, a read-only mount) SQLite cannot create the WAL's
+/// shared-memory file; the database is then opened `immutable`, which is exact as long
+/// as no `-wal` file holds transactions not yet checkpointed into it — when one does,
+/// this refuses rather than show an older state of the log.
 pub fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     if !path.exists() {
         return Err(StoreError::Missing(path.to_owned()));
     }
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    migrate::check_not_newer(&conn, path)?;
-    Ok(conn)
+    let plain = || -> Result<Connection, StoreError> {
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        migrate::check_not_newer(&conn, path)?;
+        Ok(conn)
+    };
+    match plain() {
+        Ok(conn) => Ok(conn),
+        Err(StoreError::Sqlite(first)) => {
+            let mut wal = path.as_os_str().to_owned();
+            wal.push("-wal");
+            if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                return Err(StoreError::Sqlite(first));
+            }
+            let conn = Connection::open_with_flags(
+                immutable_uri(path),
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+            )?;
+            migrate::check_not_newer(&conn, path)?;
+            Ok(conn)
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// `file:<path>?immutable=1`, with the characters a URI path cannot hold escaped.
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'%' | b'?' | b'#' | 0x80.. => uri.push_str(&format!("%{b:02X}")),
+            _ => uri.push(char::from(*b)),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
 }
 
 pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {

@@ -161,6 +161,36 @@ pub fn latest_checkpoint(conn: &Connection) -> Result<Option<(u64, String, Strin
         .optional()?)
 }
 
+/// Every checkpoint signed, smallest first: `(size, head, note)` rows, walked beside the
+/// log by `audit verify`.
+pub const CHECKPOINTS_IN_ORDER: &str = "SELECT size, head, note FROM checkpoints ORDER BY size";
+
+/// Whether the append-only triggers on `audit_log` are both present.
+pub fn audit_triggers_present(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT count(*) = 2 FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log' \
+         AND name IN ('audit_log_no_update', 'audit_log_no_delete')",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Challenges issued more than once, as `(seq, first_seq)` for every issue after the
+/// first, among entries up to `size`. SQLite sorts (spilling to a temporary file), so
+/// the verifier's memory does not grow with the log.
+pub fn reissued_challenges(conn: &Connection, size: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, first FROM (
+             SELECT seq, min(seq) OVER (PARTITION BY json_extract(details, '$.challenge')) AS first
+             FROM audit_log
+             WHERE action IN ('approval.challenge_issued', 'release.challenge_issued') AND seq <= ?1
+               AND json_valid(details)
+         ) WHERE seq > first ORDER BY seq LIMIT 1000",
+    )?;
+    let rows = stmt.query_map([size as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub fn insert_checkpoint(conn: &Connection, size: u64, head: &str, note: &str, now: i64) -> Result<(), StoreError> {
     conn.execute(
         "INSERT OR IGNORE INTO checkpoints (size, head, note, signed_at) VALUES (?1, ?2, ?3, ?4)",

@@ -379,6 +379,16 @@ async fn a_log_rewritten_after_a_checkpoint_fails_verification_against_it() {
     // A rewrite that keeps the chain self-consistent: `verify` alone passes, the checkpoint does not.
     let rewritten = snapshot("rewritten");
     rewrite_log(&rewritten.join("breakglass.db"), 3);
+    // The checkpoint the database keeps about itself already contradicts the rewrite…
+    let out = breakglass(&rewritten, &["audit", "verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(&format!("seq {size}: the entry at seq {size} does not have the head")), "{stdout}");
+    // …so the attacker wipes those too: then the chain alone cannot tell, the outside copy can.
+    rusqlite::Connection::open(rewritten.join("breakglass.db"))
+        .unwrap()
+        .execute("DELETE FROM checkpoints", [])
+        .unwrap();
     assert!(breakglass(&rewritten, &["audit", "verify"]).status.success(), "the chain alone cannot tell");
     let out = breakglass(&rewritten, &args);
     assert_eq!(out.status.code(), Some(1));

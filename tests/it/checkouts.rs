@@ -649,31 +649,29 @@ async fn an_altered_approval_signature_makes_audit_verify_fail() {
 }
 
 /// Copy the live database into a fresh dir and return it.
-fn snapshot_db(s: &TestServer) -> tempfile::TempDir {
+pub fn snapshot_db(s: &TestServer) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     s.db().execute("VACUUM INTO ?1", [dir.path().join("breakglass.db").to_str().unwrap()]).unwrap();
     dir
 }
 
-fn verify_out(dir: &std::path::Path) -> (i32, String) {
+pub fn verify_out(dir: &std::path::Path) -> (i32, String) {
     let out = breakglass(dir, &["audit", "verify"]);
     (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Append entries to a copied log as a modified server would: the chain stays valid.
-fn forge(dir: &std::path::Path, entries: &[(&str, &str, serde_json::Value)]) {
+/// Entries are dated by the test's fixed clock; returns their seq numbers.
+pub fn forge(s: &TestServer, dir: &std::path::Path, entries: &[(&str, &str, serde_json::Value)]) -> Vec<u64> {
     let conn = rusqlite::Connection::open(dir.join("breakglass.db")).unwrap();
-    for (actor, action, details) in entries {
-        breakglass::store::audit::append(
-            &conn,
-            time::OffsetDateTime::now_utc(),
-            actor,
-            action,
-            "account:123456789012",
-            details,
-        )
-        .unwrap();
-    }
+    entries
+        .iter()
+        .map(|(actor, action, details)| {
+            breakglass::store::audit::append(&conn, s.clock.now(), actor, action, "account:123456789012", details)
+                .unwrap()
+                .seq
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -685,6 +683,7 @@ async fn audit_verify_replays_quorum_and_catches_a_release_a_modified_server_wro
     // No approval at all, yet "approved" and "released": the chain is intact, the story is not.
     let forged = snapshot_db(&s);
     forge(
+        &s,
         forged.path(),
         &[
             (&requester, "checkout.approved", json!({"checkout": id, "approvals": 1})),
@@ -711,6 +710,7 @@ async fn audit_verify_replays_quorum_and_catches_a_release_a_modified_server_wro
     let someone_else = "custodian:00000000-0000-4000-8000-000000000000";
     let stolen = snapshot_db(&s);
     forge(
+        &s,
         stolen.path(),
         &[
             (someone_else, "approval.challenge_issued", serde_json::from_str(&issued).unwrap()),
