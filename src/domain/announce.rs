@@ -84,6 +84,13 @@ pub fn announcement(action: &str, details: &serde_json::Value, ctx: &Context) ->
         }
         "account.created" => (Info, format!("{actor} put {acct} into custody.")),
         "account.policy_changed" => (Warning, format!("{actor} changed the release policy of {acct}.")),
+        "custodian.enrolled" if details["same_name_as"].as_array().is_some_and(|a| !a.is_empty()) => (
+            High,
+            format!(
+                "{person} enrolled as a custodian (roles: {}). Another active custodian has the same name: check that this is a different person and tell them apart.",
+                roles(details)
+            ),
+        ),
         "custodian.enrolled" => (Warning, format!("{person} enrolled as a custodian (roles: {}).", roles(details))),
         "custodian.disabled" => (Warning, format!("{actor} disabled {person}.")),
         "credential.added" => (Warning, format!("{person} added a security key.")),

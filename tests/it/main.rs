@@ -10,5 +10,6 @@ mod checkouts;
 mod cli;
 mod drills;
 mod enrol_and_login;
+mod hardening;
 mod http_hygiene;
 mod migrations;
