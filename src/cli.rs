@@ -394,8 +394,12 @@ impl SealInput for OperatorInput<'_> {
             }
             Ok(first)
         } else {
-            let mut line = Zeroizing::new(String::new());
-            std::io::stdin().read_line(&mut line).map_err(io)?;
+            let bytes = read_capped(std::io::stdin().lock(), STDIN_LIMIT_BYTES, true).map_err(|e| match e {
+                CappedReadError::Io(e) => io(e),
+                other => AppError::invalid("passphrase_too_long", other.to_string()),
+            })?;
+            let line = std::str::from_utf8(&bytes)
+                .map_err(|_| AppError::invalid("passphrase_not_utf8", "The passphrase on stdin is not UTF-8 text."))?;
             Ok(SecretString::from(line.trim_end_matches(['\n', '\r']).to_owned()))
         }
     }
@@ -483,14 +487,48 @@ fn host_app_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<
     Ok(App::new(db, clock, Arc::new(config), None)?)
 }
 
+/// The most the CLI reads from stdin: far above any secret it accepts (recovery
+/// notes, the longest, are at most 4,096 characters), far below harm.
+pub const STDIN_LIMIT_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CappedReadError {
+    #[error("stdin holds more than {0} bytes; no secret is that long. Nothing was read or stored.")]
+    TooLong(usize),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Read up to `limit` bytes (or the first line when `first_line`) into memory that is
+/// wiped when dropped, allocated once so no copy is left behind by a reallocation.
+/// More than `limit` bytes is an error, not a silent cut.
+pub fn read_capped(
+    reader: impl std::io::BufRead,
+    limit: usize,
+    first_line: bool,
+) -> Result<Zeroizing<Vec<u8>>, CappedReadError> {
+    let mut buf = Zeroizing::new(Vec::with_capacity(limit + 1));
+    let mut capped = reader.take(limit as u64 + 1);
+    if first_line {
+        std::io::BufRead::read_until(&mut capped, b'\n', &mut buf)?;
+    } else {
+        capped.read_to_end(&mut buf)?;
+    }
+    if buf.len() > limit {
+        return Err(CappedReadError::TooLong(limit));
+    }
+    Ok(buf)
+}
+
 fn read_secret_from_stdin(kind: SecretKind) -> anyhow::Result<SecretString> {
     if std::io::stdin().is_terminal() {
         let v = rpassword::prompt_password(format!("Paste the {} (input hidden): ", kind.as_str().replace('_', " ")))?;
         return Ok(SecretString::from(v));
     }
-    let mut buf = Zeroizing::new(String::new());
-    std::io::stdin().read_to_string(&mut buf).context("reading the secret from stdin")?;
-    let trimmed = buf.strip_suffix('\n').unwrap_or(&buf);
+    let bytes =
+        read_capped(std::io::stdin().lock(), STDIN_LIMIT_BYTES, false).context("reading the secret from stdin")?;
+    let buf = std::str::from_utf8(&bytes).context("the secret on stdin is not UTF-8 text")?;
+    let trimmed = buf.strip_suffix('\n').unwrap_or(buf);
     let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
     Ok(SecretString::from(trimmed.to_owned()))
 }
@@ -695,5 +733,24 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_reads_are_capped_and_say_so() {
+        let ok = read_capped(&b"secret\n"[..], 16, false).unwrap();
+        assert_eq!(ok.as_slice(), b"secret\n");
+        let exact = vec![b'x'; 16];
+        assert_eq!(read_capped(exact.as_slice(), 16, false).unwrap().len(), 16);
+        let over = vec![b'x'; 17];
+        let e = read_capped(over.as_slice(), 16, false).unwrap_err();
+        assert!(e.to_string().contains("more than 16 bytes"), "{e}");
+        // First line only: what follows the newline is not read; a longer line is refused.
+        assert_eq!(read_capped(&b"pass phrase\nrest"[..], 16, true).unwrap().as_slice(), b"pass phrase\n");
+        assert!(matches!(read_capped(&[b'y'; 100][..], 16, true), Err(CappedReadError::TooLong(16))));
     }
 }

@@ -205,7 +205,35 @@ pub const ENV_VARS: &[&str] = &[
     "BREAKGLASS_SEAL_KEY_FILE",
     "BREAKGLASS_SEAL_PASSPHRASE_FILE",
     "BREAKGLASS_SNS_TOPIC_ARN",
+    "BREAKGLASS_SECURITY_INVITE_TTL_HOURS",
+    "BREAKGLASS_SECURITY_COOLING_OFF_HOURS",
+    "BREAKGLASS_SECURITY_CEREMONY_TTL_SECONDS",
+    "BREAKGLASS_SECURITY_SESSION_IDLE_MINUTES",
+    "BREAKGLASS_SECURITY_SESSION_ABSOLUTE_HOURS",
+    "BREAKGLASS_SECURITY_REAUTH_WINDOW_MINUTES",
+    "BREAKGLASS_SECURITY_REQUEST_PENDING_TTL_HOURS",
+    "BREAKGLASS_SECURITY_REQUEST_APPROVED_TTL_MINUTES",
+    "BREAKGLASS_HTTP_BODY_LIMIT_BYTES",
+    "BREAKGLASS_HTTP_REQUEST_TIMEOUT_SECONDS",
+    "BREAKGLASS_HTTP_CEREMONY_RATE_PER_MINUTE",
+    "BREAKGLASS_HTTP_CEREMONY_BURST",
+    "BREAKGLASS_HTTP_TRUSTED_PROXIES",
 ];
+
+/// `BREAKGLASS_<SECTION>_<KEY>` for a whole number, or a problem naming the variable.
+fn env_number<T: std::str::FromStr>(
+    env: &BTreeMap<String, String>,
+    name: &str,
+    target: &mut T,
+    problems: &mut Vec<String>,
+) {
+    if let Some(v) = env.get(name) {
+        match v.trim().parse() {
+            Ok(n) => *target = n,
+            Err(_) => problems.push(format!("{name}={v:?} is not a whole number: give the value without a unit.")),
+        }
+    }
+}
 
 impl Config {
     /// Load from an optional file and the given environment (pass `std::env::vars()`).
@@ -261,6 +289,31 @@ impl Config {
         if let Some(v) = env.get("BREAKGLASS_SEAL_PASSPHRASE_FILE") {
             config.seal.passphrase_file = Some(PathBuf::from(v));
         }
+        let sec = &mut config.security;
+        for (name, target) in [
+            ("BREAKGLASS_SECURITY_INVITE_TTL_HOURS", &mut sec.invite_ttl_hours),
+            ("BREAKGLASS_SECURITY_COOLING_OFF_HOURS", &mut sec.cooling_off_hours),
+            ("BREAKGLASS_SECURITY_CEREMONY_TTL_SECONDS", &mut sec.ceremony_ttl_seconds),
+            ("BREAKGLASS_SECURITY_SESSION_IDLE_MINUTES", &mut sec.session_idle_minutes),
+            ("BREAKGLASS_SECURITY_SESSION_ABSOLUTE_HOURS", &mut sec.session_absolute_hours),
+            ("BREAKGLASS_SECURITY_REAUTH_WINDOW_MINUTES", &mut sec.reauth_window_minutes),
+            ("BREAKGLASS_SECURITY_REQUEST_PENDING_TTL_HOURS", &mut sec.request_pending_ttl_hours),
+            ("BREAKGLASS_SECURITY_REQUEST_APPROVED_TTL_MINUTES", &mut sec.request_approved_ttl_minutes),
+        ] {
+            env_number(&env, name, target, &mut problems);
+        }
+        let http = &mut config.http;
+        env_number(&env, "BREAKGLASS_HTTP_BODY_LIMIT_BYTES", &mut http.body_limit_bytes, &mut problems);
+        for (name, target) in [
+            ("BREAKGLASS_HTTP_REQUEST_TIMEOUT_SECONDS", &mut http.request_timeout_seconds),
+            ("BREAKGLASS_HTTP_CEREMONY_RATE_PER_MINUTE", &mut http.ceremony_rate_per_minute),
+            ("BREAKGLASS_HTTP_CEREMONY_BURST", &mut http.ceremony_burst),
+        ] {
+            env_number(&env, name, target, &mut problems);
+        }
+        if let Some(v) = env.get("BREAKGLASS_HTTP_TRUSTED_PROXIES") {
+            http.trusted_proxies = v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect();
+        }
         problems.extend(config.problems());
         if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
     }
@@ -290,6 +343,9 @@ impl Config {
             ),
             _ => {}
         }
+        if self.seal.mode == SealMode::Passphrase && self.seal.key_file.is_some() {
+            p.push("seal.key_file is set but seal.mode is \"passphrase\": the vault is sealed by the passphrase alone; remove seal.key_file (or BREAKGLASS_SEAL_KEY_FILE), or set seal.mode = \"key-file\".".into());
+        }
         if self.seal.passphrase_file.is_some() && self.seal.mode != SealMode::Passphrase {
             p.push("seal.passphrase_file is set but seal.mode is not \"passphrase\": set the mode or remove the file setting.".into());
         }
@@ -307,10 +363,21 @@ impl Config {
             ("policy.approvals_required", self.policy.approvals_required, 1, 20),
             ("policy.reveal_window_minutes", self.policy.reveal_window_minutes, 1, 24 * 60),
             ("policy.max_checkout_minutes", self.policy.max_checkout_minutes, 5, 7 * 24 * 60),
+            ("policy.drill_grace_days", self.policy.drill_grace_days, 1, 90),
+            ("policy.drill_coverage_months", self.policy.drill_coverage_months, 1, 24),
+            ("sns.max_attempts", self.sns.max_attempts, 1, 1000),
+            ("sns.base_backoff_seconds", self.sns.base_backoff_seconds, 1, 3600),
+            ("sns.max_backoff_seconds", self.sns.max_backoff_seconds, 1, 24 * 3600),
         ] {
             if value < min || value > max {
                 p.push(format!("{name} = {value} is out of range: use a value from {min} to {max}."));
             }
+        }
+        if self.sns.max_backoff_seconds < self.sns.base_backoff_seconds {
+            p.push(format!(
+                "sns.max_backoff_seconds = {} is less than sns.base_backoff_seconds = {}: the longest wait must be at least the first.",
+                self.sns.max_backoff_seconds, self.sns.base_backoff_seconds
+            ));
         }
         if let Err(e) = crate::domain::drill::Schedule::parse(&self.policy.drill_schedule) {
             p.push(format!("policy.{}", e.message));
@@ -461,6 +528,129 @@ mod tests {
         assert_eq!(c.problems(), Vec::<String>::new());
         assert_eq!(c.seal.mode, SealMode::KeyFile);
         assert!(c.is_https());
+    }
+
+    #[test]
+    fn nonsense_delivery_drill_and_seal_settings_are_refused_by_name() {
+        let problems = |toml: &str| Config::from_toml(toml).unwrap().problems().join("\n");
+        for (toml, expect) in [
+            ("[sns]\nmax_attempts = 0\n", "sns.max_attempts = 0"),
+            ("[sns]\nbase_backoff_seconds = 0\n", "sns.base_backoff_seconds = 0"),
+            ("[sns]\nmax_backoff_seconds = 0\n", "sns.max_backoff_seconds = 0"),
+            ("[sns]\nbase_backoff_seconds = 60\nmax_backoff_seconds = 30\n", "less than sns.base_backoff_seconds"),
+            ("[policy]\ndrill_grace_days = 0\n", "policy.drill_grace_days = 0"),
+            ("[policy]\ndrill_grace_days = 365\n", "policy.drill_grace_days = 365"),
+            ("[policy]\ndrill_coverage_months = 0\n", "policy.drill_coverage_months = 0"),
+            ("[policy]\ndrill_coverage_months = 120\n", "policy.drill_coverage_months = 120"),
+            ("[policy]\ndrill_schedule = \"*/10 * * * *\"\n", "more often than once a day"),
+            (
+                "[seal]\nmode = \"passphrase\"\nkey_file = \"/etc/bg.key\"\n",
+                "seal.key_file is set but seal.mode is \"passphrase\"",
+            ),
+        ] {
+            let got = problems(toml);
+            assert!(got.contains(expect), "{toml:?}: {got}");
+        }
+        // The edges of each range are accepted.
+        let ok = "[sns]\nmax_attempts = 1\nbase_backoff_seconds = 30\nmax_backoff_seconds = 30\n\
+                  [policy]\ndrill_grace_days = 1\ndrill_coverage_months = 1\ndrill_schedule = \"0 9 * * *\"\n";
+        assert_eq!(problems(ok), "");
+        let e = Config::load(
+            None,
+            [
+                ("BREAKGLASS_SEAL_MODE".into(), "passphrase".into()),
+                ("BREAKGLASS_SEAL_KEY_FILE".into(), "/etc/bg.key".into()),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("seal.key_file"), "{e}");
+    }
+
+    #[test]
+    fn every_security_and_http_setting_has_an_environment_variable() {
+        let env: Vec<(String, String)> = vec![
+            ("BREAKGLASS_SECURITY_INVITE_TTL_HOURS".into(), "48".into()),
+            ("BREAKGLASS_SECURITY_COOLING_OFF_HOURS".into(), "0".into()),
+            ("BREAKGLASS_SECURITY_CEREMONY_TTL_SECONDS".into(), "120".into()),
+            ("BREAKGLASS_SECURITY_SESSION_IDLE_MINUTES".into(), "15".into()),
+            ("BREAKGLASS_SECURITY_SESSION_ABSOLUTE_HOURS".into(), "8".into()),
+            ("BREAKGLASS_SECURITY_REAUTH_WINDOW_MINUTES".into(), "5".into()),
+            ("BREAKGLASS_SECURITY_REQUEST_PENDING_TTL_HOURS".into(), "6".into()),
+            ("BREAKGLASS_SECURITY_REQUEST_APPROVED_TTL_MINUTES".into(), "20".into()),
+            ("BREAKGLASS_HTTP_BODY_LIMIT_BYTES".into(), "32768".into()),
+            ("BREAKGLASS_HTTP_REQUEST_TIMEOUT_SECONDS".into(), "10".into()),
+            ("BREAKGLASS_HTTP_CEREMONY_RATE_PER_MINUTE".into(), "60".into()),
+            ("BREAKGLASS_HTTP_CEREMONY_BURST".into(), "5".into()),
+            ("BREAKGLASS_HTTP_TRUSTED_PROXIES".into(), "127.0.0.1, ::1".into()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        let d = Config::default();
+        let s = &c.security;
+        assert_eq!(
+            (s.invite_ttl_hours, s.cooling_off_hours, s.ceremony_ttl_seconds, s.session_idle_minutes),
+            (48, 0, 120, 15)
+        );
+        assert_eq!(
+            (
+                s.session_absolute_hours,
+                s.reauth_window_minutes,
+                s.request_pending_ttl_hours,
+                s.request_approved_ttl_minutes
+            ),
+            (8, 5, 6, 20)
+        );
+        assert_eq!(
+            (
+                c.http.body_limit_bytes,
+                c.http.request_timeout_seconds,
+                c.http.ceremony_rate_per_minute,
+                c.http.ceremony_burst
+            ),
+            (32768, 10, 60, 5)
+        );
+        assert_eq!(c.http.trusted_proxies, ["127.0.0.1", "::1"]);
+        // Every field changed: no setting was forgotten (a new one fails here until added).
+        let changed = |a: toml::Value, b: toml::Value| {
+            let (a, b) = (a.as_table().unwrap().clone(), b.as_table().unwrap().clone());
+            a.iter().filter(|(k, v)| b.get(*k) != Some(v)).count() == a.len()
+        };
+        assert!(changed(toml::Value::try_from(&c.security).unwrap(), toml::Value::try_from(&d.security).unwrap()));
+        assert!(changed(toml::Value::try_from(&c.http).unwrap(), toml::Value::try_from(&d.http).unwrap()));
+
+        let e = Config::load(None, [("BREAKGLASS_SECURITY_COOLING_OFF_HOURS".into(), "24h".into())]).unwrap_err();
+        assert!(e.to_string().contains("BREAKGLASS_SECURITY_COOLING_OFF_HOURS=\"24h\" is not a whole number"), "{e}");
+        let e = Config::load(None, [("BREAKGLASS_HTTP_CEREMONY_BURST".into(), "0".into())]).unwrap_err();
+        assert!(
+            e.to_string().contains("http.ceremony_burst = 0"),
+            "values from the environment are range-checked: {e}"
+        );
+    }
+
+    #[test]
+    fn every_setting_and_environment_variable_is_documented_in_the_example_config() {
+        let example = include_str!("../deploy/config.example.toml");
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        let mut missing = Vec::new();
+        for (key, value) in defaults.as_table().unwrap() {
+            match value.as_table() {
+                Some(section) => {
+                    assert!(example.contains(&format!("[{key}]")), "section [{key}]");
+                    for k in section.keys() {
+                        if !example.contains(&format!("\n{k} =")) && !example.contains(&format!("# {k} =")) {
+                            missing.push(format!("{key}.{k}"));
+                        }
+                    }
+                }
+                None if !example.contains(&format!("\n{key} =")) => missing.push(key.clone()),
+                None => {}
+            }
+        }
+        for var in ENV_VARS.iter().filter(|v| **v != "BREAKGLASS_CONFIG") {
+            if !example.contains(var) {
+                missing.push((*var).to_owned());
+            }
+        }
+        assert!(missing.is_empty(), "not in deploy/config.example.toml: {missing:?}");
     }
 
     #[test]

@@ -291,6 +291,10 @@ impl App {
                         }
                     }
                 }
+                // The resulting policy, not the request: a lone approvals_required (or
+                // a new list) must still leave enough people to approve.
+                let (listed, pool) = crate::store::checkouts::approver_pool(tx, id.as_str())?;
+                policy.check_reachable(listed, pool)?;
                 let a = store::account(tx, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?;
                 let v = view(tx, a)?;
                 crate::app::announce::record(tx, now, &actor.audit_name(), &Subject::Account(id.to_string()), &Event::AccountPolicyChanged { policy: json!(v.policy), approvers: json!(v.approvers) })?;

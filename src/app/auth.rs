@@ -22,6 +22,11 @@ use crate::{
     store::people,
 };
 
+/// A session's `last_seen_at` is rewritten at most this often (seconds). Idle expiry
+/// is therefore exact to within this interval (it can end a session up to a minute
+/// early, never late).
+pub const SESSION_TOUCH_INTERVAL_SECS: i64 = 60;
+
 /// The first half of a ceremony: its id and the W3C options for the browser.
 #[derive(Debug, Serialize)]
 pub struct CeremonyStart<T> {
@@ -221,6 +226,13 @@ impl App {
                         .unix_timestamp(),
                     disabled_at: None,
                 };
+                // Two people with one name can be mistaken for each other in every list
+                // and request: allowed (it happens), but flagged in the announcement.
+                let same_name: Vec<String> = people::list_custodians(tx)?
+                    .into_iter()
+                    .filter(|c| c.is_active() && same_display_name(&c.name, &custodian.name))
+                    .map(|c| c.id)
+                    .collect();
                 people::insert_custodian(tx, &custodian)?;
                 if !people::use_invite(tx, &invite.id, now.unix_timestamp(), &custodian.id)? {
                     return Err(invite_used());
@@ -228,6 +240,9 @@ impl App {
                 let (cred_id, public_key) = insert_passkey(tx, &custodian.id, &passkey, &label, now.unix_timestamp())?;
                 let (session_token, expires_at) = app.new_session(tx, &custodian.id, &cred_id, now.unix_timestamp())?;
                 let actor = Actor::Custodian(custodian.id.clone()).audit_name();
+                if !same_name.is_empty() {
+                    tracing::warn!(custodian = %custodian.id, others = ?same_name, "a custodian enrolled with the name of another active custodian");
+                }
                 crate::app::announce::record(
                     tx,
                     now,
@@ -243,6 +258,7 @@ impl App {
                         public_key: json!(public_key),
                         label: json!(label),
                         cooling_off_until: Some(rfc3339(custodian.approve_after)),
+                        same_name_as: (!same_name.is_empty()).then_some(same_name),
                     },
                 )?;
                 Ok(SignedIn { session_token, custodian, expires_at })
@@ -385,11 +401,14 @@ impl App {
     }
 
     /// Resolve a session cookie into a principal, enforcing idle and absolute expiry.
+    /// A plain read: `last_seen_at` is written at most once per
+    /// [`SESSION_TOUCH_INTERVAL_SECS`] per session, so authenticated GETs do not take
+    /// the database's write lock (and an fsync) on every request.
     pub async fn authenticate(&self, session_token: String) -> Result<Principal, AppError> {
         let now = self.now().unix_timestamp();
         let idle = i64::from(self.config.security.session_idle_minutes) * 60;
         self.db
-            .transact(move |tx| {
+            .call(move |conn| {
                 let hash = token_hash(&session_token);
                 let expired = || {
                     AppError::unauthenticated(
@@ -397,14 +416,16 @@ impl App {
                         "Your session has ended. Sign in again with your security key.",
                     )
                 };
-                let s = people::session(tx, &hash)?.ok_or_else(expired)?;
+                let s = people::session(conn, &hash)?.ok_or_else(expired)?;
                 if s.expires_at <= now || s.last_seen_at + idle <= now {
-                    people::delete_session(tx, &hash)?;
+                    people::delete_session(conn, &hash)?;
                     return Err(expired());
                 }
                 let custodian =
-                    people::custodian(tx, &s.custodian_id)?.filter(|c| c.is_active()).ok_or_else(expired)?;
-                people::touch_session(tx, &hash, now)?;
+                    people::custodian(conn, &s.custodian_id)?.filter(|c| c.is_active()).ok_or_else(expired)?;
+                if now - s.last_seen_at >= SESSION_TOUCH_INTERVAL_SECS {
+                    people::touch_session(conn, &hash, now)?;
+                }
                 Ok(Principal {
                     custodian,
                     credential_id: s.credential_id,
@@ -618,4 +639,11 @@ fn usable_invite(conn: &Connection, token: &str, now: i64) -> Result<people::Inv
     let invite = people::invite_by_token_hash(conn, &token_hash(token.trim()))?.ok_or_else(invite_invalid)?;
     check_invite_usable(&invite, now)?;
     Ok(invite)
+}
+
+/// Whether two display names would look the same in a list: case and runs of spaces
+/// ignored.
+fn same_display_name(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    norm(a) == norm(b)
 }

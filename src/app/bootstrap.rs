@@ -89,7 +89,9 @@ fn seal_kind(mode: SealMode) -> &'static str {
 }
 
 /// Create a vault in an empty database. Gathers the seal key first, so that a
-/// missing file or short passphrase writes nothing.
+/// missing file or short passphrase writes nothing. The database is built under a
+/// temporary name, flushed to disk and only then linked into place, so a crash at any
+/// point leaves either no `breakglass.db` or a complete one.
 pub fn init_vault(
     db_path: &Path,
     config: &Config,
@@ -98,13 +100,7 @@ pub fn init_vault(
     kdf: KdfParams,
 ) -> Result<UnsealedVault, AppError> {
     if db_path.exists() {
-        let conn = store::open_read_only(db_path)?;
-        if vault_row(&conn)?.is_some() {
-            return Err(AppError::conflict(
-                "already_initialized",
-                format!("{} already holds a vault; nothing was changed.", db_path.display()),
-            ));
-        }
+        return Err(if is_initialized(db_path)? { already_initialized(db_path) } else { half_made(db_path) });
     }
     store::create_private_dir(&config.data_dir)?;
     if let (SealMode::KeyFile, Some(p)) = (config.seal.mode, &config.seal.key_file)
@@ -123,36 +119,100 @@ pub fn init_vault(
         }
         _ => (None, None),
     };
-    let mut conn = store::open(db_path)?;
-    store::transact(&mut conn, |tx| {
-        store_accounts::insert_vault(
-            tx,
-            &store_accounts::VaultRow {
-                seal_kind: seal_kind(config.seal.mode).into(),
-                dev_mode: dev,
-                kdf_params: kdf_params.clone(),
-                kdf_salt,
-                sealed_key,
-                recipient: recipient.clone(),
-                created_at: now.unix_timestamp(),
-            },
-        )?;
-        instance_secret(tx, "decoy_key")?;
-        crate::app::announce::record(
-            tx,
-            now,
-            &Actor::Host.audit_name(),
-            &Subject::Vault,
-            &Event::VaultInitialized {
-                seal: seal_kind(config.seal.mode).to_owned(),
-                dev_mode: dev,
-                kdf: json!(kdf_params),
-                recipient: recipient.clone(),
-            },
-        )?;
+    let building = building_path(db_path);
+    remove_database_files(&building)?;
+    let built = (|| {
+        let mut conn = store::open(&building)?;
+        store::transact(&mut conn, |tx| {
+            store_accounts::insert_vault(
+                tx,
+                &store_accounts::VaultRow {
+                    seal_kind: seal_kind(config.seal.mode).into(),
+                    dev_mode: dev,
+                    kdf_params: kdf_params.clone(),
+                    kdf_salt,
+                    sealed_key,
+                    recipient: recipient.clone(),
+                    created_at: now.unix_timestamp(),
+                },
+            )?;
+            instance_secret(tx, "decoy_key")?;
+            crate::app::announce::record(
+                tx,
+                now,
+                &Actor::Host.audit_name(),
+                &Subject::Vault,
+                &Event::VaultInitialized {
+                    seal: seal_kind(config.seal.mode).to_owned(),
+                    dev_mode: dev,
+                    kdf: json!(kdf_params),
+                    recipient: recipient.clone(),
+                },
+            )?;
+            Ok::<_, AppError>(())
+        })?;
+        // Fold the WAL into the file so that the one file is the whole database.
+        conn.pragma_update(None, "journal_mode", "DELETE")?;
+        drop(conn);
+        std::fs::File::open(&building).and_then(|f| f.sync_all()).map_err(|e| io_error(&building, e))?;
+        // A hard link fails if the name exists: two racing inits cannot replace each other.
+        match std::fs::hard_link(&building, db_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(already_initialized(db_path)),
+            Err(_) => std::fs::rename(&building, db_path).map_err(|e| io_error(db_path, e))?,
+        }
+        if let Some(dir) = db_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            store::sync_dir(dir).map_err(|e| io_error(dir, e))?;
+        }
         Ok::<_, AppError>(())
-    })?;
+    })();
+    remove_database_files(&building)?;
+    built?;
     Ok(vault)
+}
+
+/// Where `init` builds the database before linking it into place.
+pub fn building_path(db_path: &Path) -> std::path::PathBuf {
+    let mut name = db_path.file_name().unwrap_or_default().to_owned();
+    name.push(".init");
+    db_path.with_file_name(name)
+}
+
+/// Remove a database file and its SQLite side files, if present.
+fn remove_database_files(path: &Path) -> Result<(), AppError> {
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(&name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(Path::new(&name), e)),
+        }
+    }
+    Ok(())
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> AppError {
+    AppError::unavailable("data_dir_unwritable", format!("cannot write {}: {e}.", path.display()))
+}
+
+fn already_initialized(db_path: &Path) -> AppError {
+    AppError::conflict(
+        "already_initialized",
+        format!("{} already holds a vault; nothing was changed.", db_path.display()),
+    )
+}
+
+fn half_made(db_path: &Path) -> AppError {
+    AppError::unavailable(
+        "half_made_data_dir",
+        format!(
+            "{} exists but holds no vault: an earlier `breakglass init` (or first `serve`) was interrupted before it finished. \
+             Nothing in it is needed. Move it aside, with any {}-journal, -wal and -shm files next to it, and run `breakglass init` again.",
+            db_path.display(),
+            db_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ),
+    )
 }
 
 fn vault_row(conn: &Connection) -> Result<Option<store_accounts::VaultRow>, AppError> {
@@ -204,7 +264,9 @@ pub fn unseal_vault(db_path: &Path, config: &Config, input: &mut dyn SealInput) 
     })
 }
 
-/// Whether the database at `path` holds a vault.
+/// Whether the database at `path` holds a vault: `false` when there is no database,
+/// `true` when it holds one; a database without a vault is a half-made data dir (an
+/// interrupted first start) and an error that says what to do.
 pub fn is_initialized(db_path: &Path) -> Result<bool, AppError> {
     match std::fs::metadata(db_path) {
         Ok(_) => {}
@@ -219,8 +281,25 @@ pub fn is_initialized(db_path: &Path) -> Result<bool, AppError> {
             ));
         }
     }
-    let conn = store::open_read_only(db_path)?;
-    Ok(vault_row(&conn)?.is_some())
+    let read_only = store::open_read_only(db_path).map_err(AppError::from).and_then(|conn| vault_row(&conn));
+    let has_vault = match read_only {
+        Ok(row) => row.is_some(),
+        // A crash can leave a hot journal that only a writer may roll back (a read-only
+        // open then fails with "attempt to write a readonly database"): let SQLite
+        // recover as it does on any open, without migrating, and look again.
+        Err(_) => {
+            let conn = Connection::open(db_path).map_err(|e| {
+                AppError::unavailable(
+                    "database_unreadable",
+                    format!("cannot open {}: {e}. Is it a breakglass database?", db_path.display()),
+                )
+            })?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            store::migrate::check_not_newer(&conn, db_path)?;
+            vault_row(&conn)?.is_some()
+        }
+    };
+    if has_vault { Ok(true) } else { Err(half_made(db_path)) }
 }
 
 /// On a start with no active admin, revoke earlier first-run invites and issue a

@@ -56,17 +56,36 @@ pub fn derive_from_passphrase(
     Ok(SealKey(out))
 }
 
-/// Whether `path` sits in the directory systemd hands credentials over in
-/// (`LoadCredential=`): systemd makes those files readable by the service through a
-/// group or ACL (mode 0440), never by others.
-fn in_credentials_directory(path: &Path) -> bool {
-    std::env::var_os("CREDENTIALS_DIRECTORY")
-        .map(std::path::PathBuf::from)
-        .is_some_and(|dir| !dir.as_os_str().is_empty() && path.starts_with(&dir))
+/// Whether `path` is a credential systemd handed over (`LoadCredential=`): a file
+/// directly inside `$CREDENTIALS_DIRECTORY`. systemd makes those readable by the service
+/// through an ACL, which shows as a group read bit (mode 0440). Only that one bit is
+/// tolerated, and only when the comparison holds after resolving symlinks and `..`
+/// (so `$CREDENTIALS_DIRECTORY/../elsewhere` is an ordinary file) and the directory
+/// itself is closed to others and to group writes, as systemd creates it.
+fn is_systemd_credential(path: &Path, credentials_dir: Option<&std::ffi::OsStr>) -> bool {
+    let Some(dir) = credentials_dir.filter(|d| !d.is_empty()).map(Path::new) else {
+        return false;
+    };
+    let (Ok(dir), Ok(file)) = (dir.canonicalize(), path.canonicalize()) else {
+        return false;
+    };
+    if file.parent() != Some(dir.as_path()) {
+        return false;
+    }
+    std::fs::metadata(&dir).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o027 == 0)
 }
 
 fn check_private(
     path: &Path,
+    missing: impl Fn() -> CryptoError,
+    too_open: impl Fn(u32) -> CryptoError,
+) -> Result<std::fs::Metadata, CryptoError> {
+    check_private_in(path, std::env::var_os("CREDENTIALS_DIRECTORY").as_deref(), missing, too_open)
+}
+
+fn check_private_in(
+    path: &Path,
+    credentials_dir: Option<&std::ffi::OsStr>,
     missing: impl Fn() -> CryptoError,
     too_open: impl Fn(u32) -> CryptoError,
 ) -> Result<std::fs::Metadata, CryptoError> {
@@ -78,7 +97,8 @@ fn check_private(
         }
     };
     let mode = meta.permissions().mode() & 0o777;
-    let forbidden = if in_credentials_directory(path) { 0o007 } else { 0o077 };
+    // Group read only for a systemd credential; nothing else for anyone but the owner.
+    let forbidden = if is_systemd_credential(path, credentials_dir) { 0o037 } else { 0o077 };
     if mode & forbidden != 0 {
         return Err(too_open(mode));
     }
@@ -168,6 +188,60 @@ mod tests {
         std::fs::write(&raw, [9u8; 32]).unwrap();
         std::fs::set_permissions(&raw, std::fs::Permissions::from_mode(0o400)).unwrap();
         assert_eq!(read_key_file(&raw).unwrap().bytes(), &[9u8; 32]);
+    }
+
+    #[test]
+    fn only_a_file_directly_in_a_closed_credentials_directory_may_be_group_readable() {
+        let root = tempfile::tempdir().unwrap();
+        let creds = root.path().join("credentials");
+        std::fs::create_dir(&creds).unwrap();
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o500)).unwrap();
+        let key = |dir: &Path, name: &str, mode: u32| {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            let p = dir.join(name);
+            std::fs::write(&p, [7u8; 32]).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            p
+        };
+        let inside = key(&creds, "seal.key", 0o440);
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o500)).unwrap();
+        let check = |p: &Path, dir: Option<&Path>| {
+            check_private_in(
+                p,
+                dir.map(Path::as_os_str),
+                || CryptoError::KeyFileMissing(p.to_owned()),
+                |mode| CryptoError::KeyFileTooOpen { path: p.to_owned(), mode },
+            )
+            .map(|_| ())
+        };
+        assert!(check(&inside, Some(&creds)).is_ok(), "a systemd credential (0440 through its ACL)");
+        assert!(check(&inside, None).is_err(), "without CREDENTIALS_DIRECTORY the same file is too open");
+        assert!(check(&inside, Some(Path::new(""))).is_err());
+
+        // A group-readable file outside, named through `..` or a symlink, is not a credential.
+        let outside = key(root.path(), "other.key", 0o440);
+        let dotdot = creds.join("..").join("other.key");
+        assert!(check(&dotdot, Some(&creds)).is_err(), "{}", dotdot.display());
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = creds.join("link.key");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o500)).unwrap();
+        assert!(check(&link, Some(&creds)).is_err(), "a symlink out of the directory");
+        // A subdirectory does not count either.
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let sub = creds.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let nested = key(&sub, "nested.key", 0o440);
+        assert!(check(&nested, Some(&creds)).is_err());
+
+        // Group write, other bits, or a directory open to others: refused.
+        let gw = key(&creds, "gw.key", 0o460);
+        assert!(check(&gw, Some(&creds)).is_err());
+        let world = key(&creds, "world.key", 0o444);
+        assert!(check(&world, Some(&creds)).is_err());
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check(&inside, Some(&creds)).is_err(), "a credentials directory others can list");
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
 
     #[test]

@@ -83,6 +83,13 @@ pub fn announcement(event: &Event, ctx: &Context) -> Option<(Severity, String)> 
         }
         Event::AccountCreated { .. } => (Info, format!("{actor} put {acct} into custody.")),
         Event::AccountPolicyChanged { .. } => (Warning, format!("{actor} changed the release policy of {acct}.")),
+        Event::CustodianEnrolled { roles: r, same_name_as: Some(others), .. } if !others.is_empty() => (
+            High,
+            format!(
+                "{person} enrolled as a custodian (roles: {}). Another active custodian has the same name: check that this is a different person and tell them apart.",
+                roles(r)
+            ),
+        ),
         Event::CustodianEnrolled { roles: r, .. } => {
             (Warning, format!("{person} enrolled as a custodian (roles: {}).", roles(r)))
         }

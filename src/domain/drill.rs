@@ -28,7 +28,21 @@ impl Schedule {
         let cron = Cron::from_str(expr).map_err(|e| bad(e.to_string()))?;
         // A schedule that never fires (e.g. 31 February) is useless.
         let probe = DateTime::<Utc>::from_timestamp(0, 0).ok_or_else(|| bad("clock".into()))?;
-        cron.find_next_occurrence(&probe, false).map_err(|e| bad(format!("it never fires ({e})")))?;
+        let mut prev = cron.find_next_occurrence(&probe, false).map_err(|e| bad(format!("it never fires ({e})")))?;
+        // A drill is a real checkout with two people: more often than daily is a
+        // mistake (e.g. "* 9 1 * *" fires every minute of 09:00). Every day that fires
+        // shows all its times within its first occurrences, so a short walk suffices.
+        for _ in 0..64 {
+            let Ok(next) = cron.find_next_occurrence(&prev, false) else { break };
+            if (next - prev).num_seconds() < 24 * 3600 {
+                return Err(bad(format!(
+                    "it fires more often than once a day ({} and {}); drills are monthly, weekly at most daily",
+                    prev.format("%H:%M"),
+                    next.format("%H:%M")
+                )));
+            }
+            prev = next;
+        }
         Ok(Self(cron))
     }
 
@@ -163,6 +177,11 @@ mod tests {
             assert!(e.message.contains("0 9 1 * *"), "{}", e.message);
         }
         assert!(Schedule::parse("30 8 * * 1").is_ok(), "weekly works too");
+        assert!(Schedule::parse("0 9 * * *").is_ok(), "daily is the most often allowed");
+        for too_often in ["* 9 1 * *", "0 9,21 * * *", "0 */6 * * 1", "*/5 * * * *", "0,30 9 1 * *"] {
+            let e = Schedule::parse(too_often).unwrap_err();
+            assert!(e.message.contains("more often than once a day"), "{too_often}: {}", e.message);
+        }
     }
 
     fn all(result: ItemResult) -> BTreeMap<String, ItemOutcome> {

@@ -103,6 +103,9 @@ pub enum Event {
         label: Value,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cooling_off_until: Option<String>,
+        /// Other active custodians with the same display name (announced `high`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        same_name_as: Option<Vec<String>>,
     },
     #[serde(rename = "custodian.disabled")]
     CustodianDisabled { email: String, reason: Value, sessions_ended: bool },

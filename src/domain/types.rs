@@ -86,7 +86,45 @@ pub fn display_text(field: &'static str, s: &str, max_chars: usize) -> Result<St
             format!("{field} must not contain control characters (newlines, tabs…)."),
         ));
     }
+    if let Some(c) = t.chars().find(|c| is_bidi_control(*c) || is_invisible(*c)) {
+        return Err(ValidationError::new(
+            "invalid_text",
+            format!(
+                "{field} must not contain invisible or text-direction characters (found U+{:04X}): they can make one text look like another.",
+                u32::from(c)
+            ),
+        ));
+    }
     Ok(t.to_owned())
+}
+
+/// Characters that reorder text when displayed (Trojan Source, CVE-2021-42574).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that render as nothing (or as blank) and so hide differences between two
+/// texts. The zero-width joiner and non-joiner (U+200C, U+200D) are allowed: some
+/// scripts and emoji need them.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{206A}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -230,6 +268,30 @@ impl Policy {
             .map_err(|e| ValidationError::new("invalid_policy", e.message))?;
         Ok(())
     }
+
+    /// Whether a request could ever be approved with this policy and this approver
+    /// pool. `listed`: `pool` listed custodians, any of whom may approve a request made
+    /// by someone else. `all`: `pool` active custodians, one of whom is the requester.
+    pub fn check_reachable(&self, listed: bool, pool: u32) -> Result<(), ValidationError> {
+        let others = if listed { pool } else { pool.saturating_sub(1) };
+        if others < self.approvals_required {
+            let who = if listed {
+                format!("the approver list has {pool} active custodian(s)")
+            } else {
+                format!(
+                    "the approver set is every custodian and {pool} are enrolled, so a requester has {others} other(s) to ask"
+                )
+            };
+            return Err(ValidationError::new(
+                "invalid_policy",
+                format!(
+                    "{} approvals are required but {who}: no request could ever be approved. Enrol or list more custodians, or lower approvals_required.",
+                    self.approvals_required
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -256,6 +318,20 @@ mod tests {
     }
 
     #[test]
+    fn display_text_rejects_bidi_overrides_and_invisible_characters() {
+        for bad in
+            ["Ada\u{202E}nimda", "Ad\u{200B}a", "\u{2066}Ada\u{2069}", "Ada\u{FEFF}", "A\u{00AD}da", "Ada\u{200F}"]
+        {
+            let e = display_text("name", bad, 100).unwrap_err();
+            assert_eq!(e.code, "invalid_text", "{bad:?}");
+            assert!(e.message.contains("U+"), "{}", e.message);
+        }
+        for good in ["Ada Lovelace", "Zoë O'Brien", "علی‌رضا", "李小龍", "👩\u{200D}💻 Ops"] {
+            assert!(display_text("name", good, 100).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
     fn display_text_rejects_empty_long_and_control() {
         assert_eq!(display_text("name", "  Ada  ", 10).unwrap(), "Ada");
         assert!(display_text("name", "   ", 10).is_err());
@@ -269,6 +345,22 @@ mod tests {
         assert_eq!(s, "admin,custodian");
         assert_eq!(roles_from_string(&s).unwrap(), vec![Role::Admin, Role::Custodian]);
         assert!(roles_from_string("admin,root").is_err());
+    }
+
+    #[test]
+    fn a_policy_must_be_reachable_with_its_approver_pool() {
+        let p = Policy {
+            approvals_required: 3,
+            reveal_window_minutes: 15,
+            max_checkout_minutes: 240,
+            veto: true,
+            drill_schedule: "0 9 1 * *".into(),
+        };
+        assert!(p.check_reachable(true, 2).is_err(), "three approvals from two listed people");
+        assert!(p.check_reachable(true, 3).is_ok());
+        assert!(p.check_reachable(false, 3).is_err(), "all: the requester is one of the three");
+        assert!(p.check_reachable(false, 4).is_ok());
+        assert!(p.check_reachable(false, 0).is_err());
     }
 
     #[test]

@@ -45,6 +45,14 @@ impl From<AppError> for ApiError {
             AppError::Gone { .. } => StatusCode::GONE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Store(s) if s.is_disk_full() => {
+                tracing::error!(error = %e, "the database's disk is full");
+                return Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    "The server's disk is full, so nothing was changed. Tell an admin; try again once space has been freed.",
+                );
+            }
             AppError::Store(_) | AppError::Crypto(_) | AppError::Internal(_) => {
                 // Logged once, here. Never sent: it may name tables or paths.
                 tracing::error!(error = %e, "internal error");

@@ -237,6 +237,23 @@ pub fn approvers(conn: &Connection, account_id: &str) -> Result<Vec<String>, Sto
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Who could approve a request on this account today: `(listed, count)`. For a listed
+/// set, the listed people who are active custodians; for `all`, every active custodian
+/// (the requester among them).
+pub fn approver_pool(conn: &Connection, account_id: &str) -> Result<(bool, u32), StoreError> {
+    Ok(conn.query_row(
+        "SELECT a.approver_set = 'listed', CASE a.approver_set WHEN 'listed' THEN \
+           (SELECT count(*) FROM account_approvers x JOIN custodians c ON c.id = x.custodian_id \
+              JOIN custodian_roles r ON r.custodian_id = c.id \
+            WHERE x.account_id = a.account_id AND c.status = 'active' AND r.role = 'custodian') \
+         ELSE (SELECT count(*) FROM custodians c JOIN custodian_roles r ON r.custodian_id = c.id \
+            WHERE c.status = 'active' AND r.role = 'custodian') END \
+         FROM accounts a WHERE a.account_id = ?1",
+        [account_id],
+        |r| Ok((r.get::<_, bool>(0)?, r.get::<_, u32>(1)?)),
+    )?)
+}
+
 pub fn set_approvers(conn: &Connection, account_id: &str, ids: &[String]) -> Result<(), StoreError> {
     conn.execute("DELETE FROM account_approvers WHERE account_id = ?1", [account_id])?;
     for id in ids {

@@ -48,7 +48,7 @@ pub fn migrate_with(conn: &Connection, path: &Path, migrations: &[(i64, &str, &s
     if current > 0 {
         let backup = path.with_extension(format!("v{current}.backup.db"));
         if !backup.exists() {
-            conn.execute("VACUUM INTO ?1", [backup.to_string_lossy()])?;
+            backup_into(conn, &backup)?;
             tracing::info!(backup = %backup.display(), "backed up database before migrating");
         }
     }
@@ -60,4 +60,23 @@ pub fn migrate_with(conn: &Connection, path: &Path, migrations: &[(i64, &str, &s
         tracing::info!(migration = name, "applied migration");
     }
     Ok(())
+}
+
+/// `VACUUM INTO` a file created first with mode 0600 (SQLite would create it under the
+/// process umask, 0644 by default: a readable copy of every sealed secret and the log).
+/// A failed copy leaves no empty file behind that a later run would take for a backup.
+fn backup_into(conn: &Connection, backup: &Path) -> Result<(), StoreError> {
+    let io = |source| StoreError::DataDir { path: backup.to_owned(), source };
+    super::create_private_file(backup).map_err(io)?;
+    let copied = conn.execute("VACUUM INTO ?1", [backup.to_string_lossy()]).map_err(StoreError::from).and_then(|_| {
+        std::fs::File::open(backup).and_then(|f| f.sync_all()).map_err(io)?;
+        if let Some(dir) = backup.parent().filter(|d| !d.as_os_str().is_empty()) {
+            super::sync_dir(dir).map_err(io)?;
+        }
+        Ok(())
+    });
+    if copied.is_err() {
+        let _ = std::fs::remove_file(backup);
+    }
+    copied
 }

@@ -20,7 +20,7 @@ pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
+    #[error("{}", sqlite_message(.0))]
     Sqlite(#[from] rusqlite::Error),
     #[error(
         "the database {path} has schema version {found}, newer than this binary understands ({supported}): run a newer breakglass, or restore the backup taken before the upgrade"
@@ -28,10 +28,32 @@ pub enum StoreError {
     TooNew { path: PathBuf, found: i64, supported: i64 },
     #[error("cannot prepare data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the data directory {path} is open to other users (mode {mode:o}) and could not be tightened ({source}): run `chmod 700 {path}` as its owner"
+    )]
+    DataDirOpen { path: PathBuf, mode: u32, source: std::io::Error },
     #[error("database {0} does not exist: start the server once or run `breakglass init`")]
     Missing(PathBuf),
     #[error("the database worker stopped unexpectedly")]
     WorkerGone,
+}
+
+/// What an operator reads for a SQLite error: a full disk says so and what to do.
+fn sqlite_message(e: &rusqlite::Error) -> String {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        "the disk holding the database is full (SQLite: database or disk is full): nothing was written. \
+         Free space on the data dir's file system and try again (deploy/RUNBOOK.md, \"Disk full\")."
+            .to_owned()
+    } else {
+        format!("database error: {e}")
+    }
+}
+
+impl StoreError {
+    /// The write failed because the disk (or the database's size limit) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Sqlite(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull))
+    }
 }
 
 /// Open (creating if needed) and migrate the database at `path`.
@@ -99,16 +121,40 @@ fn immutable_uri(path: &Path) -> String {
     uri
 }
 
+/// Create the data directory with mode 0700, or tighten an existing one that group or
+/// others can enter (0755 under the usual umask) to owner-only. It holds the database,
+/// its backups and in dev mode the seal key: nobody else has business listing it.
+/// Refuses (with the fix) a directory it cannot tighten, e.g. one it does not own.
 pub fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.exists() {
-        return Ok(());
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::metadata(dir) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))
+                    .map_err(|source| StoreError::DataDirOpen { path: dir.to_owned(), mode, source })?;
+                tracing::warn!(path = %dir.display(), mode = format!("{mode:o}"), "the data directory was open to other users: tightened it to owner-only (0700)");
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| StoreError::DataDir { path: dir.to_owned(), source }),
+        Err(source) => Err(StoreError::DataDir { path: dir.to_owned(), source }),
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|source| StoreError::DataDir { path: dir.to_owned(), source })
+}
+
+/// Create an empty file only its owner can read, whatever the umask. Fails if it exists.
+pub fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+}
+
+/// Flush a directory entry (a new or renamed file in `dir`) to disk.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -181,4 +227,33 @@ where
     let out = f(&tx)?;
     tx.commit().map_err(|e| E::from(StoreError::Sqlite(e)))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_reported_as_such_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("t.db")).unwrap();
+        let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0)).unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+        let before: i64 = conn.query_row("SELECT count(*) FROM settings", [], |r| r.get(0)).unwrap();
+        let e = transact(&mut conn, |tx| {
+            for i in 0..1000 {
+                tx.execute("INSERT INTO settings (key, value) VALUES (?1, zeroblob(4000))", [format!("k{i}")])?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap_err();
+        assert!(e.is_disk_full(), "{e:?}");
+        let text = e.to_string();
+        assert!(text.contains("disk holding the database is full") && text.contains("nothing was written"), "{text}");
+        let after: i64 = conn.query_row("SELECT count(*) FROM settings", [], |r| r.get(0)).unwrap();
+        assert_eq!(before, after);
+        let other = StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows);
+        assert!(!other.is_disk_full());
+        assert!(other.to_string().starts_with("database error: "));
+    }
 }

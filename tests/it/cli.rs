@@ -1,7 +1,7 @@
 //! The binary as an operator uses it: first run, host commands, seal failures.
 use std::{
     io::{BufRead, BufReader, Write},
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::Path,
     process::{Child, Stdio},
     time::Duration,
@@ -285,6 +285,8 @@ fn systemd_credentials_may_be_group_readable_but_other_files_may_not() {
     let pass = creds.join("passphrase");
     std::fs::write(&pass, "correct horse battery staple\n").unwrap();
     std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o440)).unwrap();
+    // As systemd makes it: closed to others.
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o700)).unwrap();
     let data = dir.path().join("data");
     let cmd = |with_credentials_dir: bool| {
         let mut c = breakglass_cmd(&data);
@@ -337,4 +339,116 @@ fn init_creates_the_log_key_and_prints_its_verifier_key() {
     assert_eq!(stored, public.to_vec());
     let actions = audit_actions(&conn);
     assert_eq!(actions, ["vault.initialized", "log_key.created"]);
+}
+
+/// A data dir as an `init` killed halfway through leaves it with the old code: a
+/// database with no vault and a hot rollback journal beside it.
+fn half_made_data_dir(data: &Path) {
+    std::fs::create_dir_all(data).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("breakglass.db");
+    let conn = rusqlite::Connection::open(&src).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = DELETE; PRAGMA cache_size = 2; CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB);",
+    )
+    .unwrap();
+    for i in 0..200 {
+        conn.execute("INSERT INTO settings VALUES (?1, zeroblob(2000))", [format!("k{i}")]).unwrap();
+    }
+    // Mid-transaction, with pages already spilled to the file: copy what a crash leaves.
+    conn.execute_batch("BEGIN; UPDATE settings SET value = zeroblob(3000);").unwrap();
+    let journal = scratch.path().join("breakglass.db-journal");
+    assert!(journal.exists(), "a hot journal");
+    std::fs::copy(&src, data.join("breakglass.db")).unwrap();
+    std::fs::copy(&journal, data.join("breakglass.db-journal")).unwrap();
+    conn.execute_batch("ROLLBACK").unwrap();
+}
+
+#[test]
+fn a_half_made_data_dir_is_named_as_such_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    half_made_data_dir(&data);
+    for args in [&["init"][..], &["serve"], &["account", "list"], &["invite", "--role", "admin"]] {
+        let out = breakglass_cmd(&data).env("BREAKGLASS_LISTEN", "127.0.0.1:0").args(args).output().unwrap();
+        let t = text(&out);
+        assert!(!out.status.success(), "{args:?}: {t}");
+        assert!(
+            t.contains("holds no vault") && t.contains("was interrupted") && t.contains("Move it aside"),
+            "{args:?}: {t}"
+        );
+        assert!(!t.contains("readonly"), "{args:?}: {t}");
+    }
+    // Following the advice works (the journal may already have been rolled back).
+    for f in ["breakglass.db", "breakglass.db-journal"] {
+        let _ = std::fs::rename(data.join(f), dir.path().join(f));
+    }
+    assert!(!data.join("breakglass.db").exists());
+    let out = breakglass(&data, &["init"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn init_builds_the_database_aside_and_links_it_into_place_when_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A data dir others can list (0755, as `mkdir` makes it) is tightened, and what a
+    // crashed earlier init left under the temporary name is cleared away.
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(data.join("breakglass.db.init"), b"half a database").unwrap();
+    std::fs::write(data.join("breakglass.db.init-journal"), b"junk").unwrap();
+    let out = breakglass(&data, &["init"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700, "data dir tightened");
+    let db = data.join("breakglass.db");
+    assert_eq!(std::fs::metadata(&db).unwrap().permissions().mode() & 0o777, 0o600);
+    let mut names: Vec<String> =
+        std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert!(!names.iter().any(|n| n.contains(".init")), "no temporary files left: {names:?}");
+    assert_eq!(std::fs::metadata(&db).unwrap().nlink(), 1, "the temporary name is gone");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    assert_eq!(audit_actions(&conn), ["vault.initialized", "log_key.created"]);
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    // A second init changes nothing.
+    let out = breakglass(&data, &["init"]);
+    assert!(!out.status.success() && text(&out).contains("already holds a vault"), "{}", text(&out));
+}
+
+#[test]
+fn deposit_refuses_more_stdin_than_any_secret_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    assert!(breakglass(data, &["init"]).status.success());
+    let out = breakglass(
+        data,
+        &["account", "create", "--account-id", "123456789012", "--alias", "prod", "--root-email", "root@example.com"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let mut child = breakglass_cmd(data)
+        .args(["account", "deposit", "--account-id", "123456789012", "--kind", "recovery_notes"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // 8 MiB offered; the CLI stops reading after 64 KiB (a closed pipe is fine here).
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'n'; 1024 * 1024];
+        for _ in 0..8 {
+            if stdin.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("more than 65536 bytes"), "{}", text(&out));
+    let conn = rusqlite::Connection::open(data.join("breakglass.db")).unwrap();
+    let n: i64 = conn.query_row("SELECT count(*) FROM secret_versions", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 0);
 }

@@ -12,5 +12,6 @@ mod cli;
 mod drills;
 mod enrol_and_login;
 mod events;
+mod hardening;
 mod http_hygiene;
 mod migrations;

@@ -52,6 +52,9 @@ fn an_existing_database_is_backed_up_before_it_is_migrated() {
     migrate::migrate_with(&conn, &path, &next).unwrap();
     assert_eq!(migrate::user_version(&conn).unwrap(), SCHEMA_VERSION + 1);
     let backup = path.with_extension(format!("v{SCHEMA_VERSION}.backup.db"));
+    use std::os::unix::fs::PermissionsExt;
+    // SQLite would create it 0644 under the usual umask: a readable copy of the vault.
+    assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600, "backup is owner-only");
     let b = rusqlite::Connection::open(&backup).expect("backup exists");
     assert_eq!(migrate::user_version(&b).unwrap(), SCHEMA_VERSION, "backup is the pre-migration database");
     let marker: i64 = b.query_row("SELECT count(*) FROM settings WHERE key = 'marker'", [], |r| r.get(0)).unwrap();
