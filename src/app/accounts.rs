@@ -116,12 +116,8 @@ fn view(conn: &rusqlite::Connection, a: store::AccountRow) -> Result<AccountView
         })
         .collect();
     let has = |k: SecretKind| secrets.iter().any(|s| s.kind == k.as_str());
-    let (mode, rotation_due_since): (String, Option<i64>) = conn.query_row(
-        "SELECT approver_set, rotation_due_since FROM accounts WHERE account_id = ?1",
-        [&a.account_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let approvers = if mode == "listed" {
+    let rotation_due_since = a.rotation_due_since;
+    let approvers = if a.approver_set == store::ApproverMode::Listed {
         ApproverSet::Listed(crate::store::checkouts::approvers(conn, &a.account_id)?)
     } else {
         ApproverSet::All(AllMarker::All)
@@ -140,7 +136,7 @@ fn view(conn: &rusqlite::Connection, a: store::AccountRow) -> Result<AccountView
         account_id: a.account_id,
         alias: a.alias,
         root_email: a.root_email,
-        state: a.state,
+        state: a.state.as_str().into(),
         recipient: a.recipient,
         created_at: rfc3339(a.created_at),
         created_by: a.created_by,
@@ -188,7 +184,7 @@ impl App {
                     account_id: id.to_string(),
                     alias,
                     root_email: root_email.as_str().into(),
-                    state: AccountState::Available.as_str().into(),
+                    state: AccountState::Available,
                     approvals_required: policy.approvals_required,
                     reveal_window_minutes: policy.reveal_window_minutes,
                     max_checkout_minutes: policy.max_checkout_minutes,
@@ -198,6 +194,10 @@ impl App {
                     wrapped_key: key.wrapped,
                     created_at: now.unix_timestamp(),
                     created_by: actor.audit_name(),
+                    approver_set: store::ApproverMode::All,
+                    rotation_due_since: None,
+                    next_drill_due_at: None,
+                    drill_flag: None,
                 };
                 store::insert_account(tx, &row)?;
                 crate::app::announce::record(
@@ -254,19 +254,16 @@ impl App {
                     drill_schedule: u.drill_schedule.clone().unwrap_or_else(|| a.drill_schedule.clone()),
                 };
                 policy.validate()?;
-                tx.execute(
-                    "UPDATE accounts SET approvals_required = ?2, reveal_window_minutes = ?3, max_checkout_minutes = ?4, veto = ?5, drill_schedule = ?6 WHERE account_id = ?1",
-                    rusqlite::params![id.as_str(), policy.approvals_required, policy.reveal_window_minutes, policy.max_checkout_minutes, policy.veto as i64, policy.drill_schedule],
-                )?;
+                store::update_policy(tx, id.as_str(), &policy)?;
                 if u.drill_schedule.as_deref().is_some_and(|s| s != a.drill_schedule) {
                     // A new schedule counts from now: no surprise drill for a past period.
                     let next = crate::domain::drill::Schedule::parse(&policy.drill_schedule)?.next_after(now.unix_timestamp());
-                    tx.execute("UPDATE accounts SET next_drill_due_at = ?2 WHERE account_id = ?1", rusqlite::params![id.as_str(), next])?;
+                    store::set_next_drill_due(tx, id.as_str(), next)?;
                 }
                 if let Some(set) = &u.approvers {
                     match set {
                         ApproverSet::All(_) => {
-                            tx.execute("UPDATE accounts SET approver_set = 'all' WHERE account_id = ?1", [id.as_str()])?;
+                            store::set_approver_mode(tx, id.as_str(), store::ApproverMode::All)?;
                             crate::store::checkouts::set_approvers(tx, id.as_str(), &[])?;
                         }
                         ApproverSet::Listed(ids) => {
@@ -286,7 +283,7 @@ impl App {
                                     format!("The approver list has {} people but {} approvals are required: no request could ever be approved.", ids.len(), policy.approvals_required),
                                 ));
                             }
-                            tx.execute("UPDATE accounts SET approver_set = 'listed' WHERE account_id = ?1", [id.as_str()])?;
+                            store::set_approver_mode(tx, id.as_str(), store::ApproverMode::Listed)?;
                             crate::store::checkouts::set_approvers(tx, id.as_str(), &ids)?;
                         }
                     }
@@ -342,17 +339,11 @@ pub(crate) fn deposit_in_tx(
         now.unix_timestamp(),
         &actor.audit_name(),
     )?;
-    let rotation_due: Option<i64> =
-        tx.query_row("SELECT rotation_due_since FROM accounts WHERE account_id = ?1", [id.as_str()], |r| r.get(0))?;
-    let rotated = kind == SecretKind::RootPassword && rotation_due.is_some();
+    let rotated = kind == SecretKind::RootPassword && account.rotation_due_since.is_some();
     if rotated {
-        tx.execute(
-            "UPDATE accounts SET rotation_due_since = NULL, state = CASE WHEN state = 'rotation_due' THEN 'available' ELSE state END WHERE account_id = ?1",
-            [id.as_str()],
-        )?;
+        store::complete_rotation(tx, id.as_str())?;
     }
-    let state: String =
-        tx.query_row("SELECT state FROM accounts WHERE account_id = ?1", [id.as_str()], |r| r.get(0))?;
+    let state = store::account(tx, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?.state.as_str().to_owned();
     crate::app::announce::record(
         tx,
         now,

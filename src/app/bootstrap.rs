@@ -217,12 +217,7 @@ fn half_made(db_path: &Path) -> AppError {
 
 fn vault_row(conn: &Connection) -> Result<Option<store_accounts::VaultRow>, AppError> {
     // A database created by a newer or older binary may lack the table; treat as empty.
-    let has_table: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'vault')",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_table {
+    if !store::has_table(conn, "vault")? {
         return Ok(None);
     }
     Ok(store_accounts::vault(conn)?)

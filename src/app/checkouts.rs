@@ -164,10 +164,6 @@ fn not_found(id: &str) -> AppError {
     AppError::not_found("checkout_not_found", format!("No checkout with id {id}."))
 }
 
-fn state_of(row: &CheckoutRow) -> Result<CheckoutState, AppError> {
-    CheckoutState::parse(&row.state).ok_or_else(|| internal(format!("unknown checkout state {}", row.state)))
-}
-
 fn person(conn: &rusqlite::Connection, id: &str) -> Result<PersonRef, AppError> {
     let c = people::custodian(conn, id)?.ok_or_else(|| internal("custodian vanished"))?;
     Ok(PersonRef { id: c.id, name: c.name, email: c.email })
@@ -194,7 +190,7 @@ pub(crate) fn view(
             })
         })
         .collect::<Result<Vec<_>, AppError>>()?;
-    let state = state_of(c)?;
+    let state = c.state;
     Ok(CheckoutView {
         id: c.id.clone(),
         account_id: c.account_id.clone(),
@@ -204,7 +200,7 @@ pub(crate) fn view(
         reason: c.reason.clone(),
         ticket: c.ticket.clone(),
         duration_minutes: c.duration_minutes,
-        state: c.state.clone(),
+        state: c.state.as_str().into(),
         approvals_required: c.approvals_required,
         approvals_received: received,
         approvals_still_needed: c.approvals_required.saturating_sub(received),
@@ -245,11 +241,7 @@ fn subject(c: &CheckoutRow) -> Subject {
 
 /// The account's state once no checkout is open on it.
 fn settle_account(conn: &rusqlite::Connection, account_id: &str) -> Result<(), AppError> {
-    conn.execute(
-        "UPDATE accounts SET state = CASE WHEN rotation_due_since IS NULL THEN 'available' ELSE 'rotation_due' END WHERE account_id = ?1",
-        [account_id],
-    )?;
-    Ok(())
+    Ok(store_accounts::settle(conn, account_id)?)
 }
 
 /// Apply a passed deadline to one checkout (expire, or close at the end of its
@@ -261,7 +253,7 @@ fn refresh(
 ) -> Result<CheckoutRow, AppError> {
     let t = now.unix_timestamp();
     let d = Deadlines {
-        state: state_of(&c)?,
+        state: c.state,
         expires_at: c.expires_at,
         released_at: c.released_at,
         duration_minutes: c.duration_minutes,
@@ -269,8 +261,8 @@ fn refresh(
     match checkout::lapse(d, t) {
         None => return Ok(c),
         Some(Lapse::Expire) => {
-            let was = c.state.clone();
-            c.state = CheckoutState::Expired.as_str().into();
+            let was = c.state;
+            c.state = CheckoutState::Expired;
             c.ended_at = Some(t);
             c.ended_by = Some(Actor::System.audit_name());
             store::update(conn, &c)?;
@@ -279,11 +271,11 @@ fn refresh(
                 now,
                 &Actor::System.audit_name(),
                 &subject(&c),
-                &Event::CheckoutExpired { checkout: c.id.clone(), was },
+                &Event::CheckoutExpired { checkout: c.id.clone(), was: was.as_str().into() },
             )?;
         }
         Some(Lapse::CloseAtEndOfDuration) => {
-            c.state = CheckoutState::Closed.as_str().into();
+            c.state = CheckoutState::Closed;
             c.ended_at = Some(t);
             c.ended_by = Some(Actor::System.audit_name());
             c.end_note = Some("The checkout duration ended without a check-in.".into());
@@ -328,7 +320,7 @@ fn eligibility(
         in_approver_set: in_set,
         already_decided: store::has_decided(conn, &c.id, &who.id)?,
     };
-    checkout::check_approver(state_of(c)?, facts, now).map_err(|why| match why {
+    checkout::check_approver(c.state, facts, now).map_err(|why| match why {
         checkout::Ineligible::AlreadyDecided | checkout::Ineligible::NotPending => {
             AppError::conflict(why.code(), why.message())
         }
@@ -338,9 +330,11 @@ fn eligibility(
 
 /// `None` when every custodian may approve; otherwise the listed ids.
 fn account_approver_set(conn: &rusqlite::Connection, account_id: &str) -> Result<Option<Vec<String>>, AppError> {
-    let mode: String =
-        conn.query_row("SELECT approver_set FROM accounts WHERE account_id = ?1", [account_id], |r| r.get(0))?;
-    Ok(if mode == "listed" { Some(store::approvers(conn, account_id)?) } else { None })
+    let account = store_accounts::account(conn, account_id)?.ok_or_else(|| internal("account vanished"))?;
+    Ok(match account.approver_set {
+        store_accounts::ApproverMode::Listed => Some(store::approvers(conn, account_id)?),
+        store_accounts::ApproverMode::All => None,
+    })
 }
 
 fn passkeys_of(conn: &rusqlite::Connection, custodian_id: &str) -> Result<Vec<Passkey>, AppError> {
@@ -384,7 +378,7 @@ impl App {
                 let duration = checkout::validate_duration(input.duration_minutes, account.max_checkout_minutes)?;
                 if let Some(open) = store::open_for_account(tx, account.account_id.as_str())? {
                     let open = refresh(tx, open, now)?;
-                    if state_of(&open)?.is_open() {
+                    if open.state.is_open() {
                         let who = person(tx, &open.requester_id)?;
                         return Err(AppError::conflict(
                             "account_busy",
@@ -414,7 +408,7 @@ impl App {
                     reason,
                     ticket,
                     duration_minutes: i64::from(duration),
-                    state: CheckoutState::Pending.as_str().into(),
+                    state: CheckoutState::Pending,
                     approvals_required: account.approvals_required,
                     veto: account.veto,
                     reveal_window_minutes: i64::from(account.reveal_window_minutes),
@@ -478,7 +472,7 @@ impl App {
                 let mut out = Vec::new();
                 for c in store::list(tx, &filter, 500)? {
                     let c = refresh(tx, c, now)?;
-                    if filter.state.as_deref().is_some_and(|s| s != c.state) {
+                    if filter.state.as_deref().is_some_and(|s| s != c.state.as_str()) {
                         continue;
                     }
                     if let Some(p) = &awaiting
@@ -504,13 +498,13 @@ impl App {
                         "Only the person who made the request can cancel it.",
                     ));
                 }
-                if !matches!(state_of(&c)?, CheckoutState::Pending | CheckoutState::Approved) {
+                if !matches!(c.state, CheckoutState::Pending | CheckoutState::Approved) {
                     return Err(AppError::conflict(
                         "not_cancellable",
                         format!("This request is {}; only pending or approved requests can be cancelled.", c.state),
                     ));
                 }
-                c.state = CheckoutState::Cancelled.as_str().into();
+                c.state = CheckoutState::Cancelled;
                 c.ended_at = Some(now.unix_timestamp());
                 c.ended_by = Some(p.actor().audit_name());
                 store::update(tx, &c)?;
@@ -707,7 +701,7 @@ impl App {
                 let distinct = store::count_distinct_approvers(tx, &c.id)?;
                 match checkout::after_decision(decision, distinct, c.approvals_required, c.veto) {
                     CheckoutState::Approved => {
-                        c.state = CheckoutState::Approved.as_str().into();
+                        c.state = CheckoutState::Approved;
                         c.approved_at = Some(now.unix_timestamp());
                         c.expires_at = (now + approved_ttl).unix_timestamp();
                         store::update(tx, &c)?;
@@ -720,7 +714,7 @@ impl App {
                         )?;
                     }
                     CheckoutState::Denied => {
-                        c.state = CheckoutState::Denied.as_str().into();
+                        c.state = CheckoutState::Denied;
                         c.ended_at = Some(now.unix_timestamp());
                         c.ended_by = Some(actor.clone());
                         store::update(tx, &c)?;
@@ -786,18 +780,16 @@ impl App {
                 check_revealable(&c, &p, now.unix_timestamp())?;
                 check_quorum_still_holds(tx, &c, now.unix_timestamp())?;
                 update_counter(tx, &p.custodian.id, &b64url(result.cred_id()), &result, now.unix_timestamp())?;
-                let account = store_accounts::account(tx, &c.account_id)?.ok_or_else(|| internal("account vanished"))?;
+                let account =
+                    store_accounts::account(tx, &c.account_id)?.ok_or_else(|| internal("account vanished"))?;
                 let actor = p.actor().audit_name();
-                if state_of(&c)? == CheckoutState::Approved {
-                    c.state = CheckoutState::Released.as_str().into();
+                if c.state == CheckoutState::Approved {
+                    c.state = CheckoutState::Released;
                     c.released_at = Some(now.unix_timestamp());
                     c.window_ends_at = Some(now.unix_timestamp() + c.reveal_window_minutes * 60);
                     store::update(tx, &c)?;
                     let emergency = c.kind == CheckoutKind::Emergency.as_str();
-                    tx.execute(
-                        "UPDATE accounts SET state = 'checked_out', rotation_due_since = CASE WHEN ?2 THEN coalesce(rotation_due_since, ?3) ELSE rotation_due_since END WHERE account_id = ?1",
-                        rusqlite::params![c.account_id, emergency, now.unix_timestamp()],
-                    )?;
+                    store_accounts::mark_checked_out(tx, &c.account_id, emergency, now.unix_timestamp())?;
                     crate::app::announce::record(
                         tx,
                         now,
@@ -810,10 +802,18 @@ impl App {
                         },
                     )?;
                 }
-                let release = ApprovedRelease { checkout_id: c.id.clone(), account_id: c.account_id.clone(), wrapped_key: account.wrapped_key.clone() };
+                let release = ApprovedRelease {
+                    checkout_id: c.id.clone(),
+                    account_id: c.account_id.clone(),
+                    wrapped_key: account.wrapped_key.clone(),
+                };
                 let key = app.release_account_key(&release)?;
-                let (pw_version, pw_ct) = store_accounts::latest_secret(tx, &c.account_id, SecretKind::RootPassword.as_str())?.ok_or_else(|| internal("no password"))?;
-                let (seed_version, seed_ct) = store_accounts::latest_secret(tx, &c.account_id, SecretKind::TotpSeed.as_str())?.ok_or_else(|| internal("no seed"))?;
+                let (pw_version, pw_ct) =
+                    store_accounts::latest_secret(tx, &c.account_id, SecretKind::RootPassword.as_str())?
+                        .ok_or_else(|| internal("no password"))?;
+                let (seed_version, seed_ct) =
+                    store_accounts::latest_secret(tx, &c.account_id, SecretKind::TotpSeed.as_str())?
+                        .ok_or_else(|| internal("no seed"))?;
                 let password = key.open(SecretKind::RootPassword.as_str(), pw_version, &pw_ct)?;
                 let seed = key.open(SecretKind::TotpSeed.as_str(), seed_version, &seed_ct)?;
                 drop(key);
@@ -870,7 +870,7 @@ impl App {
                         "Only the requester or an admin can check this checkout in.",
                     ));
                 }
-                if state_of(&c)? != CheckoutState::Released {
+                if c.state != CheckoutState::Released {
                     return Err(AppError::conflict(
                         "not_released",
                         format!(
@@ -879,14 +879,17 @@ impl App {
                         ),
                     ));
                 }
-                c.state = CheckoutState::Closed.as_str().into();
+                c.state = CheckoutState::Closed;
                 c.ended_at = Some(now.unix_timestamp());
                 c.ended_by = Some(p.actor().audit_name());
                 c.end_note = Some(note.clone());
                 store::update(tx, &c)?;
                 settle_account(tx, &c.account_id)?;
-                let state: String =
-                    tx.query_row("SELECT state FROM accounts WHERE account_id = ?1", [&c.account_id], |r| r.get(0))?;
+                let state = store_accounts::account(tx, &c.account_id)?
+                    .ok_or_else(|| internal("account vanished"))?
+                    .state
+                    .as_str()
+                    .to_owned();
                 crate::app::announce::record(
                     tx,
                     now,
@@ -928,13 +931,8 @@ impl App {
                 let Some(released_at) = c.released_at else {
                     return Err(AppError::conflict("not_released", "Nothing was released on this checkout, so there is nothing to rotate."));
                 };
-                let due: Option<i64> =
-                    tx.query_row("SELECT rotation_due_since FROM accounts WHERE account_id = ?1", [&c.account_id], |r| r.get(0))?;
-                let later: bool = tx.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM checkouts WHERE account_id = ?1 AND released_at > ?2)",
-                    rusqlite::params![c.account_id, released_at],
-                    |r| r.get(0),
-                )?;
+                let due = store_accounts::account(tx, &c.account_id)?.ok_or_else(|| internal("account vanished"))?.rotation_due_since;
+                let later = store::released_after(tx, &c.account_id, released_at)?;
                 let caused_it = c.kind == CheckoutKind::Emergency.as_str() && due.is_some_and(|d| d <= released_at);
                 if !caused_it || later {
                     return Err(AppError::conflict(
@@ -955,7 +953,7 @@ impl App {
             .transact(move |tx| {
                 let mut n = 0;
                 for c in store::open_checkouts(tx)? {
-                    let before = c.state.clone();
+                    let before = c.state;
                     if refresh(tx, c, now)?.state != before {
                         n += 1;
                     }
@@ -1028,18 +1026,20 @@ fn check_revealable(c: &CheckoutRow, p: &Principal, now: i64) -> Result<(), AppE
             "Only the person who made the request can reveal the credentials.",
         ));
     }
-    match CheckoutState::parse(&c.state) {
-        Some(CheckoutState::Pending) => Err(AppError::conflict(
+    match c.state {
+        CheckoutState::Pending => Err(AppError::conflict(
             "quorum_not_met",
             format!("This request still needs approval from other custodians ({} required).", c.approvals_required),
         )),
-        Some(CheckoutState::Approved) => Ok(()),
-        Some(CheckoutState::Released) if c.window_ends_at.is_some_and(|w| now < w) => Ok(()),
-        Some(CheckoutState::Released) => Err(AppError::gone(
+        CheckoutState::Approved => Ok(()),
+        CheckoutState::Released if c.window_ends_at.is_some_and(|w| now < w) => Ok(()),
+        CheckoutState::Released => Err(AppError::gone(
             "reveal_window_closed",
             "The reveal window has ended. Check in, or make a new request if you still need access.",
         )),
-        _ => Err(AppError::gone("checkout_ended", format!("This checkout is {}; nothing more is revealed.", c.state))),
+        CheckoutState::Closed | CheckoutState::Denied | CheckoutState::Cancelled | CheckoutState::Expired => {
+            Err(AppError::gone("checkout_ended", format!("This checkout is {}; nothing more is revealed.", c.state)))
+        }
     }
 }
 

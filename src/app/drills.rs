@@ -1,6 +1,7 @@
 //! Drills: a scheduler step opens the drill of each account's current period (catching
 //! up once after downtime), escalates overdue ones weekly, and the requester of a drill
 //! checkout records the checklist that passes or fails it. Evidence for auditors.
+use crate::domain::drill::DrillState;
 use crate::domain::event::{Event, Subject};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -61,7 +62,6 @@ fn person(conn: &rusqlite::Connection, id: &str) -> Result<PersonRef, AppError> 
 
 fn view(conn: &rusqlite::Connection, d: &store::DrillRow) -> Result<DrillView, AppError> {
     let alias = store_accounts::account(conn, &d.account_id)?.map(|a| a.alias).unwrap_or_default();
-    let ids: Vec<String> = d.participants.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default();
     Ok(DrillView {
         id: d.id.clone(),
         account_id: d.account_id.clone(),
@@ -69,11 +69,11 @@ fn view(conn: &rusqlite::Connection, d: &store::DrillRow) -> Result<DrillView, A
         period: d.period.clone(),
         due_at: rfc3339(d.due_at),
         grace_ends_at: rfc3339(d.grace_ends_at),
-        state: d.state.clone(),
+        state: d.state.as_str().into(),
         checkout_id: d.checkout_id.clone(),
         completed_at: d.completed_at.map(rfc3339),
         completed_by: d.completed_by.clone(),
-        participants: ids.iter().map(|id| person(conn, id)).collect::<Result<_, _>>()?,
+        participants: d.participants.iter().map(|id| person(conn, id)).collect::<Result<_, _>>()?,
         checklist: d.checklist.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or(serde_json::Value::Null),
         failed_items: d.failed_items.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default(),
     })
@@ -81,12 +81,13 @@ fn view(conn: &rusqlite::Connection, d: &store::DrillRow) -> Result<DrillView, A
 
 /// Who is expected to take part: the listed approvers, or every active custodian.
 fn expected(conn: &rusqlite::Connection, account_id: &str) -> Result<Vec<String>, AppError> {
-    let mode: String =
-        conn.query_row("SELECT approver_set FROM accounts WHERE account_id = ?1", [account_id], |r| r.get(0))?;
+    let account =
+        store_accounts::account(conn, account_id)?.ok_or_else(|| AppError::Internal("account vanished".into()))?;
+    let listed_only = account.approver_set == store_accounts::ApproverMode::Listed;
     let listed = store_checkouts::approvers(conn, account_id)?;
     Ok(people::list_custodians(conn)?
         .into_iter()
-        .filter(|c| c.is_active() && c.has_role(Role::Custodian) && (mode != "listed" || listed.contains(&c.id)))
+        .filter(|c| c.is_active() && c.has_role(Role::Custodian) && (!listed_only || listed.contains(&c.id)))
         .map(|c| format!("{} <{}>", c.name, c.email))
         .collect())
 }
@@ -103,12 +104,12 @@ pub(crate) fn run_due(
     // overdue before it is superseded.
     for d in store::open_drills(conn)? {
         // Overdue once the grace period ends, then a reminder every week until it passes.
-        let repeat = d.state == "overdue";
+        let repeat = d.state == DrillState::Overdue;
         let due = if repeat { d.last_escalated_at.is_some_and(|e| t >= e + WEEK) } else { t >= d.grace_ends_at };
         if !due {
             continue;
         }
-        store::set_state(conn, &d.id, "overdue", Some(t))?;
+        store::set_state(conn, &d.id, DrillState::Overdue, Some(t))?;
         record(
             conn,
             now,
@@ -130,7 +131,7 @@ pub(crate) fn run_due(
     // A failed drill means access is unproven: remind weekly until it is run again.
     for d in store::failed_latest_all(conn)? {
         if d.last_escalated_at.is_some_and(|e| t >= e + WEEK) {
-            store::set_state(conn, &d.id, "failed", Some(t))?;
+            store::set_state(conn, &d.id, DrillState::Failed, Some(t))?;
             let failed: Vec<String> =
                 d.failed_items.as_deref().and_then(|f| serde_json::from_str(f).ok()).unwrap_or_default();
             record(
@@ -148,10 +149,7 @@ pub(crate) fn run_due(
             tracing::warn!(account = %a.account_id, "skipping drills: invalid schedule");
             continue;
         };
-        let stored: Option<i64> =
-            conn.query_row("SELECT next_drill_due_at FROM accounts WHERE account_id = ?1", [&a.account_id], |r| {
-                r.get(0)
-            })?;
+        let stored = a.next_drill_due_at;
         let next = match stored.or_else(|| schedule.next_after(a.created_at)) {
             Some(n) => n,
             None => continue,
@@ -159,16 +157,13 @@ pub(crate) fn run_due(
         match drill::tick(&schedule, next, t) {
             Tick::NotYet => {
                 if stored.is_none() {
-                    conn.execute(
-                        "UPDATE accounts SET next_drill_due_at = ?2 WHERE account_id = ?1",
-                        rusqlite::params![a.account_id, next],
-                    )?;
+                    store_accounts::set_next_drill_due(conn, &a.account_id, Some(next))?;
                 }
             }
             Tick::Open { due_at, next_due } => {
                 let subject = Subject::Account(a.account_id.clone());
                 for old in store::open_for_account(conn, &a.account_id)? {
-                    store::set_state(conn, &old.id, "missed", None)?;
+                    store::set_state(conn, &old.id, DrillState::Missed, None)?;
                     record(
                         conn,
                         now,
@@ -184,12 +179,12 @@ pub(crate) fn run_due(
                     period: rfc3339(due_at),
                     due_at,
                     grace_ends_at: due_at + i64::from(grace_days) * 24 * 3600,
-                    state: "due".into(),
+                    state: DrillState::Due,
                     last_escalated_at: None,
                     checkout_id: None,
                     completed_at: None,
                     completed_by: None,
-                    participants: None,
+                    participants: Vec::new(),
                     checklist: None,
                     failed_items: None,
                 };
@@ -208,10 +203,7 @@ pub(crate) fn run_due(
                     )?;
                     out.opened += 1;
                 }
-                conn.execute(
-                    "UPDATE accounts SET next_drill_due_at = ?2 WHERE account_id = ?1",
-                    rusqlite::params![a.account_id, next_due],
-                )?;
+                store_accounts::set_next_drill_due(conn, &a.account_id, Some(next_due))?;
             }
         }
     }
@@ -281,9 +273,9 @@ impl App {
             .transact(move |tx| {
                 let d = store::get(tx, &drill_id)?.ok_or_else(|| AppError::not_found("drill_not_found", format!("No drill with id {drill_id}.")))?;
                 // A failed drill of the latest period can be run again (after fixing what failed).
-                let retest = d.state == "failed" && store::failed_latest(tx, &d.account_id)?.is_some_and(|l| l.id == d.id);
-                if !matches!(d.state.as_str(), "due" | "overdue") && !retest {
-                    return Err(AppError::conflict("drill_closed", format!("This drill is {}; a new one opens with the next period.", d.state)));
+                let retest = d.state == DrillState::Failed && store::failed_latest(tx, &d.account_id)?.is_some_and(|l| l.id == d.id);
+                if !d.state.is_open() && !retest {
+                    return Err(AppError::conflict("drill_closed", format!("This drill is {}; a new one opens with the next period.", d.state.as_str())));
                 }
 
                 let co = store_checkouts::get(tx, &c.checkout_id)?
@@ -301,8 +293,8 @@ impl App {
                 let mut participants: BTreeSet<String> = BTreeSet::from([co.requester_id.clone()]);
                 participants.extend(store_checkouts::approvals_of(tx, &co.id)?.into_iter().filter(|a| a.decision == "approve").map(|a| a.custodian_id));
                 let verdict = drill::evaluate(&c.items, participants.len())?;
-                let state = if verdict.passed { "passed" } else { "failed" };
-                let ids: Vec<&String> = participants.iter().collect();
+                let state = if verdict.passed { DrillState::Passed } else { DrillState::Failed };
+                let ids: Vec<String> = participants.iter().cloned().collect();
                 store::complete(
                     tx,
                     &d.id,
@@ -310,24 +302,24 @@ impl App {
                     &co.id,
                     now.unix_timestamp(),
                     &p.actor().audit_name(),
-                    &serde_json::to_string(&ids).map_err(|e| AppError::Internal(e.to_string()))?,
+                    &ids,
                     &serde_json::to_string(&c.items).map_err(|e| AppError::Internal(e.to_string()))?,
                     &serde_json::to_string(&verdict.failed_items).map_err(|e| AppError::Internal(e.to_string()))?,
                 )?;
                 if !verdict.passed {
-                    store::set_state(tx, &d.id, "failed", Some(now.unix_timestamp()))?;
+                    store::set_state(tx, &d.id, DrillState::Failed, Some(now.unix_timestamp()))?;
                 }
                 let flag = (!verdict.passed).then(|| json!({"drill": d.id, "failed_items": verdict.failed_items, "reasons": verdict.reasons}).to_string());
-                tx.execute("UPDATE accounts SET drill_flag = ?2 WHERE account_id = ?1", rusqlite::params![d.account_id, flag])?;
+                store_accounts::set_drill_flag(tx, &d.account_id, flag.as_deref())?;
                 record(
                     tx,
                     now,
                     &p.actor().audit_name(),
                     &Subject::Account(d.account_id.clone()),
                     &if verdict.passed {
-                        Event::DrillPassed { drill: d.id.clone(), checkout: co.id.clone(), participants: ids.iter().map(|s| s.to_string()).collect(), failed_items: verdict.failed_items.clone(), reasons: verdict.reasons.clone() }
+                        Event::DrillPassed { drill: d.id.clone(), checkout: co.id.clone(), participants: ids.clone(), failed_items: verdict.failed_items.clone(), reasons: verdict.reasons.clone() }
                     } else {
-                        Event::DrillFailed { drill: d.id.clone(), checkout: co.id.clone(), participants: ids.iter().map(|s| s.to_string()).collect(), failed_items: verdict.failed_items.clone(), reasons: verdict.reasons.clone() }
+                        Event::DrillFailed { drill: d.id.clone(), checkout: co.id.clone(), participants: ids.clone(), failed_items: verdict.failed_items.clone(), reasons: verdict.reasons.clone() }
                     },
                 )?;
                 view(tx, &store::get(tx, &d.id)?.ok_or_else(|| AppError::Internal("drill vanished".into()))?)
@@ -359,23 +351,19 @@ impl App {
                 let all = store::list(conn, None, i64::MIN, i64::MAX)?;
                 let mut accounts = Vec::new();
                 for a in store_accounts::list_accounts(conn)? {
-                    let (next, flag): (Option<i64>, Option<String>) = conn.query_row(
-                        "SELECT next_drill_due_at, drill_flag FROM accounts WHERE account_id = ?1",
-                        [&a.account_id],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )?;
+                    let (next, flag) = (a.next_drill_due_at, a.drill_flag.clone());
                     let mine: Vec<&store::DrillRow> = all.iter().filter(|d| d.account_id == a.account_id).collect();
                     accounts.push(AccountDrillStatus {
                         open_drill: mine
                             .iter()
                             .rev()
-                            .find(|d| matches!(d.state.as_str(), "due" | "overdue"))
-                            .or_else(|| mine.last().filter(|d| d.state == "failed"))
+                            .find(|d| d.state.is_open())
+                            .or_else(|| mine.last().filter(|d| d.state == DrillState::Failed))
                             .map(|d| view(conn, d))
                             .transpose()?,
                         last_proven_access: mine
                             .iter()
-                            .filter(|d| d.state == "passed")
+                            .filter(|d| d.state == DrillState::Passed)
                             .max_by_key(|d| d.completed_at)
                             .map(|d| view(conn, d))
                             .transpose()?,
@@ -398,10 +386,7 @@ impl App {
                 {
                     let last = all
                         .iter()
-                        .filter(|d| {
-                            d.state == "passed"
-                                && d.participants.as_deref().is_some_and(|p| p.contains(&format!("\"{}\"", c.id)))
-                        })
+                        .filter(|d| d.state == DrillState::Passed && d.participants.contains(&c.id))
                         .filter_map(|d| d.completed_at)
                         .max();
                     let who = PersonRef { id: c.id.clone(), name: c.name.clone(), email: c.email.clone() };

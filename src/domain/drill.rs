@@ -59,6 +59,39 @@ impl Schedule {
     }
 }
 
+/// Where a drill stands. `due` → `overdue` (grace over) → `passed`/`failed` by its
+/// checklist, or `missed` when the next period opens first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrillState {
+    Due,
+    Overdue,
+    Passed,
+    Failed,
+    Missed,
+}
+
+impl DrillState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Due => "due",
+            Self::Overdue => "overdue",
+            Self::Passed => "passed",
+            Self::Failed => "failed",
+            Self::Missed => "missed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Due, Self::Overdue, Self::Passed, Self::Failed, Self::Missed].into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// Still waiting for its checklist.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Due | Self::Overdue)
+    }
+}
+
 /// What a scheduler tick should do for one account whose next drill was due at
 /// `next_due`: nothing yet, or open the drill of the latest period that has begun
 /// (missed periods after downtime are caught up once, not once each) and move on.

@@ -4,12 +4,36 @@ use serde::Serialize;
 
 use super::StoreError;
 
+pub use crate::domain::AccountState;
+
+/// Who may approve: every custodian, or the people in `account_approvers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApproverMode {
+    All,
+    Listed,
+}
+
+impl ApproverMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Listed => "listed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::All, Self::Listed].into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// One row of `accounts`, every column.
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountRow {
     pub account_id: String,
     pub alias: String,
     pub root_email: String,
-    pub state: String,
+    pub state: AccountState,
     pub approvals_required: u32,
     pub reveal_window_minutes: u32,
     pub max_checkout_minutes: u32,
@@ -20,10 +44,19 @@ pub struct AccountRow {
     pub wrapped_key: Vec<u8>,
     pub created_at: i64,
     pub created_by: String,
+    pub approver_set: ApproverMode,
+    /// Set by an emergency release until a new root password is deposited.
+    pub rotation_due_since: Option<i64>,
+    pub next_drill_due_at: Option<i64>,
+    /// What failed in the latest drill (JSON); `None` when it passed.
+    pub drill_flag: Option<String>,
 }
 
 const ACCOUNT_COLS: &str = "account_id, alias, root_email, state, approvals_required, reveal_window_minutes, \
      max_checkout_minutes, veto, drill_schedule, recipient, wrapped_key, created_at, created_by";
+
+/// Columns that `insert_account` leaves to their defaults, read after `ACCOUNT_COLS`.
+const LATER_COLS: &str = "approver_set, rotation_due_since, next_drill_due_at, drill_flag";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
     Ok(AccountRow {
@@ -40,6 +73,10 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
         wrapped_key: r.get(10)?,
         created_at: r.get(11)?,
         created_by: r.get(12)?,
+        approver_set: r.get(13)?,
+        rotation_due_since: r.get(14)?,
+        next_drill_due_at: r.get(15)?,
+        drill_flag: r.get(16)?,
     })
 }
 
@@ -70,7 +107,7 @@ pub fn insert_account(conn: &Connection, a: &AccountRow) -> Result<(), StoreErro
 pub fn account(conn: &Connection, account_id: &str) -> Result<Option<AccountRow>, StoreError> {
     Ok(conn
         .query_row(
-            &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE account_id = ?1"),
+            &format!("SELECT {ACCOUNT_COLS}, {LATER_COLS} FROM accounts WHERE account_id = ?1"),
             [account_id],
             account_from_row,
         )
@@ -78,7 +115,8 @@ pub fn account(conn: &Connection, account_id: &str) -> Result<Option<AccountRow>
 }
 
 pub fn list_accounts(conn: &Connection) -> Result<Vec<AccountRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!("SELECT {ACCOUNT_COLS} FROM accounts ORDER BY alias, account_id"))?;
+    let mut stmt =
+        conn.prepare(&format!("SELECT {ACCOUNT_COLS}, {LATER_COLS} FROM accounts ORDER BY alias, account_id"))?;
     let rows = stmt.query_map([], account_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -189,5 +227,61 @@ pub fn setting(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, StoreErr
 
 pub fn set_setting_if_absent(conn: &Connection, key: &str, value: &[u8]) -> Result<(), StoreError> {
     conn.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![key, value])?;
+    Ok(())
+}
+
+pub fn update_policy(conn: &Connection, account_id: &str, p: &crate::domain::Policy) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE accounts SET approvals_required = ?2, reveal_window_minutes = ?3, max_checkout_minutes = ?4, veto = ?5, \
+         drill_schedule = ?6 WHERE account_id = ?1",
+        params![account_id, p.approvals_required, p.reveal_window_minutes, p.max_checkout_minutes, p.veto as i64, p.drill_schedule],
+    )?;
+    Ok(())
+}
+
+pub fn set_approver_mode(conn: &Connection, account_id: &str, mode: ApproverMode) -> Result<(), StoreError> {
+    conn.execute("UPDATE accounts SET approver_set = ?2 WHERE account_id = ?1", params![account_id, mode])?;
+    Ok(())
+}
+
+pub fn set_next_drill_due(conn: &Connection, account_id: &str, at: Option<i64>) -> Result<(), StoreError> {
+    conn.execute("UPDATE accounts SET next_drill_due_at = ?2 WHERE account_id = ?1", params![account_id, at])?;
+    Ok(())
+}
+
+pub fn set_drill_flag(conn: &Connection, account_id: &str, flag: Option<&str>) -> Result<(), StoreError> {
+    conn.execute("UPDATE accounts SET drill_flag = ?2 WHERE account_id = ?1", params![account_id, flag])?;
+    Ok(())
+}
+
+/// A new root password was deposited: no rotation is due any more.
+pub fn complete_rotation(conn: &Connection, account_id: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE accounts SET rotation_due_since = NULL, \
+         state = CASE WHEN state = 'rotation_due' THEN 'available' ELSE state END WHERE account_id = ?1",
+        [account_id],
+    )?;
+    Ok(())
+}
+
+/// Credentials are out; an emergency release also makes a rotation due (from the
+/// first such release until a new password is deposited).
+pub fn mark_checked_out(conn: &Connection, account_id: &str, rotation_due: bool, now: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE accounts SET state = 'checked_out', \
+         rotation_due_since = CASE WHEN ?2 THEN coalesce(rotation_due_since, ?3) ELSE rotation_due_since END \
+         WHERE account_id = ?1",
+        params![account_id, rotation_due, now],
+    )?;
+    Ok(())
+}
+
+/// The account's state once no checkout is open on it.
+pub fn settle(conn: &Connection, account_id: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE accounts SET state = CASE WHEN rotation_due_since IS NULL THEN 'available' ELSE 'rotation_due' END \
+         WHERE account_id = ?1",
+        [account_id],
+    )?;
     Ok(())
 }

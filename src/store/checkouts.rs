@@ -2,6 +2,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::StoreError;
+pub use crate::domain::checkout::CheckoutState;
 
 #[derive(Debug, Clone)]
 pub struct CheckoutRow {
@@ -12,7 +13,7 @@ pub struct CheckoutRow {
     pub reason: String,
     pub ticket: Option<String>,
     pub duration_minutes: i64,
-    pub state: String,
+    pub state: CheckoutState,
     pub approvals_required: u32,
     pub veto: bool,
     pub reveal_window_minutes: i64,
@@ -267,4 +268,13 @@ pub fn set_approvers(conn: &Connection, account_id: &str, ids: &[String]) -> Res
 
 pub fn public_key_of(conn: &Connection, credential_id: &str) -> Result<Option<String>, StoreError> {
     Ok(conn.query_row("SELECT public_key FROM credentials WHERE id = ?1", [credential_id], |r| r.get(0)).optional()?)
+}
+
+/// Whether a checkout of the account was released after `at`.
+pub fn released_after(conn: &Connection, account_id: &str, at: i64) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM checkouts WHERE account_id = ?1 AND released_at > ?2)",
+        params![account_id, at],
+        |r| r.get(0),
+    )?)
 }

@@ -3,6 +3,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 use super::StoreError;
+pub use crate::domain::drill::DrillState;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DrillRow {
@@ -11,18 +12,19 @@ pub struct DrillRow {
     pub period: String,
     pub due_at: i64,
     pub grace_ends_at: i64,
-    pub state: String,
+    pub state: DrillState,
     pub last_escalated_at: Option<i64>,
     pub checkout_id: Option<String>,
     pub completed_at: Option<i64>,
     pub completed_by: Option<String>,
-    pub participants: Option<String>,
+    /// Who took part (custodian ids, sorted), from `drill_participants`.
+    pub participants: Vec<String>,
     pub checklist: Option<String>,
     pub failed_items: Option<String>,
 }
 
 const COLS: &str = "id, account_id, period, due_at, grace_ends_at, state, last_escalated_at, checkout_id, completed_at, completed_by, \
-     participants, checklist, failed_items";
+     (SELECT json_group_array(custodian_id) FROM drill_participants AS p WHERE p.drill_id = drills.id), checklist, failed_items";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<DrillRow> {
     Ok(DrillRow {
@@ -36,7 +38,13 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<DrillRow> {
         checkout_id: r.get(7)?,
         completed_at: r.get(8)?,
         completed_by: r.get(9)?,
-        participants: r.get(10)?,
+        participants: {
+            let json: String = r.get(10)?;
+            let mut ids: Vec<String> = serde_json::from_str(&json)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, e.into()))?;
+            ids.sort();
+            ids
+        },
         checklist: r.get(11)?,
         failed_items: r.get(12)?,
     })
@@ -72,13 +80,13 @@ pub fn failed_latest(conn: &Connection, account_id: &str) -> Result<Option<Drill
             from_row,
         )
         .optional()?
-        .filter(|d| d.state == "failed"))
+        .filter(|d| d.state == DrillState::Failed))
 }
 
 /// Every account's latest drill that failed.
 pub fn failed_latest_all(conn: &Connection) -> Result<Vec<DrillRow>, StoreError> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLS} FROM drills d WHERE state = 'failed' AND due_at = (SELECT max(due_at) FROM drills x WHERE x.account_id = d.account_id) \
+        "SELECT {COLS} FROM drills WHERE state = 'failed' AND due_at = (SELECT max(due_at) FROM drills x WHERE x.account_id = drills.account_id) \
          ORDER BY account_id"
     ))?;
     let rows = stmt.query_map([], from_row)?;
@@ -101,7 +109,7 @@ pub fn list(conn: &Connection, account_id: Option<&str>, since: i64, until: i64)
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn set_state(conn: &Connection, id: &str, state: &str, escalated_at: Option<i64>) -> Result<(), StoreError> {
+pub fn set_state(conn: &Connection, id: &str, state: DrillState, escalated_at: Option<i64>) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE drills SET state = ?2, last_escalated_at = coalesce(?3, last_escalated_at) WHERE id = ?1",
         params![id, state, escalated_at],
@@ -113,18 +121,24 @@ pub fn set_state(conn: &Connection, id: &str, state: &str, escalated_at: Option<
 pub fn complete(
     conn: &Connection,
     id: &str,
-    state: &str,
+    state: DrillState,
     checkout_id: &str,
     at: i64,
     by: &str,
-    participants: &str,
+    participants: &[String],
     checklist: &str,
     failed_items: &str,
 ) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE drills SET state = ?2, checkout_id = ?3, completed_at = ?4, completed_by = ?5, participants = ?6, checklist = ?7, failed_items = ?8 \
+        "UPDATE drills SET state = ?2, checkout_id = ?3, completed_at = ?4, completed_by = ?5, checklist = ?6, failed_items = ?7 \
          WHERE id = ?1",
-        params![id, state, checkout_id, at, by, participants, checklist, failed_items],
+        params![id, state, checkout_id, at, by, checklist, failed_items],
     )?;
+    // A re-run of a failed drill replaces who took part.
+    conn.execute("DELETE FROM drill_participants WHERE drill_id = ?1", [id])?;
+    let mut insert = conn.prepare_cached("INSERT INTO drill_participants (drill_id, custodian_id) VALUES (?1, ?2)")?;
+    for p in participants {
+        insert.execute(params![id, p])?;
+    }
     Ok(())
 }

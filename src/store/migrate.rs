@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "0003_outbox", include_str!("../../migrations/0003_outbox.sql")),
     (4, "0004_drills", include_str!("../../migrations/0004_drills.sql")),
     (5, "0005_audit_filters", include_str!("../../migrations/0005_audit_filters.sql")),
+    (6, "0006_drill_participants", include_str!("../../migrations/0006_drill_participants.sql")),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

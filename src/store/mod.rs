@@ -7,6 +7,7 @@ pub mod drills;
 pub mod migrate;
 pub mod outbox;
 pub mod people;
+mod sql_enums;
 
 use std::{
     path::{Path, PathBuf},
@@ -17,6 +18,16 @@ use std::{
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 
 pub use migrate::{MIGRATIONS, SCHEMA_VERSION};
+
+/// Whether the database has a table of that name (a database from another version
+/// may lack one).
+pub fn has_table(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+        [name],
+        |r| r.get(0),
+    )?)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -82,3 +82,49 @@ fn a_version_1_database_is_upgraded_in_place_with_its_data() {
     let fk_problems: i64 = conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
     assert_eq!(fk_problems, 0);
 }
+
+#[test]
+fn drill_participants_move_from_json_text_to_their_own_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("breakglass.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let before = MIGRATIONS.iter().position(|m| m.1 == "0006_drill_participants").unwrap();
+    migrate::migrate_with(&conn, &path, &MIGRATIONS[..before]).unwrap();
+    for (id, name) in [("c1", "Ada"), ("c2", "Bo")] {
+        conn.execute(
+            "INSERT INTO custodians (id, name, email, status, enrolled_at, approve_after) VALUES (?1, ?2, ?1 || '@example.com', 'active', 0, 0)",
+            [id, name],
+        )
+        .unwrap();
+    }
+    conn.execute(
+        "INSERT INTO accounts (account_id, alias, root_email, approvals_required, reveal_window_minutes, max_checkout_minutes, veto, drill_schedule, recipient, wrapped_key, created_at, created_by) \
+         VALUES ('123456789012', 'prod', 'r@example.com', 1, 15, 60, 1, '0 9 1 * *', 'age1x', x'00', 0, 'host:cli')",
+        [],
+    )
+    .unwrap();
+    for (id, participants) in [("d1", Some(r#"["c2","c1"]"#)), ("d2", None)] {
+        conn.execute(
+            "INSERT INTO drills (id, account_id, period, due_at, grace_ends_at, state, participants) VALUES (?1, '123456789012', ?1, 0, 0, 'passed', ?2)",
+            rusqlite::params![id, participants],
+        )
+        .unwrap();
+    }
+    drop(conn);
+
+    let conn = store::open(&path).unwrap();
+    let d1 = store::drills::get(&conn, "d1").unwrap().unwrap();
+    assert_eq!(d1.participants, ["c1", "c2"], "both people, now rows of drill_participants");
+    assert!(store::drills::get(&conn, "d2").unwrap().unwrap().participants.is_empty());
+    assert_eq!(d1.state, store::drills::DrillState::Passed);
+    let rows: i64 = conn.query_row("SELECT count(*) FROM drill_participants", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 2);
+    let old_column: i64 = conn
+        .query_row("SELECT count(*) FROM pragma_table_info('drills') WHERE name = 'participants'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(old_column, 0, "the JSON column is gone");
+    // A participant must be a real custodian.
+    assert!(
+        conn.execute("INSERT INTO drill_participants (drill_id, custodian_id) VALUES ('d2', 'nobody')", []).is_err()
+    );
+}
