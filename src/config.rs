@@ -96,6 +96,12 @@ pub struct SecurityConfig {
 pub struct HttpConfig {
     pub body_limit_bytes: usize,
     pub request_timeout_seconds: u32,
+    /// A client must send a whole request header within this long (also the longest a
+    /// kept-alive connection waits for its next request); then the connection is closed.
+    pub header_read_timeout_seconds: u32,
+    /// A connection on which no byte moves either way for this long is closed (a
+    /// stalled upload, or a download nobody reads). At least `request_timeout_seconds`.
+    pub idle_timeout_seconds: u32,
     /// Sustained rate of WebAuthn ceremony requests (enrol, sign-in) per client address.
     pub ceremony_rate_per_minute: u32,
     /// Burst allowed above that rate.
@@ -161,6 +167,8 @@ impl Default for HttpConfig {
         Self {
             body_limit_bytes: 64 * 1024,
             request_timeout_seconds: 30,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
             ceremony_rate_per_minute: 30,
             ceremony_burst: 10,
             trusted_proxies: Vec::new(),
@@ -302,6 +310,8 @@ impl Config {
             ("security.session_absolute_hours", s.session_absolute_hours, 1, 24 * 7),
             ("security.reauth_window_minutes", s.reauth_window_minutes, 1, 24 * 60),
             ("http.request_timeout_seconds", self.http.request_timeout_seconds, 1, 600),
+            ("http.header_read_timeout_seconds", self.http.header_read_timeout_seconds, 1, 300),
+            ("http.idle_timeout_seconds", self.http.idle_timeout_seconds, 1, 3600),
             ("http.ceremony_rate_per_minute", self.http.ceremony_rate_per_minute, 1, 100_000),
             ("http.ceremony_burst", self.http.ceremony_burst, 1, 100_000),
             ("policy.approvals_required", self.policy.approvals_required, 1, 20),
@@ -319,6 +329,12 @@ impl Config {
         if !arn.is_empty() && (!arn.starts_with("arn:") || arn.split(':').count() != 6 || !arn.contains(":sns:")) {
             p.push(format!(
                 "sns.topic_arn = {arn:?} is not an SNS topic ARN: use arn:aws:sns:REGION:ACCOUNT:NAME, or leave it empty to keep announcements in the outbox."
+            ));
+        }
+        if self.http.idle_timeout_seconds < self.http.request_timeout_seconds {
+            p.push(format!(
+                "http.idle_timeout_seconds = {} is shorter than http.request_timeout_seconds = {}: a slow request would be cut off silently. Make it at least as long.",
+                self.http.idle_timeout_seconds, self.http.request_timeout_seconds
             ));
         }
         for proxy in &self.http.trusted_proxies {

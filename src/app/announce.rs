@@ -17,7 +17,7 @@ use crate::{
         audit::AuditEntry,
     },
     error::AppError,
-    notify::{Outgoing, SnsSink},
+    notify::{Backoff, Outgoing, Sink, next_attempt},
     store::{self, StoreError, audit, outbox},
 };
 
@@ -216,13 +216,22 @@ pub struct OutboxStatus {
     pub sink: &'static str,
     pub undelivered: i64,
     pub oldest_undelivered_at: Option<String>,
+    /// The same, as Unix seconds (for ages in `/readyz`).
+    #[serde(skip)]
+    pub oldest_undelivered_unix: Option<i64>,
     pub failed: i64,
 }
 
 impl App {
-    pub fn with_sink(mut self, sink: SnsSink) -> Self {
+    /// Deliver announcements through `sink` (SNS, or any other [`Sink`]).
+    pub fn with_sink(mut self, sink: impl Sink) -> Self {
         self.sink = Some(Arc::new(sink));
         self
+    }
+
+    /// Whether announcements have somewhere to go (the delivery worker runs only then).
+    pub fn has_sink(&self) -> bool {
+        self.sink.is_some()
     }
 
     pub fn log_verifier_key(&self) -> Option<String> {
@@ -257,7 +266,7 @@ impl App {
             body: body.to_string(),
         };
         let result = sink.publish(&out).await;
-        let sns = self.config.sns.clone();
+        let backoff = Backoff::from_config(&self.config.sns);
         let jitter = f64::from(crate::crypto::random_bytes::<1>()?[0]) / 255.0;
         let after = self.now().unix_timestamp().max(now);
         self.db
@@ -272,17 +281,10 @@ impl App {
                         // Past max_attempts the message is reported as failed but keeps its
                         // place and keeps being retried at the longest backoff: nothing
                         // behind it overtakes it, so subscribers never see events out of order.
-                        let give_up = attempts >= i64::from(sns.max_attempts);
-                        // Exponential backoff with jitter in [½, 1] of the step.
-                        let step = if give_up {
-                            i64::from(sns.max_backoff_seconds)
-                        } else {
-                            (i64::from(sns.base_backoff_seconds) << (attempts - 1).clamp(0, 20))
-                                .min(i64::from(sns.max_backoff_seconds))
-                        };
-                        let delay = ((step as f64) * (0.5 + jitter / 2.0)).ceil() as i64;
+                        let next = next_attempt(backoff, attempts, after, jitter);
+                        let give_up = next.failed;
                         let error: String = error.chars().take(500).collect();
-                        outbox::mark_attempt_failed(tx, row.id, &error, after + delay)?;
+                        outbox::mark_attempt_failed(tx, row.id, &error, next.at)?;
                         tracing::warn!(event = %row.event, attempts, "announcement not delivered: {error}");
                         Ok(if give_up {
                             Delivery::Failed { event_id: row.event_id, error }
@@ -315,7 +317,7 @@ impl App {
     }
 
     pub async fn outbox_status(&self) -> Result<OutboxStatus, AppError> {
-        let sink = if self.sink.is_some() { "sns" } else { "no_sink" };
+        let sink = self.sink.as_ref().map_or("no_sink", |s| s.name());
         let max = i64::from(self.config.sns.max_attempts);
         self.db
             .call(move |conn| {
@@ -324,6 +326,7 @@ impl App {
                     sink,
                     undelivered,
                     oldest_undelivered_at: oldest.map(rfc3339),
+                    oldest_undelivered_unix: oldest,
                     failed,
                 })
             })

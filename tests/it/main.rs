@@ -12,3 +12,4 @@ mod drills;
 mod enrol_and_login;
 mod http_hygiene;
 mod migrations;
+mod server;
