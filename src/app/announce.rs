@@ -240,6 +240,7 @@ impl App {
 
     /// Deliver the oldest pending message, if it is due. Tests and the worker loop
     /// call this; it never holds the database while talking to SNS.
+    #[tracing::instrument(skip_all)]
     pub async fn deliver_one(&self) -> Result<Delivery, AppError> {
         let now = self.now().unix_timestamp();
         let Some(row) = self.db.call(|conn| Ok::<_, AppError>(outbox::oldest_pending(conn)?)).await? else {
@@ -298,6 +299,7 @@ impl App {
     }
 
     /// Deliver until nothing is due. Returns how many were delivered.
+    #[tracing::instrument(skip_all)]
     pub async fn deliver_due(&self) -> Result<usize, AppError> {
         let mut n = 0;
         loop {
@@ -310,12 +312,14 @@ impl App {
     }
 
     /// Failed messages back into the queue (`breakglass outbox retry`).
+    #[tracing::instrument(skip_all)]
     pub async fn retry_failed(&self) -> Result<usize, AppError> {
         let now = self.now().unix_timestamp();
         let max = i64::from(self.config.sns.max_attempts);
         self.db.transact(move |tx| Ok::<_, AppError>(outbox::retry_failed(tx, now, max)?)).await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn outbox_status(&self) -> Result<OutboxStatus, AppError> {
         let sink = self.sink.as_ref().map_or("no_sink", |s| s.name());
         let max = i64::from(self.config.sns.max_attempts);
@@ -333,6 +337,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn outbox_list(
         &self,
         state: Option<String>,
@@ -345,6 +350,7 @@ impl App {
     }
 
     /// A checkpoint of the log now, signed (or the last one, if nothing changed).
+    #[tracing::instrument(skip_all)]
     pub async fn checkpoint(&self) -> Result<SignedCheckpoint, AppError> {
         let signer = self
             .log_signer

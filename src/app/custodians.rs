@@ -62,6 +62,7 @@ pub(crate) fn custodian_view(
 }
 
 impl App {
+    #[tracing::instrument(skip_all)]
     pub async fn me(&self, custodian_id: String) -> Result<CustodianView, AppError> {
         let now = self.now().unix_timestamp();
         self.db
@@ -73,6 +74,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn list_custodians(&self) -> Result<Vec<CustodianView>, AppError> {
         let now = self.now().unix_timestamp();
         self.db
@@ -87,6 +89,7 @@ impl App {
 
     /// Disable a custodian: their sessions end at once and they can no longer sign in
     /// or approve. The last active admin cannot be disabled (that would lock everyone out).
+    #[tracing::instrument(skip_all)]
     pub async fn disable_custodian(
         &self,
         actor: Actor,

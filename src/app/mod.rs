@@ -125,6 +125,7 @@ impl App {
     }
 
     /// Drop expired ceremonies and sessions. Run periodically by `serve`.
+    #[tracing::instrument(skip_all)]
     pub async fn housekeeping(&self) -> Result<usize, AppError> {
         let now = self.now().unix_timestamp();
         let idle = i64::from(self.config.security.session_idle_minutes) * 60;
