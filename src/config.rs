@@ -480,6 +480,16 @@ mod tests {
     }
 
     #[test]
+    fn connection_timeouts_are_range_checked_and_idle_is_not_shorter_than_a_request() {
+        let c = Config::from_toml("[http]\nidle_timeout_seconds = 10\nrequest_timeout_seconds = 30").unwrap();
+        assert!(c.problems().iter().any(|p| p.contains("idle_timeout_seconds = 10 is shorter")), "{:?}", c.problems());
+        let c = Config::from_toml("[http]\nheader_read_timeout_seconds = 0").unwrap();
+        assert!(c.problems().iter().any(|p| p.contains("http.header_read_timeout_seconds")), "{:?}", c.problems());
+        let c = Config::from_toml("[http]\nheader_read_timeout_seconds = 5\nidle_timeout_seconds = 30").unwrap();
+        assert_eq!(c.problems(), Vec::<String>::new());
+    }
+
+    #[test]
     fn key_file_mode_needs_a_path() {
         let e = Config::from_toml("[seal]\nmode = \"key-file\"\n").unwrap();
         assert!(e.problems().iter().any(|p| p.contains("seal.key_file")));

@@ -1,8 +1,9 @@
 //! breakglass: two-person custody of AWS account root credentials.
 //!
-//! Layers (see `STYLE.md`): `http` (thin axum handlers) → `app` (use cases, one
-//! transaction each, the only writer of audit and outbox rows) → `domain` (pure rules)
-//! and `store` (rusqlite) / `crypto` (age envelopes, sealing).
+//! Layers (docs/ARCHITECTURE.md): `server` (the one start-up path) → `http` (thin axum
+//! handlers) → `app` (use cases, one transaction each, the only writer of audit and
+//! outbox rows) → `domain` (pure rules) and `store` (rusqlite) / `crypto` (age
+//! envelopes, sealing); `notify` delivers announcements through a `Sink`.
 #![forbid(unsafe_code)]
 
 pub mod app;
