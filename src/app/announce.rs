@@ -256,8 +256,9 @@ impl App {
             .ok_or_else(|| AppError::unavailable("vault_sealed", "No log key on this process."))?;
         let cp = self.db.transact(move |tx| sign_checkpoint(tx, &signer, now)).await?;
         let mut body: serde_json::Value =
-            serde_json::from_str(&row.message).map_err(|e| AppError::Internal(e.to_string()))?;
-        body["checkpoint"] = serde_json::to_value(&cp).map_err(|e| AppError::Internal(e.to_string()))?;
+            serde_json::from_str(&row.message).map_err(|e| AppError::unexpected("reading a stored announcement", e))?;
+        body["checkpoint"] = serde_json::to_value(&cp)
+            .map_err(|e| AppError::unexpected("encoding the checkpoint of an announcement", e))?;
         let out = Outgoing {
             event_id: row.event_id.clone(),
             event: row.event.clone(),

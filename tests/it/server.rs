@@ -380,3 +380,32 @@ async fn pages_check_roles_like_the_api() {
     assert_eq!(get(&au.client, s.url("/api/v1/audit")).await.0, StatusCode::OK);
     assert_error(&get(&bo.client, s.url("/api/v1/audit")).await, StatusCode::FORBIDDEN, "forbidden_role");
 }
+
+#[tokio::test]
+async fn shutdown_stops_accepting_lets_the_request_in_flight_finish_and_stops_the_tasks() {
+    use breakglass::server::{Server, ServerOptions};
+    let s = TestServer::start().await;
+    // A second server on the same app, through the same start-up path, with a shutdown switch.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = Server::build(s.app.clone(), listener, ServerOptions::from_config(&s.config));
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let url = format!("http://{addr}/healthz");
+    assert_eq!(get(&Client::new(), &url).await.0, StatusCode::OK);
+
+    // A request in flight when the shutdown comes: its header arrives in two parts.
+    let mut in_flight = tokio::net::TcpStream::connect(addr).await.unwrap();
+    in_flight.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    in_flight.write_all(b"\r\n").await.unwrap();
+    let (sent, _) = read_until_closed(&mut in_flight, Duration::from_secs(10)).await;
+    assert!(String::from_utf8_lossy(&sent).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&sent));
+
+    tokio::time::timeout(Duration::from_secs(10), running).await.expect("run returns").unwrap().unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+}
