@@ -39,7 +39,8 @@ pub async fn assign(mut req: Request, next: Next) -> axum::response::Response {
 
 /// The log span of one request: method, path and request id. Query strings are left
 /// out (they are not secret today, but nothing needs them in the log). Internal errors
-/// are logged inside this span by `ApiError`; one line per response at `info`.
+/// are logged inside this span by `ApiError`; one line per response at `info` (at
+/// `debug` for successful health probes, which load balancers send every few seconds).
 #[allow(clippy::type_complexity)]
 pub fn trace_layer() -> TraceLayer<
     SharedClassifier<ServerErrorsAsFailures>,
@@ -57,9 +58,20 @@ pub fn trace_layer() -> TraceLayer<
         })
         .on_request(())
         .on_response(|res: &Response<axum::body::Body>, latency: Duration, _span: &Span| {
-            tracing::info!(status = res.status().as_u16(), latency_ms = latency.as_millis() as u64, "response");
+            let status = res.status().as_u16();
+            let latency_ms = latency.as_millis() as u64;
+            let probe = res.extensions().get::<HealthProbe>().is_some();
+            if probe && res.status().is_success() {
+                tracing::debug!(status, latency_ms, "response");
+            } else {
+                tracing::info!(status, latency_ms, "response");
+            }
         })
         .on_body_chunk(())
         .on_eos(())
         .on_failure(())
 }
+
+/// Marks a health-probe response (`/healthz`, `/readyz`) so its log line is `debug`.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthProbe;

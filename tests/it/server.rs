@@ -140,8 +140,15 @@ async fn an_internal_error_names_its_request_id_and_is_logged_once_with_its_caus
     let text = body.to_string().to_lowercase();
     assert!(!text.contains("readonly") && !text.contains("sqlite") && !text.contains("database"), "{body}");
     s.app.db.with(|c| c.pragma_update(None, "query_only", false)).unwrap();
+    assert_eq!(get(&Client::new(), s.url("/healthz")).await.0, StatusCode::OK);
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let responses: Vec<&str> = logs.lines().filter(|l| l.contains(" response ")).collect();
+    assert!(
+        responses.iter().any(|l| l.contains(&id) && l.contains("status=500") && l.contains("path=/api/v1/accounts")),
+        "one access line per request, in its span:\n{logs}"
+    );
+    assert!(!responses.iter().any(|l| l.contains("path=/healthz")), "health probes only at debug:\n{logs}");
     let errors: Vec<&str> = logs.lines().filter(|l| l.contains("ERROR")).collect();
     assert_eq!(errors.len(), 1, "logged once:\n{logs}");
     assert!(errors[0].contains(&id), "inside the request's span:\n{logs}");
