@@ -131,6 +131,9 @@ async fn an_internal_error_names_its_request_id_and_is_logged_once_with_its_caus
     // The server's database stops taking writes (as on a read-only mount): the
     // session touch of an authenticated request fails inside the handler.
     s.app.db.with(|c| c.pragma_update(None, "query_only", true)).unwrap();
+    // Other tests run on other threads without this subscriber; a log call site they hit
+    // first while it was being installed may have cached "nobody listens". Recompute.
+    tracing::callsite::rebuild_interest_cache();
     let res = ada.client.get(s.url("/api/v1/accounts")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
