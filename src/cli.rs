@@ -6,7 +6,6 @@ use std::{
     path::PathBuf,
     process::ExitCode,
     sync::Arc,
-    time::Duration,
 };
 
 use anyhow::{Context, bail};
@@ -26,8 +25,8 @@ use crate::{
     crypto::seal::{self, KdfParams},
     domain::{Role, SecretKind},
     error::AppError,
-    http::{AppState, build_router},
     notify::SnsSink,
+    server::{Server, ServerOptions},
     store::{self, Db},
 };
 
@@ -673,51 +672,18 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         eprintln!("warning: no sns.topic_arn: announcements are kept in the outbox (no_sink) and not published.");
     } else {
         app = app.with_sink(SnsSink::from_environment(&topic).await);
-        let worker = app.clone();
-        tokio::spawn(async move { delivery_loop(worker).await });
         println!("announcing to {topic}");
     }
     if let Some(vkey) = app.log_verifier_key() {
         println!("audit checkpoints are signed by {vkey}");
     }
-    let housekeeping = app.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            if let Err(e) = housekeeping.housekeeping().await {
-                tracing::warn!(error = %e, "housekeeping failed");
-            }
-        }
-    });
-    let router = build_router(AppState::new(app.clone()));
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let local = listener.local_addr()?;
+    let server = Server::build(app.clone(), listener, ServerOptions::from_config(&app.config));
+    let local = server.local_addr()?;
     println!("breakglass listening on http://{local} (origin {})", app.config.origin_header());
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    server.run(shutdown_signal()).await?;
     println!("breakglass stopped.");
     Ok(ExitCode::SUCCESS)
-}
-
-/// Deliver announcements as they become due; the outbox itself is the state, so a
-/// restart loses nothing and repeats at most the one message in flight.
-async fn delivery_loop(app: App) {
-    use crate::app::announce::Delivery;
-    loop {
-        let pause = match app.deliver_one().await {
-            Ok(Delivery::Delivered { .. } | Delivery::Failed { .. }) => continue,
-            Ok(Delivery::NotDue { until }) => (until - app.now().unix_timestamp()).clamp(1, 60) as u64,
-            Ok(Delivery::Retrying { .. }) => 1,
-            Ok(Delivery::Idle | Delivery::NoSink) => 2,
-            Err(e) => {
-                tracing::error!(error = %e, "announcement delivery stopped for a minute");
-                60
-            }
-        };
-        tokio::time::sleep(Duration::from_secs(pause)).await;
-    }
 }
 
 async fn shutdown_signal() {

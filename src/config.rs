@@ -96,6 +96,12 @@ pub struct SecurityConfig {
 pub struct HttpConfig {
     pub body_limit_bytes: usize,
     pub request_timeout_seconds: u32,
+    /// A client must send a whole request header within this long (also the longest a
+    /// kept-alive connection waits for its next request); then the connection is closed.
+    pub header_read_timeout_seconds: u32,
+    /// A connection on which no byte moves either way for this long is closed (a
+    /// stalled upload, or a download nobody reads). At least `request_timeout_seconds`.
+    pub idle_timeout_seconds: u32,
     /// Sustained rate of WebAuthn ceremony requests (enrol, sign-in) per client address.
     pub ceremony_rate_per_minute: u32,
     /// Burst allowed above that rate.
@@ -161,6 +167,8 @@ impl Default for HttpConfig {
         Self {
             body_limit_bytes: 64 * 1024,
             request_timeout_seconds: 30,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
             ceremony_rate_per_minute: 30,
             ceremony_burst: 10,
             trusted_proxies: Vec::new(),
@@ -215,6 +223,8 @@ pub const ENV_VARS: &[&str] = &[
     "BREAKGLASS_SECURITY_REQUEST_APPROVED_TTL_MINUTES",
     "BREAKGLASS_HTTP_BODY_LIMIT_BYTES",
     "BREAKGLASS_HTTP_REQUEST_TIMEOUT_SECONDS",
+    "BREAKGLASS_HTTP_HEADER_READ_TIMEOUT_SECONDS",
+    "BREAKGLASS_HTTP_IDLE_TIMEOUT_SECONDS",
     "BREAKGLASS_HTTP_CEREMONY_RATE_PER_MINUTE",
     "BREAKGLASS_HTTP_CEREMONY_BURST",
     "BREAKGLASS_HTTP_TRUSTED_PROXIES",
@@ -306,6 +316,8 @@ impl Config {
         env_number(&env, "BREAKGLASS_HTTP_BODY_LIMIT_BYTES", &mut http.body_limit_bytes, &mut problems);
         for (name, target) in [
             ("BREAKGLASS_HTTP_REQUEST_TIMEOUT_SECONDS", &mut http.request_timeout_seconds),
+            ("BREAKGLASS_HTTP_HEADER_READ_TIMEOUT_SECONDS", &mut http.header_read_timeout_seconds),
+            ("BREAKGLASS_HTTP_IDLE_TIMEOUT_SECONDS", &mut http.idle_timeout_seconds),
             ("BREAKGLASS_HTTP_CEREMONY_RATE_PER_MINUTE", &mut http.ceremony_rate_per_minute),
             ("BREAKGLASS_HTTP_CEREMONY_BURST", &mut http.ceremony_burst),
         ] {
@@ -358,6 +370,8 @@ impl Config {
             ("security.session_absolute_hours", s.session_absolute_hours, 1, 24 * 7),
             ("security.reauth_window_minutes", s.reauth_window_minutes, 1, 24 * 60),
             ("http.request_timeout_seconds", self.http.request_timeout_seconds, 1, 600),
+            ("http.header_read_timeout_seconds", self.http.header_read_timeout_seconds, 1, 300),
+            ("http.idle_timeout_seconds", self.http.idle_timeout_seconds, 1, 3600),
             ("http.ceremony_rate_per_minute", self.http.ceremony_rate_per_minute, 1, 100_000),
             ("http.ceremony_burst", self.http.ceremony_burst, 1, 100_000),
             ("policy.approvals_required", self.policy.approvals_required, 1, 20),
@@ -386,6 +400,12 @@ impl Config {
         if !arn.is_empty() && (!arn.starts_with("arn:") || arn.split(':').count() != 6 || !arn.contains(":sns:")) {
             p.push(format!(
                 "sns.topic_arn = {arn:?} is not an SNS topic ARN: use arn:aws:sns:REGION:ACCOUNT:NAME, or leave it empty to keep announcements in the outbox."
+            ));
+        }
+        if self.http.idle_timeout_seconds < self.http.request_timeout_seconds {
+            p.push(format!(
+                "http.idle_timeout_seconds = {} is shorter than http.request_timeout_seconds = {}: a slow request would be cut off silently. Make it at least as long.",
+                self.http.idle_timeout_seconds, self.http.request_timeout_seconds
             ));
         }
         for proxy in &self.http.trusted_proxies {
@@ -579,6 +599,8 @@ mod tests {
             ("BREAKGLASS_SECURITY_REQUEST_APPROVED_TTL_MINUTES".into(), "20".into()),
             ("BREAKGLASS_HTTP_BODY_LIMIT_BYTES".into(), "32768".into()),
             ("BREAKGLASS_HTTP_REQUEST_TIMEOUT_SECONDS".into(), "10".into()),
+            ("BREAKGLASS_HTTP_HEADER_READ_TIMEOUT_SECONDS".into(), "5".into()),
+            ("BREAKGLASS_HTTP_IDLE_TIMEOUT_SECONDS".into(), "30".into()),
             ("BREAKGLASS_HTTP_CEREMONY_RATE_PER_MINUTE".into(), "60".into()),
             ("BREAKGLASS_HTTP_CEREMONY_BURST".into(), "5".into()),
             ("BREAKGLASS_HTTP_TRUSTED_PROXIES".into(), "127.0.0.1, ::1".into()),
@@ -609,6 +631,7 @@ mod tests {
             (32768, 10, 60, 5)
         );
         assert_eq!(c.http.trusted_proxies, ["127.0.0.1", "::1"]);
+        assert_eq!((c.http.header_read_timeout_seconds, c.http.idle_timeout_seconds), (5, 30));
         // Every field changed: no setting was forgotten (a new one fails here until added).
         let changed = |a: toml::Value, b: toml::Value| {
             let (a, b) = (a.as_table().unwrap().clone(), b.as_table().unwrap().clone());
@@ -651,6 +674,16 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "not in deploy/config.example.toml: {missing:?}");
+    }
+
+    #[test]
+    fn connection_timeouts_are_range_checked_and_idle_is_not_shorter_than_a_request() {
+        let c = Config::from_toml("[http]\nidle_timeout_seconds = 10\nrequest_timeout_seconds = 30").unwrap();
+        assert!(c.problems().iter().any(|p| p.contains("idle_timeout_seconds = 10 is shorter")), "{:?}", c.problems());
+        let c = Config::from_toml("[http]\nheader_read_timeout_seconds = 0").unwrap();
+        assert!(c.problems().iter().any(|p| p.contains("http.header_read_timeout_seconds")), "{:?}", c.problems());
+        let c = Config::from_toml("[http]\nheader_read_timeout_seconds = 5\nidle_timeout_seconds = 30").unwrap();
+        assert_eq!(c.problems(), Vec::<String>::new());
     }
 
     #[test]

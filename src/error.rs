@@ -34,6 +34,14 @@ pub enum AppError {
     Crypto(#[from] CryptoError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// Something failed that the caller cannot fix; `source` keeps the cause (logged
+    /// with its whole chain, never sent).
+    #[error("{context}")]
+    Unexpected {
+        context: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 macro_rules! ctor {
@@ -53,6 +61,16 @@ impl AppError {
     ctor!(gone, Gone);
     ctor!(unavailable, Unavailable);
 
+    /// An internal failure with its cause kept: `AppError::unexpected("encoding the announcement", e)`.
+    pub fn unexpected(context: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Unexpected { context, source: Box::new(source) }
+    }
+
+    /// Whether this is a server-side failure (500: logged, never shown).
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::Crypto(_) | Self::Internal(_) | Self::Unexpected { .. })
+    }
+
     /// The stable code of this error, `internal` for the ones never shown.
     pub fn code(&self) -> &'static str {
         match self {
@@ -64,7 +82,7 @@ impl AppError {
             | Self::Gone { code, .. }
             | Self::RateLimited { code, .. }
             | Self::Unavailable { code, .. } => code,
-            Self::Store(_) | Self::Crypto(_) | Self::Internal(_) => "internal",
+            Self::Store(_) | Self::Crypto(_) | Self::Internal(_) | Self::Unexpected { .. } => "internal",
         }
     }
 }
@@ -78,5 +96,42 @@ impl From<rusqlite::Error> for AppError {
 impl From<crate::domain::ValidationError> for AppError {
     fn from(e: crate::domain::ValidationError) -> Self {
         Self::Invalid { code: e.code, message: e.message }
+    }
+}
+
+/// An error and its causes on one line, `outer: cause: root cause`, for logs. A cause
+/// whose text its parent already contains (`#[error("…: {0}")]` with `#[from]`) is
+/// not repeated.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut last = out.clone();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !last.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        cur = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_keeps_every_cause_once() {
+        let io = std::io::Error::other("disk on fire");
+        let e = AppError::unexpected("writing the high-water mark", io);
+        assert_eq!(chain(&e), "writing the high-water mark: disk on fire");
+        assert_eq!(e.code(), "internal");
+        assert!(e.is_internal());
+        let sq = AppError::from(rusqlite::Error::InvalidQuery);
+        let text = chain(&sq);
+        assert_eq!(text.matches("Query is not read-only").count(), 1, "{text}");
+        assert!(!AppError::invalid("x", "y").is_internal());
     }
 }

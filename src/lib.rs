@@ -1,8 +1,9 @@
 //! breakglass: two-person custody of AWS account root credentials.
 //!
-//! Layers (see `STYLE.md`): `http` (thin axum handlers) → `app` (use cases, one
-//! transaction each, the only writer of audit and outbox rows) → `domain` (pure rules)
-//! and `store` (rusqlite) / `crypto` (age envelopes, sealing).
+//! Layers (docs/ARCHITECTURE.md): `server` (the one start-up path) → `http` (thin axum
+//! handlers) → `app` (use cases, one transaction each, the only writer of audit and
+//! outbox rows) → `domain` (pure rules) and `store` (rusqlite) / `crypto` (age
+//! envelopes, sealing); `notify` delivers announcements through a `Sink`.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -14,6 +15,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod notify;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 

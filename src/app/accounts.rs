@@ -152,6 +152,7 @@ fn not_found(id: &str) -> AppError {
 }
 
 impl App {
+    #[tracing::instrument(skip_all)]
     pub async fn create_account(&self, actor: Actor, input: NewAccount) -> Result<AccountView, AppError> {
         let id = AwsAccountId::parse(&input.account_id)?;
         let alias = display_text("alias", &input.alias, 64)?;
@@ -217,6 +218,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn list_accounts(&self) -> Result<Vec<AccountView>, AppError> {
         self.db
             .call(|conn| {
@@ -225,6 +227,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn get_account(&self, account_id: String) -> Result<AccountView, AppError> {
         let id = AwsAccountId::parse(&account_id)?;
         self.db
@@ -235,6 +238,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn update_policy(
         &self,
         actor: Actor,
@@ -302,6 +306,7 @@ impl App {
 
     /// Store a new version of a secret, encrypted to the account's public key.
     /// A new root password ends a `rotation_due` state.
+    #[tracing::instrument(skip_all)]
     pub async fn deposit_secret(
         &self,
         actor: Actor,

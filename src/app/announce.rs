@@ -18,7 +18,7 @@ use crate::{
         event::{Event, Subject},
     },
     error::AppError,
-    notify::{Outgoing, SnsSink},
+    notify::{Backoff, Outgoing, Sink, next_attempt},
     store::{self, StoreError, audit, outbox},
 };
 
@@ -246,13 +246,22 @@ pub struct OutboxStatus {
     pub sink: &'static str,
     pub undelivered: i64,
     pub oldest_undelivered_at: Option<String>,
+    /// The same, as Unix seconds (for ages in `/readyz`).
+    #[serde(skip)]
+    pub oldest_undelivered_unix: Option<i64>,
     pub failed: i64,
 }
 
 impl App {
-    pub fn with_sink(mut self, sink: SnsSink) -> Self {
+    /// Deliver announcements through `sink` (SNS, or any other [`Sink`]).
+    pub fn with_sink(mut self, sink: impl Sink) -> Self {
         self.sink = Some(Arc::new(sink));
         self
+    }
+
+    /// Whether announcements have somewhere to go (the delivery worker runs only then).
+    pub fn has_sink(&self) -> bool {
+        self.sink.is_some()
     }
 
     pub fn log_verifier_key(&self) -> Option<String> {
@@ -261,6 +270,7 @@ impl App {
 
     /// Deliver the oldest pending message, if it is due. Tests and the worker loop
     /// call this; it never holds the database while talking to SNS.
+    #[tracing::instrument(skip_all)]
     pub async fn deliver_one(&self) -> Result<Delivery, AppError> {
         let now = self.now().unix_timestamp();
         let Some(row) = self.db.call(|conn| Ok::<_, AppError>(outbox::oldest_pending(conn)?)).await? else {
@@ -276,8 +286,9 @@ impl App {
             .ok_or_else(|| AppError::unavailable("vault_sealed", "No log key on this process."))?;
         let cp = self.db.transact(move |tx| sign_checkpoint(tx, &signer, now)).await?;
         let mut body: serde_json::Value =
-            serde_json::from_str(&row.message).map_err(|e| AppError::Internal(e.to_string()))?;
-        body["checkpoint"] = serde_json::to_value(&cp).map_err(|e| AppError::Internal(e.to_string()))?;
+            serde_json::from_str(&row.message).map_err(|e| AppError::unexpected("reading a stored announcement", e))?;
+        body["checkpoint"] = serde_json::to_value(&cp)
+            .map_err(|e| AppError::unexpected("encoding the checkpoint of an announcement", e))?;
         let out = Outgoing {
             event_id: row.event_id.clone(),
             event: row.event.clone(),
@@ -287,7 +298,7 @@ impl App {
             body: body.to_string(),
         };
         let result = sink.publish(&out).await;
-        let sns = self.config.sns.clone();
+        let backoff = Backoff::from_config(&self.config.sns);
         let jitter = f64::from(crate::crypto::random_bytes::<1>()?[0]) / 255.0;
         let after = self.now().unix_timestamp().max(now);
         self.db
@@ -302,17 +313,10 @@ impl App {
                         // Past max_attempts the message is reported as failed but keeps its
                         // place and keeps being retried at the longest backoff: nothing
                         // behind it overtakes it, so subscribers never see events out of order.
-                        let give_up = attempts >= i64::from(sns.max_attempts);
-                        // Exponential backoff with jitter in [½, 1] of the step.
-                        let step = if give_up {
-                            i64::from(sns.max_backoff_seconds)
-                        } else {
-                            (i64::from(sns.base_backoff_seconds) << (attempts - 1).clamp(0, 20))
-                                .min(i64::from(sns.max_backoff_seconds))
-                        };
-                        let delay = ((step as f64) * (0.5 + jitter / 2.0)).ceil() as i64;
+                        let next = next_attempt(backoff, attempts, after, jitter);
+                        let give_up = next.failed;
                         let error: String = error.chars().take(500).collect();
-                        outbox::mark_attempt_failed(tx, row.id, &error, after + delay)?;
+                        outbox::mark_attempt_failed(tx, row.id, &error, next.at)?;
                         tracing::warn!(event = %row.event, attempts, "announcement not delivered: {error}");
                         Ok(if give_up {
                             Delivery::Failed { event_id: row.event_id, error }
@@ -326,6 +330,7 @@ impl App {
     }
 
     /// Deliver until nothing is due. Returns how many were delivered.
+    #[tracing::instrument(skip_all)]
     pub async fn deliver_due(&self) -> Result<usize, AppError> {
         let mut n = 0;
         loop {
@@ -338,14 +343,16 @@ impl App {
     }
 
     /// Failed messages back into the queue (`breakglass outbox retry`).
+    #[tracing::instrument(skip_all)]
     pub async fn retry_failed(&self) -> Result<usize, AppError> {
         let now = self.now().unix_timestamp();
         let max = i64::from(self.config.sns.max_attempts);
         self.db.transact(move |tx| Ok::<_, AppError>(outbox::retry_failed(tx, now, max)?)).await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn outbox_status(&self) -> Result<OutboxStatus, AppError> {
-        let sink = if self.sink.is_some() { "sns" } else { "no_sink" };
+        let sink = self.sink.as_ref().map_or("no_sink", |s| s.name());
         let max = i64::from(self.config.sns.max_attempts);
         self.db
             .call(move |conn| {
@@ -354,12 +361,14 @@ impl App {
                     sink,
                     undelivered,
                     oldest_undelivered_at: oldest.map(rfc3339),
+                    oldest_undelivered_unix: oldest,
                     failed,
                 })
             })
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn outbox_list(
         &self,
         state: Option<String>,
@@ -372,6 +381,7 @@ impl App {
     }
 
     /// A checkpoint of the log now, signed (or the last one, if nothing changed).
+    #[tracing::instrument(skip_all)]
     pub async fn checkpoint(&self) -> Result<SignedCheckpoint, AppError> {
         let signer = self
             .log_signer

@@ -357,6 +357,7 @@ fn assertion_refused(e: &WebauthnError) -> AppError {
 
 impl App {
     /// Open a checkout request on an account (one open per account).
+    #[tracing::instrument(skip_all)]
     pub async fn request_checkout(&self, p: Principal, input: NewCheckout) -> Result<CheckoutView, AppError> {
         if !p.custodian.has_role(Role::Custodian) {
             return Err(AppError::forbidden("not_a_custodian", "Only custodians can request root access."));
@@ -455,12 +456,14 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn get_checkout(&self, id: String) -> Result<CheckoutView, AppError> {
         let now = self.now();
         self.db.transact(move |tx| view(tx, &load(tx, &id, now)?, now)).await
     }
 
     /// List checkouts; `awaiting` keeps only those this person may decide on now.
+    #[tracing::instrument(skip_all)]
     pub async fn list_checkouts(
         &self,
         filter: CheckoutFilter,
@@ -487,6 +490,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn cancel_checkout(&self, p: Principal, id: String) -> Result<CheckoutView, AppError> {
         let now = self.now();
         self.db
@@ -522,6 +526,7 @@ impl App {
 
     /// Start one person's approval: checks they may decide, issues a challenge bound
     /// to (this request, this person), and shows what they are approving.
+    #[tracing::instrument(skip_all)]
     pub async fn approval_start(&self, p: Principal, id: String) -> Result<ApprovalStart, AppError> {
         let now = self.now();
         let app = self.clone();
@@ -635,6 +640,7 @@ impl App {
     }
 
     /// Record one person's decision, with its WebAuthn evidence.
+    #[tracing::instrument(skip_all)]
     pub async fn approval_finish(
         &self,
         p: Principal,
@@ -734,6 +740,7 @@ impl App {
     }
 
     /// The requester starts the release: a fresh assertion bound to this request.
+    #[tracing::instrument(skip_all)]
     pub async fn release_start(&self, p: Principal, id: String) -> Result<ReleaseStart, AppError> {
         let now = self.now();
         let app = self.clone();
@@ -764,6 +771,7 @@ impl App {
 
     /// Verify the requester's assertion, then reveal the password and the current
     /// TOTP code. The first reveal releases the checkout and starts the window.
+    #[tracing::instrument(skip_all)]
     pub async fn release_finish(
         &self,
         p: Principal,
@@ -858,6 +866,7 @@ impl App {
     }
 
     /// Check-in: the requester (or an admin) ends a released checkout with a note.
+    #[tracing::instrument(skip_all)]
     pub async fn close_checkout(&self, p: Principal, id: String, note: String) -> Result<CheckoutView, AppError> {
         let note = display_text("note", &note, checkout::NOTE_MAX_CHARS)?;
         let now = self.now();
@@ -911,6 +920,7 @@ impl App {
     /// Only for the emergency checkout whose release made the rotation due, only while
     /// it is due, and only if no later checkout was released on the account; check and
     /// deposit are one transaction. Admins rotate through the account instead.
+    #[tracing::instrument(skip_all)]
     pub async fn rotate_after_checkout(
         &self,
         p: Principal,
@@ -947,6 +957,7 @@ impl App {
     }
 
     /// Apply every passed deadline. Idempotent; run by the scheduler tick.
+    #[tracing::instrument(skip_all)]
     pub async fn expire_due(&self) -> Result<usize, AppError> {
         let now = self.now();
         self.db

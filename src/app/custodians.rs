@@ -63,6 +63,7 @@ pub(crate) fn custodian_view(
 }
 
 impl App {
+    #[tracing::instrument(skip_all)]
     pub async fn me(&self, custodian_id: String) -> Result<CustodianView, AppError> {
         let now = self.now().unix_timestamp();
         self.db
@@ -74,6 +75,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn list_custodians(&self) -> Result<Vec<CustodianView>, AppError> {
         let now = self.now().unix_timestamp();
         self.db
@@ -88,6 +90,7 @@ impl App {
 
     /// Disable a custodian: their sessions end at once and they can no longer sign in
     /// or approve. The last active admin cannot be disabled (that would lock everyone out).
+    #[tracing::instrument(skip_all)]
     pub async fn disable_custodian(
         &self,
         actor: Actor,

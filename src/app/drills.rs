@@ -249,6 +249,7 @@ pub struct DrillEvidence {
 
 impl App {
     /// One scheduler step (the server runs it every minute).
+    #[tracing::instrument(skip_all)]
     pub async fn run_drills(&self) -> Result<DrillTick, AppError> {
         let now = self.now();
         let grace = self.config.policy.drill_grace_days;
@@ -256,6 +257,7 @@ impl App {
     }
 
     /// The requester of a released drill checkout records the checklist.
+    #[tracing::instrument(skip_all)]
     pub async fn submit_checklist(&self, p: Principal, drill_id: String, c: Checklist) -> Result<DrillView, AppError> {
         let now = self.now();
         for (k, v) in &c.items {
@@ -327,6 +329,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn list_drills(
         &self,
         account: Option<String>,
@@ -343,6 +346,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn drill_status(&self) -> Result<DrillStatus, AppError> {
         let now = self.now().unix_timestamp();
         let months = self.config.policy.drill_coverage_months;
@@ -401,6 +405,7 @@ impl App {
     }
 
     /// Drills due in `[since, until)` with checklists, checkouts and approval evidence.
+    #[tracing::instrument(skip_all)]
     pub async fn drill_evidence(&self, since: i64, until: i64) -> Result<Vec<DrillEvidence>, AppError> {
         let now = self.now();
         self.db

@@ -108,11 +108,13 @@ fn view(row: people::InviteRow, now: i64) -> InviteView {
 }
 
 impl App {
+    #[tracing::instrument(skip_all)]
     pub async fn create_invite(&self, actor: Actor, roles: Vec<Role>) -> Result<InviteCreated, AppError> {
         let (config, now) = (self.config.clone(), self.now());
         self.db.transact(move |tx| create_in_tx(tx, &config, now, &actor, &roles)).await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn list_invites(&self) -> Result<Vec<InviteView>, AppError> {
         let now = self.now().unix_timestamp();
         self.db
@@ -122,6 +124,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn revoke_invite(&self, actor: Actor, id: String) -> Result<InviteView, AppError> {
         let now = self.now();
         self.db

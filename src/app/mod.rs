@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod checkouts;
 pub mod custodians;
 pub mod drills;
+pub mod health;
 pub mod invites;
 
 use std::sync::Arc;
@@ -77,7 +78,7 @@ pub struct App {
     /// Keys the decoy answers for sign-ins with an unknown e-mail.
     pub(crate) decoy_key: Arc<[u8; 32]>,
     /// Where announcements go (`None`: they wait in the outbox).
-    pub(crate) sink: Option<Arc<crate::notify::SnsSink>>,
+    pub(crate) sink: Option<Arc<dyn crate::notify::Sink>>,
     /// Signs audit checkpoints; present when the vault is unsealed.
     pub(crate) log_signer: Option<Arc<announce::LogSigner>>,
 }
@@ -123,16 +124,8 @@ impl App {
         self.clock.now()
     }
 
-    /// Whether the database answers and the vault is unsealed (for `/readyz`).
-    pub async fn ready(&self) -> Result<(), AppError> {
-        self.db.call(|conn| Ok::<_, AppError>(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)).await?;
-        if self.vault.is_none() {
-            return Err(AppError::unavailable("vault_sealed", "The vault is sealed."));
-        }
-        Ok(())
-    }
-
     /// Drop expired ceremonies and sessions. Run periodically by `serve`.
+    #[tracing::instrument(skip_all)]
     pub async fn housekeeping(&self) -> Result<usize, AppError> {
         let now = self.now().unix_timestamp();
         let idle = i64::from(self.config.security.session_idle_minutes) * 60;

@@ -1,5 +1,6 @@
 //! `ApiError`: the one error response. `{"error": {"code", "message"}}` with a
-//! stable code; internals are logged once here and never sent.
+//! stable code (5xx answers add `request_id`, also in the `x-request-id` header);
+//! internals are logged once here, with their cause chain, and never sent.
 use axum::{
     Json,
     extract::rejection::{JsonRejection, PathRejection, QueryRejection},
@@ -25,8 +26,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut res =
-            (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        let mut error = json!({"code": self.code, "message": self.message});
+        if self.status.is_server_error()
+            && let Some(id) = super::request_id::current()
+        {
+            error["request_id"] = json!(id);
+        }
+        let mut res = (self.status, Json(json!({ "error": error }))).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
             res.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("10"));
         }
@@ -53,9 +59,10 @@ impl From<AppError> for ApiError {
                     "The server's disk is full, so nothing was changed. Tell an admin; try again once space has been freed.",
                 );
             }
-            AppError::Store(_) | AppError::Crypto(_) | AppError::Internal(_) => {
-                // Logged once, here. Never sent: it may name tables or paths.
-                tracing::error!(error = %e, "internal error");
+            AppError::Store(_) | AppError::Crypto(_) | AppError::Internal(_) | AppError::Unexpected { .. } => {
+                // Logged once, here, inside the request's span (so with its request
+                // id), with the whole cause chain. Never sent: it may name tables or paths.
+                tracing::error!(error = %crate::error::chain(&e), "internal error");
                 return Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",

@@ -4,6 +4,7 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod pages;
+pub mod request_id;
 pub mod routes;
 
 use std::{sync::Arc, time::Duration};
@@ -17,12 +18,14 @@ use axum::{
 };
 use tower_http::timeout::TimeoutLayer;
 
-use crate::app::App;
+use crate::app::{App, health::SchedulerHeartbeat};
 
 #[derive(Clone)]
 pub struct AppState {
     pub app: App,
     pub limiter: Arc<middleware::RateLimiter>,
+    /// The running scheduler's pulse, for `/readyz` (set by `server::Server`).
+    pub scheduler: Option<Arc<SchedulerHeartbeat>>,
 }
 
 impl AppState {
@@ -33,7 +36,12 @@ impl AppState {
             h.ceremony_burst,
             h.trusted_proxies.iter().filter_map(|p| p.parse().ok()).collect(),
         ));
-        Self { app, limiter }
+        Self { app, limiter, scheduler: None }
+    }
+
+    pub fn with_scheduler(mut self, heartbeat: Arc<SchedulerHeartbeat>) -> Self {
+        self.scheduler = Some(heartbeat);
+        self
     }
 }
 
@@ -109,5 +117,8 @@ pub fn build_router(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(u64::from(http.request_timeout_seconds)),
         ))
+        // Outermost: every request gets an id and a log span before anything else runs.
+        .layer(request_id::trace_layer())
+        .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }

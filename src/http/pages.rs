@@ -34,6 +34,44 @@ impl FromRequestParts<AppState> for PageUser {
     }
 }
 
+/// Pages that need a role take one of these, like the API's `Admin`/`AuditReader`:
+/// a stranger is sent to sign in, a signed-in person without the role gets a 403 page.
+async fn page_user_with(
+    parts: &mut Parts,
+    state: &AppState,
+    roles: &[Role],
+    refusal: &'static str,
+) -> Result<Principal, Response> {
+    let PageUser(p) = PageUser::from_request_parts(parts, state).await?;
+    if roles.iter().any(|r| p.custodian.has_role(*r)) {
+        Ok(p)
+    } else {
+        Err(page_error(AppError::forbidden("forbidden_role", refusal)))
+    }
+}
+
+/// A signed-in admin on a page.
+pub struct PageAdmin(pub Principal);
+
+impl FromRequestParts<AppState> for PageAdmin {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        page_user_with(parts, state, &[Role::Admin], "This page is for admins.").await.map(Self)
+    }
+}
+
+/// A signed-in auditor or admin on a page.
+pub struct PageAuditReader(pub Principal);
+
+impl FromRequestParts<AppState> for PageAuditReader {
+    type Rejection = Response;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        page_user_with(parts, state, &[Role::Auditor, Role::Admin], "This page is for auditors and admins.")
+            .await
+            .map(Self)
+    }
+}
+
 /// What every page's header needs.
 struct Shell {
     signed_in: bool,
@@ -70,10 +108,14 @@ fn page_error(e: AppError) -> Response {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::error!(error = %e, "page failed");
+        // Logged once, inside the request's span, with the cause chain.
+        tracing::error!(error = %crate::error::chain(&e), "page failed");
     }
     let msg = if status == StatusCode::INTERNAL_SERVER_ERROR {
-        "Something went wrong; it has been logged.".to_owned()
+        match super::request_id::current() {
+            Some(id) => format!("Something went wrong; it has been logged. Reference for an admin: {id}."),
+            None => "Something went wrong; it has been logged.".to_owned(),
+        }
     } else {
         e.to_string()
     };
@@ -320,10 +362,7 @@ struct AdminPage {
     invites: Vec<crate::app::invites::InviteView>,
 }
 
-pub async fn page_admin(State(state): State<AppState>, PageUser(p): PageUser) -> Response {
-    if !p.custodian.has_role(Role::Admin) {
-        return page_error(AppError::forbidden("forbidden_role", "This page is for admins."));
-    }
+pub async fn page_admin(State(state): State<AppState>, PageAdmin(p): PageAdmin) -> Response {
     let result: Result<Response, AppError> = async {
         let s = Shell::of(Some(&p));
         Ok(render(AdminPage {
@@ -364,12 +403,9 @@ pub struct AuditPageQuery {
 
 pub async fn page_audit(
     State(state): State<AppState>,
-    PageUser(p): PageUser,
+    PageAuditReader(p): PageAuditReader,
     Query(q): Query<AuditPageQuery>,
 ) -> Response {
-    if !(p.custodian.has_role(Role::Auditor) || p.custodian.has_role(Role::Admin)) {
-        return page_error(AppError::forbidden("forbidden_role", "This page is for auditors and admins."));
-    }
     let result: Result<Response, AppError> = async {
         let status = state.app.audit_verify().await?;
         let filter = AuditFilter {

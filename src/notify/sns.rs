@@ -4,7 +4,7 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_sdk_sns::{Client, error::DisplayErrorContext, types::MessageAttributeValue};
 
-use super::Outgoing;
+use super::{Outgoing, PublishResult, Sink};
 
 #[derive(Clone)]
 pub struct SnsSink {
@@ -39,7 +39,7 @@ impl SnsSink {
     }
 
     /// Publish one message; the SNS MessageId on success, a readable error otherwise.
-    pub async fn publish(&self, m: &Outgoing) -> Result<String, String> {
+    pub async fn publish(&self, m: &Outgoing) -> PublishResult {
         let attr = |v: &str| {
             MessageAttributeValue::builder().data_type("String").string_value(v).build().map_err(|e| e.to_string())
         };
@@ -62,5 +62,18 @@ impl SnsSink {
         }
         let out = req.send().await.map_err(|e| DisplayErrorContext(&e).to_string())?;
         Ok(out.message_id().unwrap_or_default().to_owned())
+    }
+}
+
+impl Sink for SnsSink {
+    fn name(&self) -> &'static str {
+        "sns"
+    }
+
+    fn publish<'a>(
+        &'a self,
+        message: &'a Outgoing,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = PublishResult> + Send + 'a>> {
+        Box::pin(SnsSink::publish(self, message))
     }
 }

@@ -240,6 +240,21 @@ where
     Ok(out)
 }
 
+/// Prove the database takes writes now: in an IMMEDIATE transaction that is always
+/// rolled back, write a row large enough to need new pages. Fails on a full disk
+/// (or `max_page_count`), a read-only file or mount, or a lock held past the busy
+/// timeout; leaves nothing behind.
+pub fn probe_writable(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let page_size: i64 = tx.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    tx.execute(
+        "INSERT OR REPLACE INTO settings (key, value) VALUES ('readyz.write_probe', zeroblob(?1))",
+        [page_size.saturating_mul(2)],
+    )?;
+    tx.rollback()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -278,7 +278,7 @@ async fn responses_carry_security_headers_and_health_endpoints_answer() {
     assert!(h["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
     assert!(!h.contains_key("strict-transport-security"), "no HSTS on plain-http localhost");
     let body: Value = res.json().await.unwrap();
-    assert_eq!(body["vault"], "unsealed");
+    assert_eq!(body["vault"]["sealed"], false);
     let err = Client::new().get(s.url("/api/v1/me")).send().await.unwrap();
     assert_eq!(err.headers()["content-type"], "application/json");
     assert_eq!(err.headers()["x-frame-options"], "DENY", "error responses too");

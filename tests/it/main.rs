@@ -15,3 +15,4 @@ mod events;
 mod hardening;
 mod http_hygiene;
 mod migrations;
+mod server;

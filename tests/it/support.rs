@@ -11,7 +11,8 @@ use breakglass::{
     config::Config,
     crypto::seal::KdfParams,
     domain::Role,
-    http::{AppState, build_router},
+    notify::Sink,
+    server::{Server, ServerOptions},
     store::Db,
 };
 use reqwest::{Client, StatusCode, header};
@@ -71,12 +72,33 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        Self::start_at(start_time(), adjust).await
+        Self::start_full(adjust, |_| {}, None::<breakglass::notify::SnsSink>).await
     }
 
     /// The server on a fixed clock that starts at `at` (any date: tests must pass
     /// whatever today's date is).
     pub async fn start_at(at: OffsetDateTime, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start_full_at(at, adjust, |_| {}, None::<breakglass::notify::SnsSink>).await
+    }
+
+    /// The real start-up path (`Server::build`, as `serve` uses it) with the config and
+    /// server options adjusted, and optionally a sink (then the delivery worker runs).
+    /// By default the scheduler ticks first after an hour, so tests that drive
+    /// `run_drills`/`expire_due` by hand are not raced by it.
+    pub async fn start_full(
+        adjust: impl FnOnce(&mut Config),
+        adjust_server: impl FnOnce(&mut ServerOptions),
+        sink: Option<impl Sink>,
+    ) -> Self {
+        Self::start_full_at(start_time(), adjust, adjust_server, sink).await
+    }
+
+    pub async fn start_full_at(
+        at: OffsetDateTime,
+        adjust: impl FnOnce(&mut Config),
+        adjust_server: impl FnOnce(&mut ServerOptions),
+        sink: Option<impl Sink>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -100,10 +122,17 @@ impl TestServer {
         )
         .unwrap();
         let db = Db::open(&config.db_path()).unwrap();
-        let app = App::new(db, Arc::new(clock.clone()), Arc::new(config.clone()), Some(vault)).unwrap();
-        let router = build_router(AppState::new(app.clone()));
+        let mut app = App::new(db, Arc::new(clock.clone()), Arc::new(config.clone()), Some(vault)).unwrap();
+        if let Some(sink) = sink {
+            app = app.with_sink(sink);
+        }
+        let mut options = ServerOptions::from_config(&config);
+        options.scheduler_every = std::time::Duration::from_secs(3600);
+        options.scheduler_first_after = options.scheduler_every;
+        adjust_server(&mut options);
+        let server = Server::build(app.clone(), listener, options);
         let server = tokio::spawn(async move {
-            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+            server.run(std::future::pending()).await.unwrap();
         });
         Self { addr, origin, clock, config, app, dir, server }
     }

@@ -1,27 +1,21 @@
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{Extension, Json, extract::State, http::StatusCode};
 use serde_json::{Value, json};
 
-use crate::http::AppState;
+use super::ApiResult;
+use crate::{
+    app::health::Readiness,
+    http::{AppState, request_id::HealthProbe},
+};
 
 /// Liveness: the process answers.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+pub async fn healthz() -> (Extension<HealthProbe>, Json<Value>) {
+    (Extension(HealthProbe), Json(json!({"status": "ok"})))
 }
 
-/// Readiness: the database answers and the vault is unsealed (the server does not
-/// start serving until it is).
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.app.ready().await {
-        Ok(()) => {
-            let outbox = state.app.outbox_status().await.ok();
-            (StatusCode::OK, Json(json!({"status": "ready", "database": "ok", "vault": "unsealed", "outbox": outbox})))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "not_ready", "database": "unavailable", "vault": "unsealed"})),
-            )
-        }
-    }
+/// Readiness, part by part (docs/api.md): 200 when every required part works, 503
+/// naming the failing parts otherwise.
+pub async fn readyz(State(state): State<AppState>) -> ApiResult<(StatusCode, Extension<HealthProbe>, Json<Readiness>)> {
+    let r = state.app.readiness(state.scheduler.as_deref()).await?;
+    let status = if r.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok((status, Extension(HealthProbe), Json(r)))
 }
