@@ -160,6 +160,11 @@ fn internal(e: impl std::fmt::Display) -> AppError {
     AppError::Internal(e.to_string())
 }
 
+/// A transition the use case's own checks should already have ruled out.
+fn illegal(e: checkout::IllegalTransition) -> AppError {
+    AppError::conflict("invalid_transition", format!("This request cannot change that way now: {e}."))
+}
+
 fn not_found(id: &str) -> AppError {
     AppError::not_found("checkout_not_found", format!("No checkout with id {id}."))
 }
@@ -262,9 +267,7 @@ fn refresh(
         None => return Ok(c),
         Some(Lapse::Expire) => {
             let was = c.state;
-            c.state = CheckoutState::Expired;
-            c.ended_at = Some(t);
-            c.ended_by = Some(Actor::System.audit_name());
+            c.expire(t, Actor::System.audit_name()).map_err(illegal)?;
             store::update(conn, &c)?;
             crate::app::announce::record(
                 conn,
@@ -275,10 +278,8 @@ fn refresh(
             )?;
         }
         Some(Lapse::CloseAtEndOfDuration) => {
-            c.state = CheckoutState::Closed;
-            c.ended_at = Some(t);
-            c.ended_by = Some(Actor::System.audit_name());
-            c.end_note = Some("The checkout duration ended without a check-in.".into());
+            c.close(t, Actor::System.audit_name(), "The checkout duration ended without a check-in.".into())
+                .map_err(illegal)?;
             store::update(conn, &c)?;
             settle_account(conn, &c.account_id)?;
             crate::app::announce::record(
@@ -508,9 +509,7 @@ impl App {
                         format!("This request is {}; only pending or approved requests can be cancelled.", c.state),
                     ));
                 }
-                c.state = CheckoutState::Cancelled;
-                c.ended_at = Some(now.unix_timestamp());
-                c.ended_by = Some(p.actor().audit_name());
+                c.cancel(now.unix_timestamp(), p.actor().audit_name()).map_err(illegal)?;
                 store::update(tx, &c)?;
                 crate::app::announce::record(
                     tx,
@@ -707,9 +706,7 @@ impl App {
                 let distinct = store::count_distinct_approvers(tx, &c.id)?;
                 match checkout::after_decision(decision, distinct, c.approvals_required, c.veto) {
                     CheckoutState::Approved => {
-                        c.state = CheckoutState::Approved;
-                        c.approved_at = Some(now.unix_timestamp());
-                        c.expires_at = (now + approved_ttl).unix_timestamp();
+                        c.approve(now.unix_timestamp(), (now + approved_ttl).unix_timestamp()).map_err(illegal)?;
                         store::update(tx, &c)?;
                         crate::app::announce::record(
                             tx,
@@ -720,9 +717,7 @@ impl App {
                         )?;
                     }
                     CheckoutState::Denied => {
-                        c.state = CheckoutState::Denied;
-                        c.ended_at = Some(now.unix_timestamp());
-                        c.ended_by = Some(actor.clone());
+                        c.deny(now.unix_timestamp(), actor.clone()).map_err(illegal)?;
                         store::update(tx, &c)?;
                         crate::app::announce::record(
                             tx,
@@ -792,9 +787,7 @@ impl App {
                     store_accounts::account(tx, &c.account_id)?.ok_or_else(|| internal("account vanished"))?;
                 let actor = p.actor().audit_name();
                 if c.state == CheckoutState::Approved {
-                    c.state = CheckoutState::Released;
-                    c.released_at = Some(now.unix_timestamp());
-                    c.window_ends_at = Some(now.unix_timestamp() + c.reveal_window_minutes * 60);
+                    c.release(now.unix_timestamp()).map_err(illegal)?;
                     store::update(tx, &c)?;
                     let emergency = c.kind == CheckoutKind::Emergency.as_str();
                     store_accounts::mark_checked_out(tx, &c.account_id, emergency, now.unix_timestamp())?;
@@ -888,10 +881,7 @@ impl App {
                         ),
                     ));
                 }
-                c.state = CheckoutState::Closed;
-                c.ended_at = Some(now.unix_timestamp());
-                c.ended_by = Some(p.actor().audit_name());
-                c.end_note = Some(note.clone());
+                c.close(now.unix_timestamp(), p.actor().audit_name(), note.clone()).map_err(illegal)?;
                 store::update(tx, &c)?;
                 settle_account(tx, &c.account_id)?;
                 let state = store_accounts::account(tx, &c.account_id)?

@@ -89,6 +89,99 @@ impl Decision {
     }
 }
 
+/// One checkout request and where it stands. Its state changes only through the
+/// transition methods below, each of which refuses to start from the wrong state.
+#[derive(Debug, Clone)]
+pub struct Checkout {
+    pub id: String,
+    pub account_id: String,
+    pub requester_id: String,
+    pub kind: String,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub duration_minutes: i64,
+    pub state: CheckoutState,
+    pub approvals_required: u32,
+    pub veto: bool,
+    pub reveal_window_minutes: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub approved_at: Option<i64>,
+    pub released_at: Option<i64>,
+    pub window_ends_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub ended_by: Option<String>,
+    pub end_note: Option<String>,
+}
+
+/// A transition asked of a checkout in a state it cannot leave that way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a {from} checkout cannot become {to}")]
+pub struct IllegalTransition {
+    pub from: CheckoutState,
+    pub to: CheckoutState,
+}
+
+impl Checkout {
+    fn go(&mut self, allowed: &[CheckoutState], to: CheckoutState) -> Result<(), IllegalTransition> {
+        if !allowed.contains(&self.state) {
+            return Err(IllegalTransition { from: self.state, to });
+        }
+        self.state = to;
+        Ok(())
+    }
+
+    fn end(&mut self, at: i64, by: String, note: Option<String>) {
+        self.ended_at = Some(at);
+        self.ended_by = Some(by);
+        if note.is_some() {
+            self.end_note = note;
+        }
+    }
+
+    /// Quorum reached: the requester has until `reveal_by` to release.
+    pub fn approve(&mut self, at: i64, reveal_by: i64) -> Result<(), IllegalTransition> {
+        self.go(&[CheckoutState::Pending], CheckoutState::Approved)?;
+        self.approved_at = Some(at);
+        self.expires_at = reveal_by;
+        Ok(())
+    }
+
+    pub fn deny(&mut self, at: i64, by: String) -> Result<(), IllegalTransition> {
+        self.go(&[CheckoutState::Pending], CheckoutState::Denied)?;
+        self.end(at, by, None);
+        Ok(())
+    }
+
+    pub fn cancel(&mut self, at: i64, by: String) -> Result<(), IllegalTransition> {
+        self.go(&[CheckoutState::Pending, CheckoutState::Approved], CheckoutState::Cancelled)?;
+        self.end(at, by, None);
+        Ok(())
+    }
+
+    /// Pending or approved past its deadline (by the system).
+    pub fn expire(&mut self, at: i64, by: String) -> Result<(), IllegalTransition> {
+        self.go(&[CheckoutState::Pending, CheckoutState::Approved], CheckoutState::Expired)?;
+        self.end(at, by, None);
+        Ok(())
+    }
+
+    /// The first reveal: the reveal window starts now.
+    pub fn release(&mut self, at: i64) -> Result<(), IllegalTransition> {
+        self.go(&[CheckoutState::Approved], CheckoutState::Released)?;
+        self.released_at = Some(at);
+        self.window_ends_at = Some(at + self.reveal_window_minutes * 60);
+        Ok(())
+    }
+
+    /// Checked in by a person, or closed by the system at the end of its duration.
+    pub fn close(&mut self, at: i64, by: String, note: String) -> Result<(), IllegalTransition> {
+        self.go(&[CheckoutState::Released], CheckoutState::Closed)?;
+        self.end(at, by, Some(note));
+        Ok(())
+    }
+}
+
 /// What a clock tick does to an open checkout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lapse {
@@ -229,6 +322,77 @@ pub fn validate_duration(requested: Option<u32>, max: u32) -> Result<u32, Valida
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending() -> Checkout {
+        Checkout {
+            id: "c".into(),
+            account_id: "123456789012".into(),
+            requester_id: "bo".into(),
+            kind: "emergency".into(),
+            reason: "r".into(),
+            ticket: None,
+            duration_minutes: 30,
+            state: CheckoutState::Pending,
+            approvals_required: 1,
+            veto: true,
+            reveal_window_minutes: 15,
+            created_at: 0,
+            expires_at: 86_400,
+            approved_at: None,
+            released_at: None,
+            window_ends_at: None,
+            ended_at: None,
+            ended_by: None,
+            end_note: None,
+        }
+    }
+
+    #[test]
+    fn the_happy_path_sets_each_deadline_on_its_transition() {
+        let mut c = pending();
+        c.approve(100, 3_700).unwrap();
+        assert_eq!((c.state, c.approved_at, c.expires_at), (CheckoutState::Approved, Some(100), 3_700));
+        c.release(200).unwrap();
+        assert_eq!((c.state, c.released_at, c.window_ends_at), (CheckoutState::Released, Some(200), Some(200 + 900)));
+        c.close(300, "custodian:bo".into(), "done".into()).unwrap();
+        assert_eq!(c.state, CheckoutState::Closed);
+        assert_eq!(
+            (c.ended_at, c.ended_by.as_deref(), c.end_note.as_deref()),
+            (Some(300), Some("custodian:bo"), Some("done"))
+        );
+    }
+
+    #[test]
+    fn every_transition_refuses_to_start_from_the_wrong_state() {
+        let illegal = |from: CheckoutState, to: CheckoutState| IllegalTransition { from, to };
+        let mut c = pending();
+        assert_eq!(
+            c.release(1),
+            Err(illegal(CheckoutState::Pending, CheckoutState::Released)),
+            "no release before quorum"
+        );
+        assert_eq!(c.close(1, "x".into(), "n".into()), Err(illegal(CheckoutState::Pending, CheckoutState::Closed)));
+        c.deny(1, "custodian:cy".into()).unwrap();
+        for (result, to) in [
+            (c.clone().approve(2, 3), CheckoutState::Approved),
+            (c.clone().deny(2, "x".into()), CheckoutState::Denied),
+            (c.clone().cancel(2, "x".into()), CheckoutState::Cancelled),
+            (c.clone().expire(2, "x".into()), CheckoutState::Expired),
+            (c.clone().release(2), CheckoutState::Released),
+        ] {
+            assert_eq!(result, Err(illegal(CheckoutState::Denied, to)), "an ended checkout stays ended");
+        }
+        let mut approved = pending();
+        approved.approve(1, 2).unwrap();
+        assert!(approved.clone().deny(2, "x".into()).is_err(), "decisions only while pending");
+        assert!(approved.clone().cancel(2, "custodian:bo".into()).is_ok());
+        assert!(approved.expire(2, "system".into()).is_ok());
+        let mut released = pending();
+        released.approve(1, 2).unwrap();
+        released.release(2).unwrap();
+        assert!(released.clone().cancel(3, "x".into()).is_err(), "a release is checked in, not cancelled");
+        assert!(released.release(3).is_err(), "the window starts once");
+    }
 
     fn ok_facts() -> ApproverFacts {
         ApproverFacts {

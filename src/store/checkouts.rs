@@ -4,28 +4,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::StoreError;
 pub use crate::domain::checkout::CheckoutState;
 
-#[derive(Debug, Clone)]
-pub struct CheckoutRow {
-    pub id: String,
-    pub account_id: String,
-    pub requester_id: String,
-    pub kind: String,
-    pub reason: String,
-    pub ticket: Option<String>,
-    pub duration_minutes: i64,
-    pub state: CheckoutState,
-    pub approvals_required: u32,
-    pub veto: bool,
-    pub reveal_window_minutes: i64,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub approved_at: Option<i64>,
-    pub released_at: Option<i64>,
-    pub window_ends_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    pub ended_by: Option<String>,
-    pub end_note: Option<String>,
-}
+/// A checkout row is the domain's `Checkout`: its transitions live there.
+pub use crate::domain::checkout::Checkout as CheckoutRow;
 
 const COLS: &str = "id, account_id, requester_id, kind, reason, ticket, duration_minutes, state, approvals_required, veto, \
      reveal_window_minutes, created_at, expires_at, approved_at, released_at, window_ends_at, ended_at, ended_by, end_note";
