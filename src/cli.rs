@@ -639,9 +639,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let local = listener.local_addr()?;
     println!("breakglass listening on http://{local} (origin {})", app.config.origin_header());
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    crate::http::server::serve(listener, router, (&app.config.http).into(), shutdown_signal()).await;
+    // Failed sign-ins counted since the last minute's housekeeping.
+    if let Err(e) = app.record_sign_in_failures().await {
+        tracing::warn!(error = %e, "could not record the last failed sign-ins");
+    }
     println!("breakglass stopped.");
     Ok(ExitCode::SUCCESS)
 }

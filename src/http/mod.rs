@@ -5,19 +5,17 @@ pub mod extract;
 pub mod middleware;
 pub mod pages;
 pub mod routes;
+pub mod server;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
+use crate::app::App;
 use axum::{
     Router,
     extract::DefaultBodyLimit,
-    http::StatusCode,
     middleware::from_fn_with_state,
     routing::{get, patch, post, put},
 };
-use tower_http::timeout::TimeoutLayer;
-
-use crate::app::App;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -102,12 +100,11 @@ pub fn build_router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .nest("/api/v1", api)
         .fallback(error::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), middleware::require_same_origin))
+        .layer(from_fn_with_state(state.clone(), middleware::refuse_oversized_body))
+        .layer(from_fn_with_state(state.clone(), middleware::request_timeout))
         .layer(from_fn_with_state(state.clone(), middleware::security_headers))
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(u64::from(http.request_timeout_seconds)),
-        ))
         .with_state(state)
 }

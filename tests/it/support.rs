@@ -84,6 +84,8 @@ impl TestServer {
         config.http.ceremony_burst = 10_000;
         config.http.ceremony_rate_per_minute = 10_000;
         adjust(&mut config);
+        // The origin as configured (a test may set an unusual one), as browsers send it.
+        let origin = config.origin_header();
         let clock = FixedClock::new(start_time());
         let vault = bootstrap::init_vault(
             &config.db_path(),
@@ -96,9 +98,8 @@ impl TestServer {
         let db = Db::open(&config.db_path()).unwrap();
         let app = App::new(db, Arc::new(clock.clone()), Arc::new(config.clone()), Some(vault)).unwrap();
         let router = build_router(AppState::new(app.clone()));
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
-        });
+        let timeouts = breakglass::http::server::Timeouts::from(&config.http);
+        let server = tokio::spawn(breakglass::http::server::serve(listener, router, timeouts, std::future::pending()));
         Self { addr, origin, clock, config, app, dir, server }
     }
 
