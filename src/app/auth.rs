@@ -2,6 +2,7 @@
 //! user verification required, state kept server-side, single use, short-lived.
 use std::collections::BTreeMap;
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,10 @@ struct PendingEnrolment {
     name: String,
     email: String,
 }
+
+/// `(decoy credential id, stand-in credential id)` pairs, base64url, kept in a decoy
+/// sign-in ceremony's `pending` column.
+type StandInIds = Vec<(String, String)>;
 
 const PURPOSE_ENROL: &str = "enrol";
 const PURPOSE_LOGIN: &str = "login";
@@ -279,15 +284,15 @@ impl App {
                     Some(c) => people::credentials_of(tx, &c.id)?,
                     None => Vec::new(),
                 };
-                let (options, state, custodian_id) = match (&custodian, own.is_empty()) {
+                let (options, state, custodian_id, pending) = match (&custodian, own.is_empty()) {
                     (Some(c), false) => {
                         let (rcr, state) =
                             app.webauthn.start_passkey_authentication(&parse_passkeys(&own)?).map_err(internal)?;
-                        (rcr, Some(serde_json::to_string(&state).map_err(internal)?), Some(c.id.clone()))
+                        (rcr, Some(serde_json::to_string(&state).map_err(internal)?), Some(c.id.clone()), None)
                     }
                     _ => {
-                        let (rcr, state) = app.decoy_login(tx, &email)?;
-                        (rcr, state, None)
+                        let (rcr, state, stand_in_ids) = app.decoy_login(tx, &email)?;
+                        (rcr, state, None, Some(serde_json::to_string(&stand_in_ids).map_err(internal)?))
                     }
                 };
                 people::insert_ceremony(
@@ -298,7 +303,7 @@ impl App {
                         custodian_id,
                         invite_id: None,
                         checkout_id: None,
-                        pending: None,
+                        pending,
                         state,
                         created_at: now.unix_timestamp(),
                         expires_at: app.ceremony_expiry(now),
@@ -315,28 +320,33 @@ impl App {
     /// options are made by the same webauthn-rs call over the stand-in's keys — same
     /// work, same shape, same number of keys with the same id lengths and transports
     /// as a real person — then every credential id is replaced by keyed HMAC output
-    /// of the same length. The state is stored like a real one so `login_finish` does
-    /// the same work, but a ceremony without a custodian never signs anyone in.
+    /// of the same length. The state is stored like a real one, with which decoy id
+    /// stands for which stand-in key, so `login_finish` does the same work (down to
+    /// checking the signature of an assertion naming a listed id), but a ceremony
+    /// without a custodian never signs anyone in.
     fn decoy_login(
         &self,
         conn: &Connection,
         email: &str,
-    ) -> Result<(RequestChallengeResponse, Option<String>), AppError> {
+    ) -> Result<(RequestChallengeResponse, Option<String>, StandInIds), AppError> {
         let population = people::custodians_with_credentials(conn)?;
         let pick = u64::from_be_bytes(
             self.decoy_bytes(b"stand-in", email, 8).try_into().map_err(|_| internal("decoy length"))?,
         );
         let Some(stand_in) = population.get((pick % population.len().max(1) as u64) as usize) else {
             // Nobody holds a key yet, so there is nobody to hide.
-            return Ok((self.decoy_login_options(email)?, None));
+            return Ok((self.decoy_login_options(email)?, None, Vec::new()));
         };
         let keys = people::credentials_of(conn, stand_in)?;
         let (mut rcr, state) = self.webauthn.start_passkey_authentication(&parse_passkeys(&keys)?).map_err(internal)?;
+        let mut stand_in_ids = Vec::new();
         for (i, allowed) in rcr.public_key.allow_credentials.iter_mut().enumerate() {
             let label = format!("credential-id/{i}");
-            allowed.id = self.decoy_bytes(label.as_bytes(), email, allowed.id.len());
+            let decoy = self.decoy_bytes(label.as_bytes(), email, allowed.id.len());
+            stand_in_ids.push((b64url(&decoy), b64url(&allowed.id)));
+            allowed.id = decoy;
         }
-        Ok((rcr, Some(serde_json::to_string(&state).map_err(internal)?)))
+        Ok((rcr, Some(serde_json::to_string(&state).map_err(internal)?), stand_in_ids))
     }
 
     /// `len` bytes of HMAC-SHA256(decoy key, label ‖ 0 ‖ email ‖ counter), stable per address.
@@ -387,8 +397,22 @@ impl App {
             return Err(sign_in_failed());
         };
         let state: PasskeyAuthentication = serde_json::from_str(&state).map_err(internal)?;
-        // Known or unknown address, the same verification runs (a decoy's state holds
-        // a stand-in's keys); only then does the ceremony's owner matter.
+        // Known or unknown address, the same verification runs: a decoy's state holds a
+        // stand-in's keys, and an assertion naming a decoy id is checked against the
+        // stand-in key that id stands for. Only then does the ceremony's owner matter.
+        let mut credential = credential;
+        if c.custodian_id.is_none()
+            && let Some(pending) = c.pending.as_deref()
+        {
+            let stand_in_ids: StandInIds = serde_json::from_str(pending).map_err(internal)?;
+            let named = b64url(&credential.raw_id);
+            if let Some((_, stand_in)) = stand_in_ids.iter().find(|(decoy, _)| *decoy == named)
+                && let Ok(raw) = URL_SAFE_NO_PAD.decode(stand_in)
+            {
+                credential.id = stand_in.clone();
+                credential.raw_id = raw;
+            }
+        }
         let verified = self.webauthn.finish_passkey_authentication(&credential, &state);
         let Some(custodian_id) = c.custodian_id else {
             return Err(match verified {

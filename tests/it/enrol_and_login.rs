@@ -462,8 +462,10 @@ fn spoil_signature(cred: &mut Value) {
     cred["response"]["signature"] = Value::String(URL_SAFE_NO_PAD.encode(sig));
 }
 
-/// Start a sign-in for `email` and answer it with `key`, pointed at `key_id` whatever
-/// the server listed; optionally with a spoiled signature. Returns (status, body, elapsed finish).
+/// Start a sign-in for `email` and answer it with `key` (whose credential is `key_id`),
+/// whatever the server listed. With `spoil`, the signature is spoiled and the assertion
+/// names the first credential the server listed — what an attacker without the key
+/// sends. Returns (status, body, time taken by finish).
 async fn sign_in_attempt(
     s: &TestServer,
     email: &str,
@@ -474,11 +476,14 @@ async fn sign_in_attempt(
     let c = s.client();
     let (_, body) = post(&c, &s.url("/api/v1/login/start"), json!({"email": email})).await;
     let mut body = body;
+    let listed = body["publicKey"]["allowCredentials"][0]["id"].clone();
     body["publicKey"]["allowCredentials"] = json!([{"type": "public-key", "id": key_id}]);
     let start: AuthStart = serde_json::from_value(body).unwrap();
     let mut cred = serde_json::to_value(key.do_authentication(s.origin_url(), start.options).unwrap()).unwrap();
     if spoil {
         spoil_signature(&mut cred);
+        cred["id"] = listed.clone();
+        cred["rawId"] = listed;
     }
     let t = std::time::Instant::now();
     let (status, body) =
@@ -574,6 +579,19 @@ async fn enumeration_measurements() {
         size("eve@example.com").await,
         size("trent@example.com").await
     );
+    let mut start_known = Vec::new();
+    let mut start_unknown = Vec::new();
+    for i in 0..200 {
+        for (email, out) in
+            [("ada@example.com".to_owned(), &mut start_known), (format!("nobody{i}@example.com"), &mut start_unknown)]
+        {
+            let c = s.client();
+            let t = std::time::Instant::now();
+            let res = c.post(s.url("/api/v1/login/start")).json(&json!({"email": email})).send().await.unwrap();
+            res.text().await.unwrap();
+            out.push(t.elapsed());
+        }
+    }
     let ada_cred = credential_id_of(&s, "ada@example.com");
     let mut known = Vec::new();
     let mut unknown = Vec::new();
@@ -585,6 +603,7 @@ async fn enumeration_measurements() {
         v.sort();
         v[v.len() / 2]
     };
+    println!("login/start median: known {:?}, unknown {:?}", median(&mut start_known), median(&mut start_unknown));
     println!("login/finish failure median: known {:?}, unknown {:?}", median(&mut known), median(&mut unknown));
 }
 
