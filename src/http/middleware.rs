@@ -195,7 +195,15 @@ impl RateLimiter {
                 None => return ClientAddr::Unreadable,
             }
         }
-        // Only proxies (or no header at all): the nearest proxy is the client.
+        // Only proxies (or no header at all): the nearest proxy is the client, and all
+        // its clients share one bucket. That is a proxy misconfiguration: say so once.
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if entries.iter().all(|e| e.is_empty()) && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                proxy = %peer,
+                "a trusted proxy sent no X-Forwarded-For: its clients share one rate-limit bucket (deploy/RUNBOOK.md section 5)"
+            );
+        }
         ClientAddr::Ip(peer.to_canonical())
     }
 
