@@ -196,3 +196,51 @@ impl AsyncWrite for IdleTimeout {
         self.inner.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn pair(idle: Duration) -> (IdleTimeout, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (IdleTimeout::new(server, idle), client)
+    }
+
+    #[tokio::test]
+    async fn a_connection_silent_both_ways_fails_after_the_idle_time_and_traffic_keeps_it_open() {
+        let idle = Duration::from_millis(300);
+        let (mut server, mut client) = pair(idle).await;
+        // Bytes arriving in time keep it open.
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            client.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            server.read_exact(&mut one).await.unwrap();
+        }
+        // Then nothing: the read fails with TimedOut after about `idle`.
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let err = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_our_answer_is_cut_off() {
+        let (mut server, _client_never_reads) = pair(Duration::from_millis(300)).await;
+        let chunk = vec![0u8; 256 * 1024];
+        let started = std::time::Instant::now();
+        let err = loop {
+            // Fills the socket buffers, then blocks until the idle time passes.
+            if let Err(e) = server.write_all(&chunk).await {
+                break e;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "never blocked");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+}
