@@ -682,6 +682,10 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let local = server.local_addr()?;
     println!("breakglass listening on http://{local} (origin {})", app.config.origin_header());
     server.run(shutdown_signal()).await?;
+    // Failed sign-ins counted since the last minute's housekeeping.
+    if let Err(e) = app.record_sign_in_failures().await {
+        tracing::warn!(error = %e, "could not record the last failed sign-ins");
+    }
     println!("breakglass stopped.");
     Ok(ExitCode::SUCCESS)
 }

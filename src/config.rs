@@ -107,7 +107,8 @@ pub struct HttpConfig {
     /// Burst allowed above that rate.
     pub ceremony_burst: u32,
     /// Addresses of reverse proxies in front of the service. Only from these is
-    /// `X-Forwarded-For` believed (its last entry is taken as the client address).
+    /// `X-Forwarded-For` read: from the right, past these addresses, across all its
+    /// header lines (http/middleware.rs `RateLimiter::client_ip`).
     pub trusted_proxies: Vec<String>,
 }
 
@@ -186,6 +187,87 @@ impl Default for PolicyDefaults {
             drill_grace_days: 7,
             drill_coverage_months: 3,
         }
+    }
+}
+
+/// The public origin of the service, parsed once: scheme and host lowercased, the
+/// default port dropped, no user info, path, query, fragment or surrounding space.
+/// Secure cookies, the `__Host-` prefix, HSTS, the CSRF `Origin` check and the
+/// WebAuthn RP id are all derived from this value, never from the raw text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    https: bool,
+    host: String,
+    /// `scheme://host[:port]`, exactly as browsers send it in `Origin`.
+    header: String,
+    url: Url,
+}
+
+impl Origin {
+    /// Parse and check a configured origin; the error says how to fix it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "origin = {text:?} contains spaces or control characters (or is empty): write the bare URL, e.g. \"https://breakglass.example.com\"."
+            ));
+        }
+        let url = Url::parse(text).map_err(|e| {
+            format!(
+                "origin = {text:?} is not a URL ({e}): use the public URL, e.g. \"https://breakglass.example.com\"."
+            )
+        })?;
+        if !url.username().is_empty() || url.password().is_some() {
+            // Not repeated: the user info may hold a password.
+            return Err(format!(
+                "origin for host {:?} contains user info (user@ or user:password@): use scheme://host[:port] only.",
+                url.host_str().unwrap_or_default()
+            ));
+        }
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(format!("origin = {text:?} has no host."));
+        }
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            return Err(format!(
+                "origin = {text:?} must be scheme://host[:port] with no path: browsers send the bare origin."
+            ));
+        }
+        let https = match url.scheme() {
+            "https" => true,
+            "http" if host == "localhost" => false,
+            "http" => {
+                return Err(format!(
+                    "origin = {text:?}: WebAuthn only works on https, or http on localhost. Put TLS in front and use https://."
+                ));
+            }
+            other => return Err(format!("origin = {text:?}: scheme {other:?} is not http or https.")),
+        };
+        if url.host().is_some_and(|h| !matches!(h, url::Host::Domain(_))) {
+            return Err(format!(
+                "origin = {text:?}: WebAuthn needs a domain name, not an IP address. Use localhost or a DNS name."
+            ));
+        }
+        let header = url.origin().ascii_serialization().to_ascii_lowercase();
+        Ok(Self { https, host, header, url })
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// The host: the WebAuthn relying-party id.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// `scheme://host[:port]` as browsers send it in the `Origin` header.
+    pub fn header(&self) -> &str {
+        &self.header
+    }
+
+    /// The origin as a URL (with path `/`).
+    pub fn url(&self) -> Url {
+        self.url.clone()
     }
 }
 
@@ -402,18 +484,11 @@ impl Config {
                 "sns.topic_arn = {arn:?} is not an SNS topic ARN: use arn:aws:sns:REGION:ACCOUNT:NAME, or leave it empty to keep announcements in the outbox."
             ));
         }
-        if self.http.idle_timeout_seconds < self.http.request_timeout_seconds {
+        if self.http.idle_timeout_seconds <= self.http.request_timeout_seconds {
             p.push(format!(
-                "http.idle_timeout_seconds = {} is shorter than http.request_timeout_seconds = {}: a slow request would be cut off silently. Make it at least as long.",
+                "http.idle_timeout_seconds = {} must be longer than http.request_timeout_seconds = {}: a request may be silent while it is being answered.",
                 self.http.idle_timeout_seconds, self.http.request_timeout_seconds
             ));
-        }
-        for proxy in &self.http.trusted_proxies {
-            if proxy.parse::<std::net::IpAddr>().is_err() {
-                p.push(format!(
-                    "http.trusted_proxies contains {proxy:?}, which is not an IP address: list the proxies' addresses, e.g. [\"127.0.0.1\"]."
-                ));
-            }
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
             p.push(format!(
@@ -424,58 +499,30 @@ impl Config {
         p
     }
 
+    /// The configured origin, parsed and normalised (see [`Origin::parse`]).
+    pub fn origin(&self) -> Result<Origin, String> {
+        Origin::parse(&self.origin)
+    }
+
     /// The origin as a URL, checked to be usable for WebAuthn.
     pub fn origin_url(&self) -> Result<Url, String> {
-        let url = Url::parse(&self.origin).map_err(|e| {
-            format!(
-                "origin = {:?} is not a URL ({e}): use the public URL, e.g. \"https://breakglass.example.com\".",
-                self.origin
-            )
-        })?;
-        let host = url.host_str().unwrap_or_default().to_owned();
-        if host.is_empty() {
-            return Err(format!("origin = {:?} has no host.", self.origin));
-        }
-        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-            return Err(format!(
-                "origin = {:?} must be scheme://host[:port] with no path: browsers send the bare origin.",
-                self.origin
-            ));
-        }
-        match url.scheme() {
-            "https" => {}
-            "http" if host == "localhost" => {}
-            "http" => {
-                return Err(format!(
-                    "origin = {:?}: WebAuthn only works on https, or http on localhost. Put TLS in front and use https://.",
-                    self.origin
-                ));
-            }
-            other => {
-                return Err(format!("origin = {:?}: scheme {other:?} is not http or https.", self.origin));
-            }
-        }
-        if url.host().is_some_and(|h| !matches!(h, url::Host::Domain(_))) {
-            return Err(format!(
-                "origin = {:?}: WebAuthn needs a domain name, not an IP address. Use localhost or a DNS name.",
-                self.origin
-            ));
-        }
-        Ok(url)
+        self.origin().map(|o| o.url())
     }
 
     /// The WebAuthn relying-party id: the origin's host.
     pub fn rp_id(&self) -> String {
-        self.origin_url().ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default()
+        self.origin().map(|o| o.host().to_owned()).unwrap_or_default()
     }
 
     /// The origin exactly as browsers send it in the `Origin` header.
     pub fn origin_header(&self) -> String {
-        self.origin_url().map(|u| u.origin().ascii_serialization()).unwrap_or_else(|_| self.origin.clone())
+        self.origin().map(|o| o.header().to_owned()).unwrap_or_else(|_| self.origin.clone())
     }
 
+    /// Whether browsers reach the service over https (from the parsed origin, never a
+    /// string prefix): decides `Secure` cookies, the `__Host-` prefix and HSTS.
     pub fn is_https(&self) -> bool {
-        self.origin.starts_with("https://")
+        self.origin().is_ok_and(|o| o.is_https())
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -677,13 +724,58 @@ mod tests {
     }
 
     #[test]
-    fn connection_timeouts_are_range_checked_and_idle_is_not_shorter_than_a_request() {
+    fn connection_timeouts_are_range_checked_and_idle_outlasts_a_request() {
         let c = Config::from_toml("[http]\nidle_timeout_seconds = 10\nrequest_timeout_seconds = 30").unwrap();
-        assert!(c.problems().iter().any(|p| p.contains("idle_timeout_seconds = 10 is shorter")), "{:?}", c.problems());
+        assert!(
+            c.problems().iter().any(|p| p.contains("idle_timeout_seconds = 10 must be longer")),
+            "{:?}",
+            c.problems()
+        );
         let c = Config::from_toml("[http]\nheader_read_timeout_seconds = 0").unwrap();
         assert!(c.problems().iter().any(|p| p.contains("http.header_read_timeout_seconds")), "{:?}", c.problems());
-        let c = Config::from_toml("[http]\nheader_read_timeout_seconds = 5\nidle_timeout_seconds = 30").unwrap();
+        let c = Config::from_toml("[http]\nheader_read_timeout_seconds = 5\nidle_timeout_seconds = 31").unwrap();
         assert_eq!(c.problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_origin_is_parsed_once_into_a_normalised_value() {
+        let o = Origin::parse("HTTPS://Custody.Example.COM:443").unwrap();
+        assert!(o.is_https());
+        assert_eq!((o.host(), o.header()), ("custody.example.com", "https://custody.example.com"));
+        let o = Origin::parse("https://custody.example.com:8443/").unwrap();
+        assert_eq!(o.header(), "https://custody.example.com:8443");
+        let o = Origin::parse("http://LOCALHOST:8080").unwrap();
+        assert!(!o.is_https());
+        assert_eq!(o.header(), "http://localhost:8080");
+        for bad in [
+            "",
+            " https://x.example.com",
+            "https://x.example.com\n",
+            "https://x.exa mple.com",
+            "https://u@x.example.com",
+            "https://u:p@x.example.com",
+            "https://x.example.com/p",
+            "https://x.example.com?q",
+            "https://x.example.com#f",
+            "http://x.example.com",
+            "https://192.0.2.1",
+            "wss://x.example.com",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad:?}");
+        }
+        let c = Config { origin: "HTTPS://X.example.com".into(), ..Config::default() };
+        assert!(c.is_https(), "not a string prefix test");
+        assert_eq!(c.rp_id(), "x.example.com");
+        let e = Origin::parse("https://admin:hunter2@x.example.com").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn idle_timeout_must_outlast_the_request_timeout() {
+        let c = Config::from_toml("[http]\nrequest_timeout_seconds = 60\nidle_timeout_seconds = 59\n").unwrap();
+        assert!(c.problems().iter().any(|p| p.contains("http.idle_timeout_seconds")), "{:?}", c.problems());
+        let c = Config::from_toml("[http]\nheader_read_timeout_seconds = 0\n").unwrap();
+        assert!(c.problems().iter().any(|p| p.contains("http.header_read_timeout_seconds")));
     }
 
     #[test]

@@ -317,12 +317,13 @@ impl App {
         let id = AwsAccountId::parse(&account_id)?;
         let value = normalize_secret(kind, &value)?;
         let now = self.now();
-        self.db.transact(move |tx| deposit_in_tx(tx, &actor, &id, kind, &value, now)).await
+        self.db.transact(move |tx| deposit_in_tx(tx, &actor, &id, kind, &value, now, None)).await
     }
 }
 
 /// Store a new, already normalised version of a secret inside the caller's
 /// transaction. A new root password completes any rotation due after an emergency.
+/// A rotation through a checkout names it (`checkout`), so its announcement carries it.
 pub(crate) fn deposit_in_tx(
     tx: &rusqlite::Connection,
     actor: &Actor,
@@ -330,6 +331,7 @@ pub(crate) fn deposit_in_tx(
     kind: SecretKind,
     value: &SecretString,
     now: time::OffsetDateTime,
+    checkout: Option<&str>,
 ) -> Result<Deposited, AppError> {
     let account = store::account(tx, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?;
     let version = store::next_secret_version(tx, id.as_str(), kind.as_str())?;
@@ -354,7 +356,7 @@ pub(crate) fn deposit_in_tx(
         now,
         &actor.audit_name(),
         &Subject::Account(id.to_string()),
-        &Event::SecretDeposited { kind, version, rotation_completed: rotated },
+        &Event::SecretDeposited { kind, version, rotation_completed: rotated, checkout: checkout.map(str::to_owned) },
     )?;
     Ok(Deposited {
         account_id: id.to_string(),

@@ -1,6 +1,9 @@
 //! Enrolment, sign-in, sessions and credentials: WebAuthn passkey ceremonies with
 //! user verification required, state kept server-side, single use, short-lived.
+use std::collections::BTreeMap;
+
 use crate::domain::event::{Event, Subject};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -48,6 +51,10 @@ struct PendingEnrolment {
     name: String,
     email: String,
 }
+
+/// `(decoy credential id, stand-in credential id)` pairs, base64url, kept in a decoy
+/// sign-in ceremony's `pending` column.
+type StandInIds = Vec<(String, String)>;
 
 const PURPOSE_ENROL: &str = "enrol";
 const PURPOSE_LOGIN: &str = "login";
@@ -155,13 +162,9 @@ impl App {
         let app = self.clone();
         self.db
             .transact(move |tx| {
+                // Whether the address is taken is not checked here: the answer must not
+                // tell an invite holder who is enrolled (see enrol_finish).
                 let invite = usable_invite(tx, &invite_token, now.unix_timestamp())?;
-                if people::custodian_by_email(tx, email.as_str())?.is_some() {
-                    return Err(AppError::conflict(
-                        "email_taken",
-                        "A custodian with this e-mail address is already enrolled. Sign in instead.",
-                    ));
-                }
                 let user_id = Uuid::new_v4();
                 let (ccr, state) =
                     app.webauthn.start_passkey_registration(user_id, email.as_str(), &name, None).map_err(internal)?;
@@ -205,15 +208,24 @@ impl App {
             self.webauthn.finish_passkey_registration(&credential, &state).map_err(|e| registration_refused(&e))?;
         let invite_id = c.invite_id.unwrap_or_default();
         let app = self.clone();
-        self.db
+        let enrolled = self
+            .db
             .transact(move |tx| {
                 let invite = people::invite(tx, &invite_id)?.ok_or_else(invite_invalid)?;
                 check_invite_usable(&invite, now.unix_timestamp())?;
                 if people::custodian_by_email(tx, &pending.email)?.is_some() {
-                    return Err(AppError::conflict(
-                        "email_taken",
-                        "A custodian with this e-mail address is already enrolled. Sign in instead.",
-                    ));
+                    // The one place an invite holder can learn that an address is
+                    // enrolled: it costs them the invite (revoked, audited, announced
+                    // to the admins), so each invite answers this at most once.
+                    people::revoke_invite(tx, &invite.id, now.unix_timestamp())?;
+                    crate::app::announce::record(
+                        tx,
+                        now,
+                        &Actor::System.audit_name(),
+                        &Subject::Invite(invite.id.clone()),
+                        &Event::InviteRevoked { roles: Some(invite.roles.clone()), reason: Some("email_taken".into()) },
+                    )?;
+                    return Ok(None);
                 }
                 let custodian = people::CustodianRow {
                     id: pending.user_id.to_string(),
@@ -261,9 +273,15 @@ impl App {
                         same_name_as: (!same_name.is_empty()).then_some(same_name),
                     },
                 )?;
-                Ok(SignedIn { session_token, custodian, expires_at })
+                Ok(Some(SignedIn { session_token, custodian, expires_at }))
             })
-            .await
+            .await?;
+        enrolled.ok_or_else(|| {
+            AppError::conflict(
+                "email_taken",
+                "This e-mail address cannot be enrolled: it already belongs to a custodian. The invite is now used up; ask an admin for a new one if this was a mistake.",
+            )
+        })
     }
 
     // ---- sign-in ----
@@ -277,19 +295,20 @@ impl App {
             .transact(move |tx| {
                 let id = Uuid::new_v4().to_string();
                 let custodian = people::custodian_by_email(tx, &email)?.filter(|c| c.is_active());
-                let passkeys = match &custodian {
-                    Some(c) => people::credentials_of(tx, &c.id)?
-                        .iter()
-                        .map(|r| serde_json::from_str::<Passkey>(&r.passkey))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(internal)?,
+                let own = match &custodian {
+                    Some(c) => people::credentials_of(tx, &c.id)?,
                     None => Vec::new(),
                 };
-                let (options, state, custodian_id) = if let (Some(c), false) = (&custodian, passkeys.is_empty()) {
-                    let (rcr, state) = app.webauthn.start_passkey_authentication(&passkeys).map_err(internal)?;
-                    (rcr, Some(serde_json::to_string(&state).map_err(internal)?), Some(c.id.clone()))
-                } else {
-                    (app.decoy_login_options(&email)?, None, None)
+                let (options, state, custodian_id, pending) = match (&custodian, own.is_empty()) {
+                    (Some(c), false) => {
+                        let (rcr, state) =
+                            app.webauthn.start_passkey_authentication(&parse_passkeys(&own)?).map_err(internal)?;
+                        (rcr, Some(serde_json::to_string(&state).map_err(internal)?), Some(c.id.clone()), None)
+                    }
+                    _ => {
+                        let (rcr, state, stand_in_ids) = app.decoy_login(tx, &email)?;
+                        (rcr, state, None, Some(serde_json::to_string(&stand_in_ids).map_err(internal)?))
+                    }
                 };
                 people::insert_ceremony(
                     tx,
@@ -299,7 +318,7 @@ impl App {
                         custodian_id,
                         invite_id: None,
                         checkout_id: None,
-                        pending: None,
+                        pending,
                         state,
                         created_at: now.unix_timestamp(),
                         expires_at: app.ceremony_expiry(now),
@@ -310,13 +329,63 @@ impl App {
             .await
     }
 
-    /// Options shaped like a real sign-in for an address nobody holds, so the
-    /// response does not reveal who is enrolled. The credential id is stable per
-    /// address (keyed HMAC), as a real one would be.
+    /// The answer for an address nobody active holds, indistinguishable from a real
+    /// one: a stand-in custodian is chosen per address (keyed HMAC, so the same
+    /// address always gets the same answer) from everyone who holds keys, and the
+    /// options are made by the same webauthn-rs call over the stand-in's keys — same
+    /// work, same shape, same number of keys with the same id lengths and transports
+    /// as a real person — then every credential id is replaced by keyed HMAC output
+    /// of the same length. The state is stored like a real one, with which decoy id
+    /// stands for which stand-in key, so `login_finish` does the same work (down to
+    /// checking the signature of an assertion naming a listed id), but a ceremony
+    /// without a custodian never signs anyone in.
+    fn decoy_login(
+        &self,
+        conn: &Connection,
+        email: &str,
+    ) -> Result<(RequestChallengeResponse, Option<String>, StandInIds), AppError> {
+        let population = people::custodians_with_credentials(conn)?;
+        let pick = u64::from_be_bytes(
+            self.decoy_bytes(b"stand-in", email, 8).try_into().map_err(|_| internal("decoy length"))?,
+        );
+        let Some(stand_in) = population.get((pick % population.len().max(1) as u64) as usize) else {
+            // Nobody holds a key yet, so there is nobody to hide.
+            return Ok((self.decoy_login_options(email)?, None, Vec::new()));
+        };
+        let keys = people::credentials_of(conn, stand_in)?;
+        let (mut rcr, state) = self.webauthn.start_passkey_authentication(&parse_passkeys(&keys)?).map_err(internal)?;
+        let mut stand_in_ids = Vec::new();
+        for (i, allowed) in rcr.public_key.allow_credentials.iter_mut().enumerate() {
+            let label = format!("credential-id/{i}");
+            let decoy = self.decoy_bytes(label.as_bytes(), email, allowed.id.len());
+            stand_in_ids.push((b64url(&decoy), b64url(&allowed.id)));
+            allowed.id = decoy;
+        }
+        Ok((rcr, Some(serde_json::to_string(&state).map_err(internal)?), stand_in_ids))
+    }
+
+    /// `len` bytes of HMAC-SHA256(decoy key, label ‖ 0 ‖ email ‖ counter), stable per address.
+    fn decoy_bytes(&self, label: &[u8], email: &str, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 32);
+        let mut counter = 0u32;
+        while out.len() < len {
+            // A 32-byte key is always a valid HMAC key.
+            if let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(self.decoy_key.as_slice()) {
+                mac.update(label);
+                mac.update(&[0]);
+                mac.update(email.as_bytes());
+                mac.update(&counter.to_be_bytes());
+                out.extend_from_slice(&mac.finalize().into_bytes());
+            }
+            counter += 1;
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// Options for an address when nobody at all holds a key (a fresh install).
     fn decoy_login_options(&self, email: &str) -> Result<RequestChallengeResponse, AppError> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.decoy_key.as_slice()).map_err(internal)?;
-        mac.update(email.as_bytes());
-        let id = mac.finalize().into_bytes()[..16].to_vec();
+        let id = self.decoy_bytes(b"credential-id/0", email, 16);
         let challenge = crate::crypto::random_bytes::<32>()?.to_vec();
         Ok(RequestChallengeResponse {
             public_key: PublicKeyCredentialRequestOptions {
@@ -339,11 +408,39 @@ impl App {
     ) -> Result<SignedIn, AppError> {
         let now = self.now();
         let c = self.take_ceremony(ceremony_id, PURPOSE_LOGIN, now.unix_timestamp()).await?;
-        let (Some(custodian_id), Some(state)) = (c.custodian_id, c.state) else {
+        let Some(state) = c.state else {
             return Err(sign_in_failed());
         };
         let state: PasskeyAuthentication = serde_json::from_str(&state).map_err(internal)?;
-        let result = match self.webauthn.finish_passkey_authentication(&credential, &state) {
+        // Known or unknown address, the same verification runs: a decoy's state holds a
+        // stand-in's keys, and an assertion naming a decoy id is checked against the
+        // stand-in key that id stands for. Only then does the ceremony's owner matter.
+        let mut credential = credential;
+        if c.custodian_id.is_none()
+            && let Some(pending) = c.pending.as_deref()
+        {
+            let stand_in_ids: StandInIds = serde_json::from_str(pending).map_err(internal)?;
+            let named = b64url(&credential.raw_id);
+            if let Some((_, stand_in)) = stand_in_ids.iter().find(|(decoy, _)| *decoy == named)
+                && let Ok(raw) = URL_SAFE_NO_PAD.decode(stand_in)
+            {
+                credential.id = stand_in.clone();
+                credential.raw_id = raw;
+            } else if stand_in_ids.iter().any(|(_, stand_in)| *stand_in == named) {
+                // The stand-in's own key, named directly: unlisted, as it would be for
+                // a real person's ceremony, so it must not get further than that.
+                credential.id = String::new();
+                credential.raw_id = Vec::new();
+            }
+        }
+        let verified = self.webauthn.finish_passkey_authentication(&credential, &state);
+        let Some(custodian_id) = c.custodian_id else {
+            return Err(match verified {
+                Err(WebauthnError::UserNotVerified) => registration_refused(&WebauthnError::UserNotVerified),
+                _ => sign_in_failed(),
+            });
+        };
+        let result = match verified {
             Ok(r) => r,
             Err(e) => {
                 let reason = match e {
@@ -351,18 +448,10 @@ impl App {
                     WebauthnError::CredentialPossibleCompromise => "counter_regression",
                     _ => "assertion_invalid",
                 };
-                self.db
-                    .transact(move |tx| {
-                        crate::app::announce::record(
-                            tx,
-                            now,
-                            &Actor::Custodian(custodian_id.clone()).audit_name(),
-                            &Subject::Custodian(custodian_id.clone()),
-                            &Event::CustodianLoginFailed { reason: reason.to_string() },
-                        )?;
-                        Ok::<_, AppError>(())
-                    })
-                    .await?;
+                // Counted, not written now: `record_sign_in_failures` writes at most one
+                // entry per person per minute, so failures cannot flood the log and a
+                // failure costs the same whether or not the address is enrolled.
+                self.sign_in_failures.note(&custodian_id, reason, now.unix_timestamp());
                 return Err(match e {
                     WebauthnError::UserNotVerified => registration_refused(&e),
                     _ => sign_in_failed(),
@@ -646,4 +735,94 @@ fn usable_invite(conn: &Connection, token: &str, now: i64) -> Result<people::Inv
 fn same_display_name(a: &str, b: &str) -> bool {
     let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
     norm(a) == norm(b)
+}
+
+fn parse_passkeys(rows: &[people::CredentialRow]) -> Result<Vec<Passkey>, AppError> {
+    rows.iter().map(|r| serde_json::from_str::<Passkey>(&r.passkey)).collect::<Result<Vec<_>, _>>().map_err(internal)
+}
+
+/// Failed sign-ins counted in memory per custodian until `record_sign_in_failures`
+/// writes them as one audit entry each (bounded by the number of custodians).
+#[derive(Default)]
+pub struct SignInFailures(std::sync::Mutex<BTreeMap<String, FailureTally>>);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct FailureTally {
+    failures: u64,
+    reasons: BTreeMap<&'static str, u64>,
+    first_at: i64,
+    last_at: i64,
+}
+
+impl SignInFailures {
+    fn note(&self, custodian_id: &str, reason: &'static str, at: i64) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let t = map.entry(custodian_id.to_owned()).or_insert_with(|| FailureTally {
+            first_at: at,
+            last_at: at,
+            ..FailureTally::default()
+        });
+        t.failures += 1;
+        *t.reasons.entry(reason).or_default() += 1;
+        t.last_at = t.last_at.max(at);
+    }
+
+    fn take(&self) -> BTreeMap<String, FailureTally> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Put back what could not be written, merged with anything counted meanwhile.
+    fn restore(&self, pending: BTreeMap<String, FailureTally>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, old) in pending {
+            let t = map.entry(id).or_insert_with(|| FailureTally { first_at: old.first_at, ..FailureTally::default() });
+            t.failures += old.failures;
+            for (r, n) in old.reasons {
+                *t.reasons.entry(r).or_default() += n;
+            }
+            t.first_at = t.first_at.min(old.first_at);
+            t.last_at = t.last_at.max(old.last_at);
+        }
+    }
+}
+
+impl App {
+    /// Write the failed sign-ins counted since the last call: one
+    /// `custodian.login_failed` entry per person, with how many failures, why, and
+    /// when the first and last happened. `serve` calls this every minute (and on
+    /// shutdown), so the log grows by at most one such entry per custodian per minute
+    /// however fast anyone fails; failures still in memory are lost on a crash.
+    pub async fn record_sign_in_failures(&self) -> Result<usize, AppError> {
+        let pending = self.sign_in_failures.take();
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let now = self.now();
+        let written = pending.clone();
+        let result = self
+            .db
+            .transact(move |tx| {
+                for (id, t) in &written {
+                    crate::app::announce::record(
+                        tx,
+                        now,
+                        &Actor::Custodian(id.clone()).audit_name(),
+                        &Subject::Custodian(id.clone()),
+                        &Event::CustodianLoginFailed {
+                            reason: None,
+                            failures: Some(t.failures),
+                            reasons: Some(t.reasons.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect()),
+                            first_at: Some(rfc3339(t.first_at)),
+                            last_at: Some(rfc3339(t.last_at)),
+                        },
+                    )?;
+                }
+                Ok::<_, AppError>(written.len())
+            })
+            .await;
+        if result.is_err() {
+            self.sign_in_failures.restore(pending);
+        }
+        result
+    }
 }

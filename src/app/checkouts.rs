@@ -610,7 +610,11 @@ impl App {
         if row.custodian_id.as_deref() != Some(p.custodian.id.as_str()) {
             return Err(AppError::invalid(
                 "challenge_not_for_this_person",
-                "This security-key challenge was issued to someone else. Start your own approval.",
+                if purpose == PURPOSE_RELEASE {
+                    "This security-key challenge was issued to someone else. Only the requester releases a checkout, with a release started in their own session."
+                } else {
+                    "This security-key challenge was issued to someone else. Start your own approval."
+                },
             ));
         }
         if row.expires_at <= now {
@@ -941,7 +945,7 @@ impl App {
                     ));
                 }
                 let account = crate::domain::AwsAccountId::parse(&c.account_id)?;
-                super::accounts::deposit_in_tx(tx, &p.actor(), &account, SecretKind::RootPassword, &value, now)
+                super::accounts::deposit_in_tx(tx, &p.actor(), &account, SecretKind::RootPassword, &value, now, Some(&c.id))
             })
             .await
     }

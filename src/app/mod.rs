@@ -71,12 +71,16 @@ pub struct App {
     pub db: Db,
     pub clock: Arc<dyn Clock>,
     pub config: Arc<Config>,
+    /// `config.origin`, parsed once: cookies, HSTS and the CSRF check derive from it.
+    pub origin: Arc<crate::config::Origin>,
     pub(crate) webauthn: Arc<Webauthn>,
     /// The unsealed vault: `Some` in the server, `None` for host CLI commands, which
     /// only ever need public keys.
     pub(crate) vault: Option<Arc<UnsealedVault>>,
     /// Keys the decoy answers for sign-ins with an unknown e-mail.
     pub(crate) decoy_key: Arc<[u8; 32]>,
+    /// Failed sign-ins not yet written to the log (`record_sign_in_failures`).
+    pub(crate) sign_in_failures: Arc<auth::SignInFailures>,
     /// Where announcements go (`None`: they wait in the outbox).
     pub(crate) sink: Option<Arc<dyn crate::notify::Sink>>,
     /// Signs audit checkpoints; present when the vault is unsealed.
@@ -90,9 +94,8 @@ impl App {
         config: Arc<Config>,
         vault: Option<UnsealedVault>,
     ) -> Result<Self, AppError> {
-        let origin = config.origin_url().map_err(AppError::Internal)?;
-        let rp_id = config.rp_id();
-        let webauthn = WebauthnBuilder::new(&rp_id, &origin)
+        let parsed = config.origin().map_err(AppError::Internal)?;
+        let webauthn = WebauthnBuilder::new(parsed.host(), &parsed.url())
             .map_err(|e| AppError::Internal(format!("WebAuthn configuration: {e}")))?
             .rp_name(&config.rp_name)
             .timeout(std::time::Duration::from_secs(u64::from(config.security.ceremony_ttl_seconds)))
@@ -112,9 +115,11 @@ impl App {
             db,
             clock,
             config,
+            origin: Arc::new(parsed),
             webauthn: Arc::new(webauthn),
             vault: vault.map(Arc::new),
             decoy_key: Arc::new(decoy_key),
+            sign_in_failures: Arc::default(),
             sink: None,
             log_signer,
         })
@@ -131,8 +136,14 @@ impl App {
         let idle = i64::from(self.config.security.session_idle_minutes) * 60;
         let purged =
             self.db.transact(move |tx| Ok::<_, AppError>(crate::store::people::purge_expired(tx, now, idle)?)).await?;
+        let failures = self.record_sign_in_failures().await?;
         let drills = self.run_drills().await?;
-        Ok(purged + self.expire_due().await? + drills.opened + drills.became_overdue + drills.reminded_overdue)
+        Ok(purged
+            + failures
+            + self.expire_due().await?
+            + drills.opened
+            + drills.became_overdue
+            + drills.reminded_overdue)
     }
 }
 

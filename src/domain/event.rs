@@ -79,7 +79,14 @@ pub enum Event {
     #[serde(rename = "account.policy_changed")]
     AccountPolicyChanged { policy: Value, approvers: Value },
     #[serde(rename = "secret.deposited")]
-    SecretDeposited { kind: SecretKind, version: u64, rotation_completed: bool },
+    SecretDeposited {
+        kind: SecretKind,
+        version: u64,
+        rotation_completed: bool,
+        /// The checkout whose rotation this deposit completes, when made through it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkout: Option<String>,
+    },
 
     // --- people ------------------------------------------------------------------
     #[serde(rename = "invite.created")]
@@ -111,8 +118,22 @@ pub enum Event {
     CustodianDisabled { email: String, reason: Value, sessions_ended: bool },
     #[serde(rename = "custodian.login")]
     CustodianLogin { credential_id: String },
+    /// Failed sign-ins of one person, counted and written at most once a minute:
+    /// `failures`, `reasons` (reason → count), `first_at`, `last_at`. Entries written
+    /// before failures were aggregated carry one `reason` instead.
     #[serde(rename = "custodian.login_failed")]
-    CustodianLoginFailed { reason: String },
+    CustodianLoginFailed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failures: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reasons: Option<std::collections::BTreeMap<String, u64>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_at: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_at: Option<String>,
+    },
     #[serde(rename = "custodian.logout")]
     CustodianLogout {},
     #[serde(rename = "credential.added")]
@@ -278,6 +299,7 @@ impl Event {
             | Event::CheckoutClosed { checkout, .. }
             | Event::DrillPassed { checkout, .. }
             | Event::DrillFailed { checkout, .. } => Some(checkout),
+            Event::SecretDeposited { checkout, .. } => checkout.as_deref(),
             _ => None,
         }
     }
@@ -328,7 +350,13 @@ mod tests {
         let samples = [
             Event::CheckoutDenied { checkout: "c".into() },
             Event::DrillMissed { drill: "d".into(), period: "2026-12".into() },
-            Event::CustodianLoginFailed { reason: "bad".into() },
+            Event::CustodianLoginFailed {
+                reason: Some("bad".into()),
+                failures: None,
+                reasons: None,
+                first_at: None,
+                last_at: None,
+            },
             Event::InviteRevoked { roles: None, reason: None },
         ];
         for e in samples {

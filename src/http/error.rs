@@ -85,31 +85,11 @@ impl From<JsonRejection> for ApiError {
                 "unsupported_media_type",
                 "Send the body as JSON with the header Content-Type: application/json.",
             ),
-            JsonRejection::JsonDataError(e) => {
-                // serde's text can quote the offending value (which might be a secret
-                // sent in the wrong field): keep only field names and position.
-                let text = e.body_text();
-                let detail = ["unknown field", "missing field"]
-                    .iter()
-                    .find_map(|k| {
-                        text.find(k).map(|i| {
-                            text[i..]
-                                .split(" at line")
-                                .next()
-                                .unwrap_or_default()
-                                .split(", expected")
-                                .next()
-                                .unwrap_or_default()
-                                .to_owned()
-                        })
-                    })
-                    .unwrap_or_else(|| "a field has the wrong type or an invalid value".into());
-                Self::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_body",
-                    format!("The JSON body does not have the expected shape: {detail}. See docs/api.md."),
-                )
-            }
+            JsonRejection::JsonDataError(e) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("The JSON body does not have the expected shape: {}. See docs/api.md.", data_error_detail(&e)),
+            ),
             JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
@@ -118,6 +98,67 @@ impl From<JsonRejection> for ApiError {
             other => Self::new(other.status(), "bad_request", "The request body could not be read."),
         }
     }
+}
+
+/// Field names of the API's own request bodies (docs/api.md). An unknown field is
+/// named in an error only when it is one of these — a misplaced field of another
+/// endpoint; anything else the client sent as a key could be a secret.
+const API_FIELD_NAMES: &[&str] = &[
+    "account_id",
+    "alias",
+    "root_email",
+    "approvals_required",
+    "reveal_window_minutes",
+    "max_checkout_minutes",
+    "veto",
+    "drill_schedule",
+    "approvers",
+    "value",
+    "invite_token",
+    "name",
+    "email",
+    "ceremony_id",
+    "credential",
+    "label",
+    "decision",
+    "comment",
+    "note",
+    "reason",
+    "roles",
+    "ticket",
+    "kind",
+    "duration_minutes",
+    "checkout_id",
+    "items",
+    "result",
+];
+
+/// What may be said about a JSON body of the wrong shape. serde's text can quote
+/// what the client sent — a value, or the name of an unknown field, either of which
+/// may be a secret put in the wrong place — so only names from our own vocabulary
+/// are repeated (a missing field, or an unknown one in [`API_FIELD_NAMES`]).
+fn data_error_detail(e: &axum::extract::rejection::JsonDataError) -> String {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(p) = err.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+            let inner = p.inner().to_string();
+            if let Some(rest) = inner.strip_prefix("missing field `") {
+                let name = rest.split('`').next().unwrap_or_default();
+                return format!("missing field `{name}`");
+            }
+            if let Some(rest) = inner.strip_prefix("unknown field `") {
+                let name = rest.split('`').next().unwrap_or_default();
+                return if API_FIELD_NAMES.contains(&name) {
+                    format!("unknown field `{name}` (not accepted by this endpoint)")
+                } else {
+                    "a field it does not know (its name is not repeated, in case it was a secret)".into()
+                };
+            }
+            break;
+        }
+        source = err.source();
+    }
+    "a field has the wrong type or an invalid value".into()
 }
 
 impl From<PathRejection> for ApiError {

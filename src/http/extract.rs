@@ -4,21 +4,46 @@
 use axum::{
     Json,
     extract::{FromRequest, FromRequestParts, Path, Query, Request},
-    http::{StatusCode, header::COOKIE, request::Parts},
+    http::{
+        StatusCode,
+        header::{CONTENT_TYPE, COOKIE},
+        request::Parts,
+    },
 };
 use serde::de::DeserializeOwned;
 
 use super::{AppState, error::ApiError};
 use crate::{app::Principal, domain::Role};
 
-/// JSON body with JSON errors.
+/// JSON body with JSON errors. JSON is UTF-8 (RFC 8259): a `charset` other than
+/// UTF-8 is refused rather than misread.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(charset) = req.headers().get(CONTENT_TYPE).and_then(|v| declared_charset(v.as_bytes()))
+            && !charset.eq_ignore_ascii_case("utf-8")
+            && !charset.eq_ignore_ascii_case("utf8")
+        {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send the body as UTF-8 JSON: Content-Type: application/json (charset=utf-8 or no charset).",
+            ));
+        }
         Ok(Self(Json::<T>::from_request(req, state).await?.0))
     }
+}
+
+/// The `charset` parameter of a Content-Type value, without quotes; `Some("")` for
+/// a value that cannot be read (so it is refused, not ignored).
+fn declared_charset(value: &[u8]) -> Option<String> {
+    let Ok(text) = std::str::from_utf8(value) else { return Some(String::new()) };
+    text.split(';').skip(1).find_map(|param| {
+        let (k, v) = param.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("charset").then(|| v.trim().trim_matches('"').to_owned())
+    })
 }
 
 pub struct ApiPath<T>(pub T);
@@ -63,7 +88,7 @@ pub struct SignedIn(pub Principal);
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let name = session_cookie_name(state.app.config.is_https());
+        let name = session_cookie_name(state.app.origin.is_https());
         let token = session_token(parts, name).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -7,18 +7,15 @@ pub mod pages;
 pub mod request_id;
 pub mod routes;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
+use crate::app::{App, health::SchedulerHeartbeat};
 use axum::{
     Router,
     extract::DefaultBodyLimit,
-    http::StatusCode,
     middleware::from_fn_with_state,
     routing::{get, patch, post, put},
 };
-use tower_http::timeout::TimeoutLayer;
-
-use crate::app::{App, health::SchedulerHeartbeat};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -110,13 +107,12 @@ pub fn build_router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .nest("/api/v1", api)
         .fallback(error::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), middleware::require_same_origin))
+        .layer(from_fn_with_state(state.clone(), middleware::refuse_oversized_body))
+        .layer(from_fn_with_state(state.clone(), middleware::request_timeout))
         .layer(from_fn_with_state(state.clone(), middleware::security_headers))
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(u64::from(http.request_timeout_seconds)),
-        ))
         // Outermost: every request gets an id and a log span before anything else runs.
         .layer(request_id::trace_layer())
         .layer(axum::middleware::from_fn(request_id::assign))

@@ -3,7 +3,7 @@
 //! `SameSite=Strict` cookies protect every form; pages themselves only read.
 use askama::Template;
 use axum::{
-    extract::{FromRequestParts, Query, State},
+    extract::{FromRequestParts, State},
     http::{HeaderValue, StatusCode, header, request::Parts},
     response::{Html, IntoResponse, Redirect, Response},
 };
@@ -288,7 +288,7 @@ struct CheckoutPage {
 pub async fn page_checkout(
     State(state): State<AppState>,
     PageUser(p): PageUser,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    super::extract::ApiPath(id): super::extract::ApiPath<String>,
 ) -> Response {
     let app = &state.app;
     let result: Result<Response, AppError> = async {
@@ -404,7 +404,7 @@ pub struct AuditPageQuery {
 pub async fn page_audit(
     State(state): State<AppState>,
     PageAuditReader(p): PageAuditReader,
-    Query(q): Query<AuditPageQuery>,
+    super::extract::ApiQuery(q): super::extract::ApiQuery<AuditPageQuery>,
 ) -> Response {
     let result: Result<Response, AppError> = async {
         let status = state.app.audit_verify().await?;

@@ -16,13 +16,35 @@ pub struct OutboxRow {
     #[serde(skip)]
     pub message: String,
     pub audit_seq: i64,
+    #[serde(serialize_with = "as_rfc3339")]
     pub created_at: i64,
     pub state: String,
     pub attempts: i64,
+    #[serde(serialize_with = "as_rfc3339")]
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
     pub sns_message_id: Option<String>,
+    #[serde(serialize_with = "opt_as_rfc3339")]
     pub delivered_at: Option<i64>,
+}
+
+/// Times in the API are RFC 3339 UTC strings (docs/api.md), stored as Unix seconds.
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+fn as_rfc3339<S: serde::Serializer>(unix: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*unix))
+}
+
+fn opt_as_rfc3339<S: serde::Serializer>(unix: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match unix {
+        Some(t) => s.serialize_str(&rfc3339(*t)),
+        None => s.serialize_none(),
+    }
 }
 
 const COLS: &str = "id, event_id, event, severity, account_id, checkout_id, subject, message, audit_seq, created_at, state, \

@@ -142,6 +142,17 @@ pub fn credentials_of(conn: &Connection, custodian_id: &str) -> Result<Vec<Crede
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Active custodians who hold at least one credential, by id: the population the
+/// decoy sign-in answers are drawn from.
+pub fn custodians_with_credentials(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT k.custodian_id FROM credentials k JOIN custodians c ON c.id = k.custodian_id \
+         WHERE c.status = 'active' ORDER BY k.custodian_id",
+    )?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub fn update_credential_use(conn: &Connection, id: &str, passkey: &str, at: i64) -> Result<(), StoreError> {
     conn.execute("UPDATE credentials SET passkey = ?2, last_used_at = ?3 WHERE id = ?1", params![id, passkey, at])?;
     Ok(())

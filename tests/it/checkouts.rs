@@ -827,3 +827,73 @@ async fn a_newly_added_key_cannot_approve_until_its_own_cooling_off_ends() {
     cy.key = old_key;
     assert_eq!(decide(&s, &mut cy, &id, "approve").await.1["state"], "approved");
 }
+
+#[tokio::test]
+async fn a_rotation_through_a_checkout_is_announced_with_that_checkout() {
+    let Team { s, ada, mut bo, mut cy } = team().await;
+    let id = request_id(&s, &bo, ACCOUNT).await;
+    decide(&s, &mut cy, &id, "approve").await;
+    reveal(&s, &mut bo, &id).await;
+    let got =
+        put(&bo.client, s.url(format!("/api/v1/checkouts/{id}/rotation")), json!({"value": "New-root-pw-001"})).await;
+    assert_eq!(got.0, StatusCode::CREATED, "{}", got.1);
+    let last_deposit = || -> (Option<String>, Value) {
+        let (checkout, message): (Option<String>, String) = s
+            .db()
+            .query_row(
+                "SELECT checkout_id, message FROM outbox WHERE event = 'secret.deposited' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        (checkout, serde_json::from_str(&message).unwrap())
+    };
+    let (checkout, message) = last_deposit();
+    assert_eq!(checkout.as_deref(), Some(id.as_str()));
+    assert_eq!(message["checkout"]["id"], id.as_str(), "{message}");
+    assert!(message["checkout"]["requester"].as_str().unwrap().starts_with("Bo Requester"), "{message}");
+    // An admin's deposit on the account belongs to no checkout.
+    let got = put(
+        &ada.client,
+        s.url(format!("/api/v1/accounts/{ACCOUNT}/secrets/root_password")),
+        json!({"value": "Admin-set-pw-0001"}),
+    )
+    .await;
+    assert_eq!(got.0, StatusCode::CREATED, "{}", got.1);
+    let (checkout, message) = last_deposit();
+    assert_eq!((checkout, &message["checkout"]), (None, &Value::Null));
+}
+
+#[tokio::test]
+async fn a_release_challenge_used_by_someone_else_is_refused_without_inviting_them_to_release() {
+    let Team { s, ada: _ada, bo, mut cy } = team().await;
+    let id = request_id(&s, &bo, ACCOUNT).await;
+    decide(&s, &mut cy, &id, "approve").await;
+    let (status, start) = post(&bo.client, s.url(format!("/api/v1/checkouts/{id}/release/start")), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{start}");
+    let st: AuthStart = serde_json::from_value(start).unwrap();
+    // Cy answers Bo's release challenge with her own key, in her own session.
+    let mut options = st.options;
+    let cy_cred: Vec<String> = s
+        .db()
+        .prepare("SELECT k.id FROM credentials k JOIN custodians c ON c.id = k.custodian_id WHERE c.email = 'cy@example.com'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut json_options = serde_json::to_value(&options).unwrap();
+    json_options["publicKey"]["allowCredentials"] = json!([{"type": "public-key", "id": cy_cred[0]}]);
+    options = serde_json::from_value(json_options).unwrap();
+    let cred = cy.key.do_authentication(s.origin_url(), options).unwrap();
+    let got = post(
+        &cy.client,
+        s.url(format!("/api/v1/checkouts/{id}/release/finish")),
+        json!({"ceremony_id": st.ceremony_id, "credential": cred}),
+    )
+    .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "challenge_not_for_this_person");
+    let message = got.1["error"]["message"].as_str().unwrap();
+    assert!(!message.contains("Start your own"), "{message}");
+    assert!(message.contains("Only the requester"), "{message}");
+}

@@ -314,3 +314,282 @@ async fn pages_send_strangers_to_sign_in_and_assets_are_served_from_the_binary()
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     assert!(res.text().await.unwrap().contains("This page is for admins"));
 }
+
+/// A sign-in start as the proxy (127.0.0.1, trusted) forwards it, with these
+/// `X-Forwarded-For` header lines; a fresh e-mail address each time unless given.
+async fn login_start_via_proxy(s: &TestServer, lines: &[&str], email: Option<&str>) -> (StatusCode, Value) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let email = email.map(str::to_owned).unwrap_or_else(|| format!("someone{n}@example.com"));
+    let mut req = s.client().post(s.url("/api/v1/login/start")).json(&json!({"email": email}));
+    for line in lines {
+        req = req.header("x-forwarded-for", *line);
+    }
+    send(req).await
+}
+
+fn behind_a_proxy(burst: u32) -> impl FnOnce(&mut breakglass::config::Config) {
+    move |c| {
+        c.http.ceremony_burst = burst;
+        c.http.ceremony_rate_per_minute = 1;
+        c.http.trusted_proxies = vec!["127.0.0.1".into()];
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_a_client_can_neither_dodge_the_limit_nor_lock_out_another_address() {
+    let s = TestServer::start_with(behind_a_proxy(3)).await;
+    // The attacker is 203.0.113.5 (the proxy appends it); what it writes itself is on the left.
+    for i in 0..3 {
+        let spoofed = format!("198.51.100.{i}, 203.0.113.5");
+        assert_eq!(login_start_via_proxy(&s, &[&spoofed], None).await.0, StatusCode::OK);
+    }
+    let got = login_start_via_proxy(&s, &["198.51.100.99, 203.0.113.5"], None).await;
+    assert_error(&got, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // A second header line is read too: the right-most entry of all lines counts.
+    let got = login_start_via_proxy(&s, &["198.51.100.100", "203.0.113.5"], None).await;
+    assert_error(&got, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Claiming the victim's address (30 times) spends the attacker's bucket, not the victim's.
+    for _ in 0..30 {
+        login_start_via_proxy(&s, &["203.0.113.9, 203.0.113.5"], None).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            login_start_via_proxy(&s, &["203.0.113.9"], None).await.0,
+            StatusCode::OK,
+            "the victim is not locked out"
+        );
+    }
+    // Clients are told apart, also when one sent a header line of its own first.
+    assert_eq!(login_start_via_proxy(&s, &["203.0.113.5", "203.0.113.10"], None).await.0, StatusCode::OK);
+    // Requests without the header (a misconfigured proxy) share the proxy's own bucket.
+    for _ in 0..3 {
+        assert_eq!(login_start_via_proxy(&s, &[], None).await.0, StatusCode::OK);
+    }
+    assert_error(&login_start_via_proxy(&s, &[], None).await, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+
+    // Without trusted proxies, X-Forwarded-For is not read at all: the peer is the client.
+    let direct = TestServer::start_with(|c| {
+        c.http.ceremony_burst = 2;
+        c.http.ceremony_rate_per_minute = 1;
+    })
+    .await;
+    for (i, expected) in [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS].into_iter().enumerate() {
+        let fresh = format!("203.0.113.{}", 50 + i);
+        assert_eq!(login_start_via_proxy(&direct, &[&fresh], None).await.0, expected);
+    }
+}
+
+#[tokio::test]
+async fn sign_in_is_limited_per_e_mail_address_whether_or_not_it_is_enrolled() {
+    let s = TestServer::start_with(behind_a_proxy(3)).await;
+    let _bo = s.enrol(&[Role::Custodian], "Bo", "bo@example.com").await;
+    for email in ["bo@example.com", "nobody@example.com"] {
+        // Many addresses, one account: the fourth in a minute is refused whoever sends it.
+        for i in 0..3 {
+            let from = format!("203.0.113.{}", 100 + i);
+            let spelled = if i == 1 { email.to_uppercase() } else { email.to_owned() };
+            assert_eq!(login_start_via_proxy(&s, &[&from], Some(&spelled)).await.0, StatusCode::OK, "{email}");
+        }
+        let got = login_start_via_proxy(&s, &["203.0.113.200"], Some(email)).await;
+        assert_error(&got, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        assert!(got.1["error"]["message"].as_str().unwrap().contains("e-mail address"), "{}", got.1);
+    }
+    // The same address may still sign in to another account.
+    assert_eq!(login_start_via_proxy(&s, &["203.0.113.200"], Some("cy@example.com")).await.0, StatusCode::OK);
+}
+
+/// Write raw bytes on a fresh connection and read until the server closes it (or
+/// `limit` passes); returns what came back and how long the connection lasted.
+async fn raw_exchange(s: &TestServer, request: &[u8], limit: std::time::Duration) -> (String, std::time::Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    conn.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection was still open after {limit:?}; got {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+    (String::from_utf8_lossy(&got).into_owned(), started.elapsed())
+}
+
+fn json_body_of(response: &str) -> Value {
+    serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap_or_default().trim()).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn slow_and_idle_clients_are_cut_off_and_oversized_bodies_refused_before_they_are_sent() {
+    let s = TestServer::start_with(|c| {
+        c.http.header_read_timeout_seconds = 1;
+        c.http.request_timeout_seconds = 1;
+        c.http.idle_timeout_seconds = 2;
+    })
+    .await;
+    let limit = std::time::Duration::from_secs(6);
+    // Headers that never end.
+    let (got, lasted) = raw_exchange(&s, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1", limit).await;
+    assert!(!got.contains("200 OK"), "{got}");
+    assert!(
+        lasted >= std::time::Duration::from_millis(900) && lasted < std::time::Duration::from_secs(4),
+        "{lasted:?}"
+    );
+    // A kept-alive connection that sends no next request.
+    let (got, lasted) = raw_exchange(&s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", limit).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(lasted < std::time::Duration::from_secs(4), "idle connection closed: {lasted:?}");
+    // A body that trickles: the request times out with a JSON answer.
+    let req = format!(
+        "POST /api/v1/login/start HTTP/1.1\r\nHost: x\r\nOrigin: {}\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{{\"em",
+        s.origin
+    );
+    let (got, _) = raw_exchange(&s, req.as_bytes(), limit).await;
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    assert_eq!(json_body_of(&got)["error"]["code"], "request_timeout", "{got}");
+    // A declared length over the limit is refused at once, without reading the body.
+    let req = format!(
+        "POST /api/v1/login/start HTTP/1.1\r\nHost: x\r\nOrigin: {}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n",
+        s.origin
+    );
+    let (got, lasted) = raw_exchange(&s, req.as_bytes(), limit).await;
+    assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    assert_eq!(json_body_of(&got)["error"]["code"], "body_too_large", "{got}");
+    assert!(lasted < std::time::Duration::from_millis(900), "answered before any timeout: {lasted:?}");
+}
+
+#[tokio::test]
+async fn malformed_requests_are_refused_in_the_json_error_shape_without_echoing_secrets() {
+    let s = TestServer::start().await;
+    let ada = s.admin().await;
+    let c = s.client();
+    let login = s.url("/api/v1/login/start");
+    let raw = |body: &'static str, ct: Option<&'static str>| {
+        let mut r = c.post(login.clone()).body(body);
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        r
+    };
+    let ok = "{\"email\": \"a@example.com\"}";
+    // Charsets: JSON is UTF-8.
+    for ct in [
+        "application/json; charset=utf-16",
+        "application/json;charset=ISO-8859-1",
+        "application/json; charset=\"utf-32\"",
+    ] {
+        assert_error(&send(raw(ok, Some(ct))).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    }
+    for ct in ["application/json", "application/json; charset=utf-8", "application/json; charset=\"UTF-8\""] {
+        assert_eq!(send(raw(ok, Some(ct))).await.0, StatusCode::OK, "{ct}");
+    }
+    // No body, an empty body, a body that is not JSON.
+    assert_error(&send(raw("", None)).await, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    assert_error(&send(raw("", Some("application/json"))).await, StatusCode::BAD_REQUEST, "malformed_json");
+    assert_error(&send(raw("email=a", Some("application/json"))).await, StatusCode::BAD_REQUEST, "malformed_json");
+    // A secret sent as a key is not echoed; a misplaced field of the API is named.
+    let secret = "Correct-Horse-Battery-9";
+    let got = post(&c, &login, json!({"email": "a@example.com", secret: "x"})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_body");
+    assert!(!got.1.to_string().contains("Correct-Horse"), "{}", got.1);
+    let got = post(&c, &login, json!({"email": "a@example.com", "hunter2": "x"})).await;
+    assert!(!got.1.to_string().contains("hunter2"), "{}", got.1);
+    let got = post(&c, &login, json!({"email": "a@example.com", "invite_token": "x"})).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_body");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("invite_token"), "{}", got.1);
+    let got = post(&ada.client, s.url("/api/v1/accounts/123456789012/policy"), json!({"hunter2-Pw": 1})).await;
+    assert!(!got.1.to_string().contains("hunter2"), "{}", got.1);
+    // Bad paths and queries on pages, and a method a page does not take.
+    assert_error(&get(&ada.client, s.url("/checkouts/%FF%FE")).await, StatusCode::BAD_REQUEST, "invalid_path");
+    assert_error(
+        &get(&ada.client, s.url("/audit?subject=a&subject=b")).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    );
+    assert_error(&post(&c, s.url("/login"), json!({})).await, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_error(
+        &send(c.put(s.url("/api/v1/login/start")).json(&json!({}))).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+}
+
+#[tokio::test]
+async fn outbox_times_are_rfc_3339() {
+    let s = TestServer::start().await;
+    let ada = s.admin().await;
+    let (status, body) = get(&ada.client, s.url("/api/v1/outbox")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let messages = body["messages"].as_array().unwrap();
+    assert!(!messages.is_empty(), "the enrolment is announced: {body}");
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    for m in messages {
+        for field in ["created_at", "next_attempt_at"] {
+            let t = m[field].as_str().unwrap_or_else(|| panic!("{field} is a string: {m}"));
+            time::OffsetDateTime::parse(t, rfc3339).unwrap_or_else(|e| panic!("{field} {t}: {e}"));
+        }
+        assert!(m["delivered_at"].is_null() || m["delivered_at"].is_string(), "{m}");
+    }
+    assert_eq!(messages[0]["created_at"], "2026-11-21T09:00:00Z");
+}
+
+#[tokio::test]
+async fn the_origin_is_normalised_once_and_everything_https_derives_from_it() {
+    // Upper case scheme and host, and the default port: still https.
+    let s = TestServer::start_with(|c| c.origin = "HTTPS://Custody.Example.COM:443".into()).await;
+    assert_eq!(s.origin, "https://custody.example.com");
+    let c = s.client();
+    let mut key = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true);
+    let st = s.start_enrolment(&c, &[Role::Custodian], "Bo", "bo@example.com").await;
+    assert_eq!(st.options.public_key.rp.id, "custody.example.com");
+    use webauthn_authenticator_rs::WebauthnAuthenticator;
+    let cred = key.do_registration(s.origin_url(), st.options).unwrap();
+    let res = c
+        .post(s.url("/api/v1/enrol/finish"))
+        .json(&json!({"ceremony_id": st.ceremony_id, "credential": cred}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.starts_with("__Host-breakglass=") && cookie.contains("; Secure"), "{cookie}");
+    assert!(res.headers()["strict-transport-security"].to_str().unwrap().contains("max-age="));
+    // The CSRF check compares with the normalised origin, as browsers send it.
+    let other = Client::new()
+        .post(s.url("/api/v1/login/start"))
+        .header("origin", "HTTPS://Custody.Example.COM:443")
+        .json(&json!({"email": "a@example.com"}));
+    assert_error(&send(other).await, StatusCode::FORBIDDEN, "csrf_origin_mismatch");
+    assert_eq!(post(&c, s.url("/api/v1/login/start"), json!({"email": "a@example.com"})).await.0, StatusCode::OK);
+}
+
+#[test]
+fn config_check_prints_the_normalised_origin_and_refuses_unusable_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |origin: &str| {
+        let out =
+            breakglass_cmd(dir.path()).env("BREAKGLASS_ORIGIN", origin).args(["config", "check"]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, out) = check("HTTPS://BG.Example.com");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("origin      https://bg.example.com (WebAuthn RP id bg.example.com)"), "{out}");
+    for (bad, why) in [
+        (" https://bg.example.com", "space"),
+        ("https://bg.example.com ", "space"),
+        ("https://bg.exa\tmple.com", "space"),
+        ("https://admin@bg.example.com", "user info"),
+        ("https://admin:pw@bg.example.com", "user info"),
+        ("https://bg.example.com/breakglass", "no path"),
+        ("http://bg.example.com", "https"),
+        ("ftp://bg.example.com", "scheme"),
+    ] {
+        let (code, out) = check(bad);
+        assert_eq!(code, Some(2), "{bad:?}: {out}");
+        assert!(out.contains(why), "{bad:?}: {out}");
+        assert!(!out.contains(":pw@"), "user info is not repeated (it may hold a password): {out}");
+    }
+}

@@ -112,6 +112,8 @@ impl TestServer {
         config.http.ceremony_burst = 10_000;
         config.http.ceremony_rate_per_minute = 10_000;
         adjust(&mut config);
+        // The origin as configured (a test may set an unusual one), as browsers send it.
+        let origin = config.origin_header();
         let clock = FixedClock::new(at);
         let vault = bootstrap::init_vault(
             &config.db_path(),

@@ -54,7 +54,7 @@ pub struct Rename {
 }
 
 fn session_cookie(state: &AppState, value: &str, max_age: i64) -> HeaderMap {
-    let https = state.app.config.is_https();
+    let https = state.app.origin.is_https();
     let cookie = format!(
         "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
         session_cookie_name(https),
@@ -94,6 +94,7 @@ pub async fn login_start(
     State(state): State<AppState>,
     ApiJson(b): ApiJson<LoginStart>,
 ) -> ApiResult<impl IntoResponse> {
+    crate::http::middleware::limit_account(&state, &b.email)?;
     Ok(Json(state.app.login_start(b.email).await?))
 }
 
