@@ -4,7 +4,10 @@
 Usage: python3 docs/verify_audit.py EXPORT.jsonl
        (EXPORT.jsonl from `breakglass audit export --format jsonl`)
 Exits 0 and prints the size and head when the chain verifies; exits 1 naming the
-first broken seq otherwise. Uses only the Python standard library.
+first broken seq otherwise. Uses only the Python standard library, so it checks the
+hash chain only: the WebAuthn evidence, the approvals table and the signed checkpoints
+(docs/audit-log.md, "Approval evidence" and "Checkpoints kept in the database") need
+ECDSA/RSA/Ed25519 and are checked by `breakglass audit verify`.
 """
 import hashlib
 import json

@@ -422,3 +422,66 @@ async fn verify_reads_a_copy_on_read_only_media() {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }
+
+#[tokio::test]
+async fn the_quorum_rules_recorded_with_the_request_are_replayed() {
+    let Team { s, mut ada, bo, mut cy } = team().await;
+    // Only Cy may approve on ACCOUNT; OTHER has no veto.
+    let got =
+        put(&ada.client, s.url(format!("/api/v1/accounts/{ACCOUNT}/policy")), json!({"approvers": [cy.id]})).await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    let got = put(&ada.client, s.url(format!("/api/v1/accounts/{OTHER}/policy")), json!({"veto": false})).await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    let listed = request_id(&s, &bo, ACCOUNT).await;
+    let (_, requested) = newest(&s, "checkout.requested");
+    assert_eq!((&requested["approvers"], &requested["veto"]), (&json!([cy.id]), &json!(true)), "{requested}");
+    let no_veto = request_id(&s, &bo, OTHER).await;
+    let (_, requested) = newest(&s, "checkout.requested");
+    assert_eq!((&requested["approvers"], &requested["veto"]), (&json!("all"), &json!(false)), "{requested}");
+    assert_eq!(decide(&s, &mut cy, &no_veto, "deny").await.1["state"], "pending");
+    let (_, template) = approval_start(&s, &ada, &no_veto).await;
+    let (code, out) = verify_out(snapshot_db(&s).path());
+    assert_eq!(code, 0, "{out}");
+
+    // A "denied" without a veto.
+    let denied = snapshot_db(&s);
+    let seqs = forge(&s, denied.path(), &[(&actor(&cy), "checkout.denied", json!({"checkout": no_veto}))]);
+    let (code, out) = verify_out(denied.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "seq {}: checkout {no_veto} was denied although the policy it was requested under has no veto",
+            seqs[0]
+        )),
+        "{out}"
+    );
+
+    // Ada's valid signature on a challenge issued to her, but she is not in the approver set.
+    let outsider = snapshot_db(&s);
+    let x = [0x33u8; 32];
+    let ev = sign(&s, &mut ada, &template, &x);
+    let seqs = forge(
+        &s,
+        outsider.path(),
+        &[
+            (&actor(&ada), "approval.challenge_issued", challenge_entry(&s, &listed, &x)),
+            (&actor(&ada), "checkout.approval_recorded", decision(&listed, "approve", &ev)),
+            (&actor(&ada), "checkout.approved", json!({"checkout": listed, "approvals": 1})),
+        ],
+    );
+    insert_approval_row(outsider.path(), &listed, &ada, "approve", &ev);
+    let (code, out) = verify_out(outsider.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "seq {}: {} is not in the approver set recorded for checkout {listed}",
+            seqs[1],
+            actor(&ada)
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("seq {}: checkout {listed} was approved with 0 verified approval(s)", seqs[2])),
+        "{out}"
+    );
+}
