@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
     CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
@@ -17,7 +17,11 @@ use webauthn_rs::prelude::{
 };
 use webauthn_rs_proto::{AllowCredentials, PublicKeyCredentialRequestOptions, UserVerificationPolicy};
 
-use super::{Actor, App, Principal, b64url, new_token, rfc3339, token_hash};
+use super::{
+    Actor, App, Principal, b64url,
+    ceremony::{self, Binding, Purpose, ceremony_unknown},
+    new_token, rfc3339, token_hash,
+};
 use crate::{
     crypto::evidence::PublicKeyRecord,
     domain::{Email, display_text},
@@ -56,24 +60,6 @@ struct PendingEnrolment {
 /// sign-in ceremony's `pending` column.
 type StandInIds = Vec<(String, String)>;
 
-const PURPOSE_ENROL: &str = "enrol";
-const PURPOSE_LOGIN: &str = "login";
-const PURPOSE_ADD: &str = "add_credential";
-
-fn ceremony_unknown() -> AppError {
-    AppError::invalid(
-        "ceremony_not_found",
-        "This security-key request is unknown or was already used. Start again: each request works once.",
-    )
-}
-
-fn ceremony_expired() -> AppError {
-    AppError::gone(
-        "ceremony_expired",
-        "This security-key request has expired. Start again and touch your key within a few minutes.",
-    )
-}
-
 fn registration_refused(e: &WebauthnError) -> AppError {
     match e {
         WebauthnError::UserNotVerified => AppError::invalid(
@@ -106,22 +92,10 @@ fn label_or_default(label: Option<String>, n: usize) -> Result<String, AppError>
 }
 
 impl App {
-    fn ceremony_expiry(&self, now: OffsetDateTime) -> i64 {
-        (now + Duration::seconds(i64::from(self.config.security.ceremony_ttl_seconds))).unix_timestamp()
-    }
-
-    /// Remove a ceremony (single use, whatever happens next) and check it is ours.
-    async fn take_ceremony(
-        &self,
-        id: String,
-        purpose: &'static str,
-        now: i64,
-    ) -> Result<people::CeremonyRow, AppError> {
-        let row = self.db.transact(move |tx| Ok::<_, AppError>(people::take_ceremony(tx, &id)?)).await?;
-        let row = row.filter(|r| r.purpose == purpose).ok_or_else(ceremony_unknown)?;
-        if row.expires_at <= now {
-            return Err(ceremony_expired());
-        }
+    /// Take a ceremony of this purpose (single use) and refuse it once expired.
+    async fn take_unexpired(&self, id: String, purpose: Purpose, now: i64) -> Result<people::CeremonyRow, AppError> {
+        let row = self.take_ceremony(id, purpose).await?;
+        ceremony::unexpired(&row, now)?;
         Ok(row)
     }
 
@@ -168,24 +142,13 @@ impl App {
                 let user_id = Uuid::new_v4();
                 let (ccr, state) =
                     app.webauthn.start_passkey_registration(user_id, email.as_str(), &name, None).map_err(internal)?;
-                let id = Uuid::new_v4().to_string();
-                people::insert_ceremony(
-                    tx,
-                    &people::CeremonyRow {
-                        id: id.clone(),
-                        purpose: PURPOSE_ENROL.into(),
-                        custodian_id: None,
-                        invite_id: Some(invite.id),
-                        checkout_id: None,
-                        pending: Some(
-                            serde_json::to_string(&PendingEnrolment { user_id, name, email: email.as_str().into() })
-                                .map_err(internal)?,
-                        ),
-                        state: Some(serde_json::to_string(&state).map_err(internal)?),
-                        created_at: now.unix_timestamp(),
-                        expires_at: app.ceremony_expiry(now),
-                    },
-                )?;
+                let pending = PendingEnrolment { user_id, name, email: email.as_str().into() };
+                let binding = Binding {
+                    invite_id: Some(invite.id),
+                    pending: Some(ceremony::state_json(&pending)?),
+                    ..Binding::default()
+                };
+                let id = app.issue_ceremony(tx, Purpose::Enrol, binding, Some(ceremony::state_json(&state)?), now)?;
                 Ok(CeremonyStart { ceremony_id: id, options: ccr })
             })
             .await
@@ -199,9 +162,8 @@ impl App {
     ) -> Result<SignedIn, AppError> {
         let now = self.now();
         let label = label_or_default(label, 1)?;
-        let c = self.take_ceremony(ceremony_id, PURPOSE_ENROL, now.unix_timestamp()).await?;
-        let state: PasskeyRegistration =
-            serde_json::from_str(c.state.as_deref().unwrap_or_default()).map_err(internal)?;
+        let c = self.take_unexpired(ceremony_id, Purpose::Enrol, now.unix_timestamp()).await?;
+        let state: PasskeyRegistration = ceremony::state(&c)?;
         let pending: PendingEnrolment =
             serde_json::from_str(c.pending.as_deref().unwrap_or_default()).map_err(internal)?;
         let passkey =
@@ -293,7 +255,6 @@ impl App {
         let app = self.clone();
         self.db
             .transact(move |tx| {
-                let id = Uuid::new_v4().to_string();
                 let custodian = people::custodian_by_email(tx, &email)?.filter(|c| c.is_active());
                 let own = match &custodian {
                     Some(c) => people::credentials_of(tx, &c.id)?,
@@ -302,28 +263,16 @@ impl App {
                 let (options, state, custodian_id, pending) = match (&custodian, own.is_empty()) {
                     (Some(c), false) => {
                         let (rcr, state) =
-                            app.webauthn.start_passkey_authentication(&parse_passkeys(&own)?).map_err(internal)?;
-                        (rcr, Some(serde_json::to_string(&state).map_err(internal)?), Some(c.id.clone()), None)
+                            app.webauthn.start_passkey_authentication(&ceremony::passkeys(&own)?).map_err(internal)?;
+                        (rcr, Some(ceremony::state_json(&state)?), Some(c.id.clone()), None)
                     }
                     _ => {
                         let (rcr, state, stand_in_ids) = app.decoy_login(tx, &email)?;
                         (rcr, state, None, Some(serde_json::to_string(&stand_in_ids).map_err(internal)?))
                     }
                 };
-                people::insert_ceremony(
-                    tx,
-                    &people::CeremonyRow {
-                        id: id.clone(),
-                        purpose: PURPOSE_LOGIN.into(),
-                        custodian_id,
-                        invite_id: None,
-                        checkout_id: None,
-                        pending,
-                        state,
-                        created_at: now.unix_timestamp(),
-                        expires_at: app.ceremony_expiry(now),
-                    },
-                )?;
+                let binding = Binding { custodian_id, pending, ..Binding::default() };
+                let id = app.issue_ceremony(tx, Purpose::Login, binding, state, now)?;
                 Ok(CeremonyStart { ceremony_id: id, options })
             })
             .await
@@ -353,7 +302,7 @@ impl App {
             return Ok((self.decoy_login_options(email)?, None, Vec::new()));
         };
         let keys = people::credentials_of(conn, stand_in)?;
-        let (mut rcr, state) = self.webauthn.start_passkey_authentication(&parse_passkeys(&keys)?).map_err(internal)?;
+        let (mut rcr, state) = self.webauthn.start_passkey_authentication(&ceremony::passkeys(&keys)?).map_err(internal)?;
         let mut stand_in_ids = Vec::new();
         for (i, allowed) in rcr.public_key.allow_credentials.iter_mut().enumerate() {
             let label = format!("credential-id/{i}");
@@ -407,11 +356,11 @@ impl App {
         credential: PublicKeyCredential,
     ) -> Result<SignedIn, AppError> {
         let now = self.now();
-        let c = self.take_ceremony(ceremony_id, PURPOSE_LOGIN, now.unix_timestamp()).await?;
+        let c = self.take_unexpired(ceremony_id, Purpose::Login, now.unix_timestamp()).await?;
         let Some(state) = c.state else {
             return Err(sign_in_failed());
         };
-        let state: PasskeyAuthentication = serde_json::from_str(&state).map_err(internal)?;
+        let state: PasskeyAuthentication = serde_json::from_str(&state).map_err(internal)?; // issued by login_start
         // Known or unknown address, the same verification runs: a decoy's state holds a
         // stand-in's keys, and an assertion naming a decoy id is checked against the
         // stand-in key that id stands for. Only then does the ceremony's owner matter.
@@ -464,18 +413,9 @@ impl App {
                 let custodian =
                     people::custodian(tx, &custodian_id)?.filter(|c| c.is_active()).ok_or_else(sign_in_failed)?;
                 let cred_id = b64url(result.cred_id());
-                let stored = people::credentials_of(tx, &custodian.id)?
-                    .into_iter()
-                    .find(|r| r.id == cred_id)
-                    .ok_or_else(sign_in_failed)?;
-                let mut passkey: Passkey = serde_json::from_str(&stored.passkey).map_err(internal)?;
-                passkey.update_credential(&result);
-                people::update_credential_use(
-                    tx,
-                    &cred_id,
-                    &serde_json::to_string(&passkey).map_err(internal)?,
-                    now.unix_timestamp(),
-                )?;
+                if !ceremony::record_use(tx, &custodian.id, &result, now.unix_timestamp())? {
+                    return Err(sign_in_failed());
+                }
                 let (session_token, expires_at) = app.new_session(tx, &custodian.id, &cred_id, now.unix_timestamp())?;
                 crate::app::announce::record(
                     tx,
@@ -564,30 +504,15 @@ impl App {
             .transact(move |tx| {
                 let c = &principal.custodian;
                 let user_id = Uuid::parse_str(&c.id).map_err(internal)?;
-                let existing = people::credentials_of(tx, &c.id)?
-                    .iter()
-                    .map(|r| serde_json::from_str::<Passkey>(&r.passkey).map(|p| p.cred_id().clone()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(internal)?;
+                let existing =
+                    ceremony::passkeys_of(tx, &c.id)?.iter().map(|p| p.cred_id().clone()).collect::<Vec<_>>();
                 let (ccr, state) = app
                     .webauthn
                     .start_passkey_registration(user_id, &c.email, &c.name, Some(existing))
                     .map_err(internal)?;
-                let id = Uuid::new_v4().to_string();
-                people::insert_ceremony(
-                    tx,
-                    &people::CeremonyRow {
-                        id: id.clone(),
-                        purpose: PURPOSE_ADD.into(),
-                        custodian_id: Some(c.id.clone()),
-                        invite_id: None,
-                        checkout_id: None,
-                        pending: None,
-                        state: Some(serde_json::to_string(&state).map_err(internal)?),
-                        created_at: now.unix_timestamp(),
-                        expires_at: app.ceremony_expiry(now),
-                    },
-                )?;
+                let binding = Binding { custodian_id: Some(c.id.clone()), ..Binding::default() };
+                let id =
+                    app.issue_ceremony(tx, Purpose::AddCredential, binding, Some(ceremony::state_json(&state)?), now)?;
                 Ok(CeremonyStart { ceremony_id: id, options: ccr })
             })
             .await
@@ -601,12 +526,11 @@ impl App {
         label: Option<String>,
     ) -> Result<people::CredentialRow, AppError> {
         let now = self.now();
-        let c = self.take_ceremony(ceremony_id, PURPOSE_ADD, now.unix_timestamp()).await?;
+        let c = self.take_unexpired(ceremony_id, Purpose::AddCredential, now.unix_timestamp()).await?;
         if c.custodian_id.as_deref() != Some(principal.custodian.id.as_str()) {
             return Err(ceremony_unknown());
         }
-        let state: PasskeyRegistration =
-            serde_json::from_str(c.state.as_deref().unwrap_or_default()).map_err(internal)?;
+        let state: PasskeyRegistration = ceremony::state(&c)?;
         let passkey =
             self.webauthn.finish_passkey_registration(&credential, &state).map_err(|e| registration_refused(&e))?;
         self.db
@@ -735,10 +659,6 @@ fn usable_invite(conn: &Connection, token: &str, now: i64) -> Result<people::Inv
 fn same_display_name(a: &str, b: &str) -> bool {
     let norm = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
     norm(a) == norm(b)
-}
-
-fn parse_passkeys(rows: &[people::CredentialRow]) -> Result<Vec<Passkey>, AppError> {
-    rows.iter().map(|r| serde_json::from_str::<Passkey>(&r.passkey)).collect::<Result<Vec<_>, _>>().map_err(internal)
 }
 
 /// Failed sign-ins counted in memory per custodian until `record_sign_in_failures`

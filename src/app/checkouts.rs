@@ -12,7 +12,11 @@ use webauthn_rs::prelude::{
     Passkey, PasskeyAuthentication, PublicKeyCredential, RequestChallengeResponse, WebauthnError,
 };
 
-use super::{Actor, App, Principal, b64url, rfc3339};
+use super::{
+    Actor, App, Principal, b64url,
+    ceremony::{self, Binding, Purpose},
+    rfc3339,
+};
 use crate::{
     crypto::{AccountKey, evidence::AssertionEvidence},
     domain::{
@@ -152,9 +156,6 @@ pub struct ApprovedRelease {
     account_id: String,
     wrapped_key: Vec<u8>,
 }
-
-const PURPOSE_APPROVE: &str = "approve";
-const PURPOSE_RELEASE: &str = "release";
 
 fn internal(e: impl std::fmt::Display) -> AppError {
     AppError::Internal(e.to_string())
@@ -336,14 +337,6 @@ fn account_approver_set(conn: &rusqlite::Connection, account_id: &str) -> Result
         store_accounts::ApproverMode::Listed => Some(store::approvers(conn, account_id)?),
         store_accounts::ApproverMode::All => None,
     })
-}
-
-fn passkeys_of(conn: &rusqlite::Connection, custodian_id: &str) -> Result<Vec<Passkey>, AppError> {
-    people::credentials_of(conn, custodian_id)?
-        .iter()
-        .map(|r| serde_json::from_str::<Passkey>(&r.passkey))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(internal)
 }
 
 fn assertion_refused(e: &WebauthnError) -> AppError {
@@ -536,7 +529,7 @@ impl App {
                 let cooling = i64::from(app.config.security.cooling_off_hours) * 3600;
                 let keys = approval_passkeys(tx, &p.custodian.id, now.unix_timestamp(), cooling)?;
                 let (options, state) = app.webauthn.start_passkey_authentication(&keys).map_err(internal)?;
-                let ceremony_id = app.insert_checkout_ceremony(tx, PURPOSE_APPROVE, &p, &c, &state, now)?;
+                let ceremony_id = app.insert_checkout_ceremony(tx, Purpose::Approve, &p, &c, &state, now)?;
                 crate::app::announce::record(
                     tx,
                     now,
@@ -558,87 +551,38 @@ impl App {
     fn insert_checkout_ceremony(
         &self,
         tx: &rusqlite::Connection,
-        purpose: &str,
+        purpose: Purpose,
         p: &Principal,
         c: &CheckoutRow,
         state: &PasskeyAuthentication,
         now: time::OffsetDateTime,
     ) -> Result<String, AppError> {
-        let id = Uuid::new_v4().to_string();
-        people::insert_ceremony(
-            tx,
-            &people::CeremonyRow {
-                id: id.clone(),
-                purpose: purpose.into(),
-                custodian_id: Some(p.custodian.id.clone()),
-                invite_id: None,
-                checkout_id: Some(c.id.clone()),
-                pending: None,
-                state: Some(serde_json::to_string(state).map_err(internal)?),
-                created_at: now.unix_timestamp(),
-                expires_at: (now + Duration::seconds(i64::from(self.config.security.ceremony_ttl_seconds)))
-                    .unix_timestamp(),
-            },
-        )?;
-        Ok(id)
+        let binding = Binding {
+            custodian_id: Some(p.custodian.id.clone()),
+            checkout_id: Some(c.id.clone()),
+            ..Binding::default()
+        };
+        self.issue_ceremony(tx, purpose, binding, Some(ceremony::state_json(state)?), now)
     }
 
     /// Take a checkout-bound ceremony and verify the assertion. The ceremony is gone
     /// afterwards whatever the outcome.
     async fn verified_assertion(
         &self,
-        purpose: &'static str,
+        purpose: Purpose,
         p: &Principal,
         checkout_id: &str,
         ceremony_id: String,
         credential: &PublicKeyCredential,
     ) -> Result<(webauthn_rs::prelude::AuthenticationResult, AssertionEvidence), AppError> {
         let now = self.now().unix_timestamp();
-        let row = self.db.transact(move |tx| Ok::<_, AppError>(people::take_ceremony(tx, &ceremony_id)?)).await?;
-        let row = row.filter(|r| r.purpose == purpose).ok_or_else(|| {
-            AppError::invalid(
-                "ceremony_not_found",
-                "This security-key request is unknown or was already used. Start again.",
-            )
-        })?;
-        if row.checkout_id.as_deref() != Some(checkout_id) {
-            return Err(AppError::invalid(
-                "challenge_not_for_this_request",
-                "This security-key challenge was issued for a different request. Start again from this request.",
-            ));
-        }
-        if row.custodian_id.as_deref() != Some(p.custodian.id.as_str()) {
-            return Err(AppError::invalid(
-                "challenge_not_for_this_person",
-                if purpose == PURPOSE_RELEASE {
-                    "This security-key challenge was issued to someone else. Only the requester releases a checkout, with a release started in their own session."
-                } else {
-                    "This security-key challenge was issued to someone else. Start your own approval."
-                },
-            ));
-        }
-        if row.expires_at <= now {
-            return Err(AppError::gone(
-                "ceremony_expired",
-                "This security-key request has expired. Start again and touch your key within a few minutes.",
-            ));
-        }
-        let state: PasskeyAuthentication =
-            serde_json::from_str(row.state.as_deref().unwrap_or_default()).map_err(internal)?;
+        let row = self.take_ceremony(ceremony_id, purpose).await?;
+        ceremony::bound_to_checkout(&row, purpose, checkout_id, &p.custodian.id)?;
+        ceremony::unexpired(&row, now)?;
+        let state: PasskeyAuthentication = ceremony::state(&row)?;
         let result =
             self.webauthn.finish_passkey_authentication(credential, &state).map_err(|e| assertion_refused(&e))?;
-        // What an auditor needs to check this assertion offline.
-        let challenge = serde_json::from_slice::<serde_json::Value>(&credential.response.client_data_json)
-            .ok()
-            .and_then(|v| v["challenge"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let evidence = AssertionEvidence {
-            credential_id: b64url(result.cred_id()),
-            challenge,
-            client_data_json: b64url(&credential.response.client_data_json),
-            authenticator_data: b64url(&credential.response.authenticator_data),
-            signature: b64url(&credential.response.signature),
-        };
+        let evidence = ceremony::evidence(credential, &result);
         Ok((result, evidence))
     }
 
@@ -657,7 +601,7 @@ impl App {
             .filter(|c| !c.trim().is_empty())
             .map(|c| display_text("comment", &c, checkout::NOTE_MAX_CHARS))
             .transpose()?;
-        let (result, evidence) = self.verified_assertion(PURPOSE_APPROVE, &p, &id, ceremony_id, &credential).await?;
+        let (result, evidence) = self.verified_assertion(Purpose::Approve, &p, &id, ceremony_id, &credential).await?;
         let now = self.now();
         let approved_ttl = Duration::minutes(i64::from(self.config.security.request_approved_ttl_minutes));
         self.db
@@ -667,7 +611,9 @@ impl App {
                 let me = people::custodian(tx, &p.custodian.id)?.ok_or_else(|| internal("custodian vanished"))?;
                 eligibility(tx, &c, &me, now.unix_timestamp())?;
                 let cred_id = evidence.credential_id.clone();
-                update_counter(tx, &me.id, &cred_id, &result, now.unix_timestamp())?;
+                if !ceremony::record_use(tx, &me.id, &result, now.unix_timestamp())? {
+                    return Err(internal("credential vanished"));
+                }
                 let row = ApprovalRow {
                     id: 0,
                     checkout_id: c.id.clone(),
@@ -747,9 +693,11 @@ impl App {
             .transact(move |tx| {
                 let c = load(tx, &id, now)?;
                 check_revealable(&c, &p, now.unix_timestamp())?;
-                let (options, state) =
-                    app.webauthn.start_passkey_authentication(&passkeys_of(tx, &p.custodian.id)?).map_err(internal)?;
-                let ceremony_id = app.insert_checkout_ceremony(tx, PURPOSE_RELEASE, &p, &c, &state, now)?;
+                let (options, state) = app
+                    .webauthn
+                    .start_passkey_authentication(&ceremony::passkeys_of(tx, &p.custodian.id)?)
+                    .map_err(internal)?;
+                let ceremony_id = app.insert_checkout_ceremony(tx, Purpose::Release, &p, &c, &state, now)?;
                 crate::app::announce::record(
                     tx,
                     now,
@@ -778,7 +726,7 @@ impl App {
         ceremony_id: String,
         credential: PublicKeyCredential,
     ) -> Result<Revealed, AppError> {
-        let (result, evidence) = self.verified_assertion(PURPOSE_RELEASE, &p, &id, ceremony_id, &credential).await?;
+        let (result, evidence) = self.verified_assertion(Purpose::Release, &p, &id, ceremony_id, &credential).await?;
         let now = self.now();
         let app = self.clone();
         self.db
@@ -786,7 +734,9 @@ impl App {
                 let mut c = load(tx, &id, now)?;
                 check_revealable(&c, &p, now.unix_timestamp())?;
                 check_quorum_still_holds(tx, &c, now.unix_timestamp())?;
-                update_counter(tx, &p.custodian.id, &b64url(result.cred_id()), &result, now.unix_timestamp())?;
+                if !ceremony::record_use(tx, &p.custodian.id, &result, now.unix_timestamp())? {
+                    return Err(internal("credential vanished"));
+                }
                 let account =
                     store_accounts::account(tx, &c.account_id)?.ok_or_else(|| internal("account vanished"))?;
                 let actor = p.actor().audit_name();
@@ -1009,12 +959,11 @@ fn approval_passkeys(
     now: i64,
     cooling_secs: i64,
 ) -> Result<Vec<Passkey>, AppError> {
-    let keys = people::credentials_of(conn, custodian_id)?
-        .iter()
+    let rows: Vec<_> = people::credentials_of(conn, custodian_id)?
+        .into_iter()
         .filter(|r| r.created_at + cooling_secs <= now)
-        .map(|r| serde_json::from_str::<Passkey>(&r.passkey))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(internal)?;
+        .collect();
+    let keys = ceremony::passkeys(&rows)?;
     if keys.is_empty() {
         return Err(AppError::forbidden(
             "credential_cooling_off",
@@ -1046,21 +995,4 @@ fn check_revealable(c: &CheckoutRow, p: &Principal, now: i64) -> Result<(), AppE
             Err(AppError::gone("checkout_ended", format!("This checkout is {}; nothing more is revealed.", c.state)))
         }
     }
-}
-
-fn update_counter(
-    tx: &rusqlite::Connection,
-    custodian_id: &str,
-    cred_id: &str,
-    result: &webauthn_rs::prelude::AuthenticationResult,
-    now: i64,
-) -> Result<(), AppError> {
-    let stored = people::credentials_of(tx, custodian_id)?
-        .into_iter()
-        .find(|r| r.id == cred_id)
-        .ok_or_else(|| internal("credential vanished"))?;
-    let mut passkey: Passkey = serde_json::from_str(&stored.passkey).map_err(internal)?;
-    passkey.update_credential(result);
-    people::update_credential_use(tx, cred_id, &serde_json::to_string(&passkey).map_err(internal)?, now)?;
-    Ok(())
 }

@@ -5,6 +5,7 @@ pub mod announce;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub(crate) mod ceremony;
 pub mod checkouts;
 pub mod custodians;
 pub mod drills;
