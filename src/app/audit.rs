@@ -735,6 +735,7 @@ impl Replay {
 }
 
 impl App {
+    #[tracing::instrument(skip_all)]
     pub async fn audit_page(&self, filter: AuditFilter, limit: u32) -> Result<AuditPage, AppError> {
         let limit = limit.clamp(1, MAX_PAGE);
         self.db
@@ -748,6 +749,7 @@ impl App {
 
     /// Every entry as JSON lines, streamed from a separate read-only connection (as
     /// `breakglass audit export` does), so a large export never holds up the writer.
+    #[tracing::instrument(skip_all)]
     pub async fn audit_export_jsonl(&self) -> Result<String, AppError> {
         let path = self.db.path().to_owned();
         tokio::task::spawn_blocking(move || {
@@ -773,6 +775,7 @@ impl App {
 
     /// Verify on a separate read-only connection: a long verification never holds
     /// up approvals or releases (WAL readers do not block the writer).
+    #[tracing::instrument(skip_all)]
     pub async fn audit_verify(&self) -> Result<ChainStatus, AppError> {
         let path = self.db.path().to_owned();
         let high_water = self.config.data_dir.join(HIGH_WATER_FILE);

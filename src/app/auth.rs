@@ -124,6 +124,7 @@ impl App {
 
     // ---- enrolment ----
 
+    #[tracing::instrument(skip_all)]
     pub async fn enrol_start(
         &self,
         invite_token: String,
@@ -154,6 +155,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn enrol_finish(
         &self,
         ceremony_id: String,
@@ -248,6 +250,7 @@ impl App {
 
     // ---- sign-in ----
 
+    #[tracing::instrument(skip_all)]
     pub async fn login_start(&self, email: String) -> Result<CeremonyStart<RequestChallengeResponse>, AppError> {
         let now = self.now();
         // An address that is not an e-mail cannot belong to anyone: answer like an unknown one.
@@ -302,7 +305,8 @@ impl App {
             return Ok((self.decoy_login_options(email)?, None, Vec::new()));
         };
         let keys = people::credentials_of(conn, stand_in)?;
-        let (mut rcr, state) = self.webauthn.start_passkey_authentication(&ceremony::passkeys(&keys)?).map_err(internal)?;
+        let (mut rcr, state) =
+            self.webauthn.start_passkey_authentication(&ceremony::passkeys(&keys)?).map_err(internal)?;
         let mut stand_in_ids = Vec::new();
         for (i, allowed) in rcr.public_key.allow_credentials.iter_mut().enumerate() {
             let label = format!("credential-id/{i}");
@@ -350,6 +354,7 @@ impl App {
         })
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn login_finish(
         &self,
         ceremony_id: String,
@@ -433,6 +438,7 @@ impl App {
     /// A plain read: `last_seen_at` is written at most once per
     /// [`SESSION_TOUCH_INTERVAL_SECS`] per session, so authenticated GETs do not take
     /// the database's write lock (and an fsync) on every request.
+    #[tracing::instrument(skip_all)]
     pub async fn authenticate(&self, session_token: String) -> Result<Principal, AppError> {
         let now = self.now().unix_timestamp();
         let idle = i64::from(self.config.security.session_idle_minutes) * 60;
@@ -465,6 +471,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn logout(&self, principal: Principal) -> Result<(), AppError> {
         let now = self.now();
         self.db
@@ -484,6 +491,7 @@ impl App {
 
     // ---- more credentials ----
 
+    #[tracing::instrument(skip_all)]
     pub async fn credential_add_start(
         &self,
         principal: Principal,
@@ -518,6 +526,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn credential_add_finish(
         &self,
         principal: Principal,
@@ -558,6 +567,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn credential_rename(
         &self,
         principal: Principal,
@@ -587,6 +597,7 @@ impl App {
             .await
     }
 
+    #[tracing::instrument(skip_all)]
     pub async fn my_credentials(&self, principal: &Principal) -> Result<Vec<people::CredentialRow>, AppError> {
         let me = principal.custodian.id.clone();
         self.db.call(move |conn| Ok::<_, AppError>(people::credentials_of(conn, &me)?)).await
@@ -712,6 +723,7 @@ impl App {
     /// when the first and last happened. `serve` calls this every minute (and on
     /// shutdown), so the log grows by at most one such entry per custodian per minute
     /// however fast anyone fails; failures still in memory are lost on a crash.
+    #[tracing::instrument(skip_all)]
     pub async fn record_sign_in_failures(&self) -> Result<usize, AppError> {
         let pending = self.sign_in_failures.take();
         if pending.is_empty() {
