@@ -747,32 +747,6 @@ impl App {
             .await
     }
 
-    /// Every entry as JSON lines, streamed from a separate read-only connection (as
-    /// `breakglass audit export` does), so a large export never holds up the writer.
-    #[tracing::instrument(skip_all)]
-    pub async fn audit_export_jsonl(&self) -> Result<String, AppError> {
-        let path = self.db.path().to_owned();
-        tokio::task::spawn_blocking(move || {
-            let conn = crate::store::open_read_only(&path)?;
-            let mut out = String::new();
-            let mut failed = None;
-            audit::for_each(&conn, |e| match serde_json::to_string(&e) {
-                Ok(line) => {
-                    out.push_str(&line);
-                    out.push('\n');
-                    true
-                }
-                Err(err) => {
-                    failed = Some(AppError::Internal(err.to_string()));
-                    false
-                }
-            })?;
-            failed.map_or(Ok(out), Err)
-        })
-        .await
-        .map_err(|_| AppError::Internal("export worker stopped".into()))?
-    }
-
     /// Verify on a separate read-only connection: a long verification never holds
     /// up approvals or releases (WAL readers do not block the writer).
     #[tracing::instrument(skip_all)]

@@ -71,12 +71,14 @@ pub async fn outbox_list(
     Ok(Json(serde_json::json!({"status": status, "messages": messages})))
 }
 
-/// The whole log as JSON lines (what `breakglass audit export --format jsonl` writes).
+/// The whole log as JSON lines (what `breakglass audit export --format jsonl` writes),
+/// streamed: memory stays bounded whatever the size of the log.
 pub async fn audit_export(
     State(state): State<AppState>,
     AuditReader(_): AuditReader,
 ) -> ApiResult<axum::response::Response> {
-    let mut res = state.app.audit_export_jsonl().await?.into_response();
+    let stream = state.app.audit_export_stream().await?;
+    let mut res = axum::body::Body::from_stream(stream).into_response();
     res.headers_mut()
         .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/x-ndjson"));
     Ok(res)
