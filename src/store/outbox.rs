@@ -229,20 +229,22 @@ pub fn audit_triggers_present(conn: &Connection) -> Result<bool, StoreError> {
     )?)
 }
 
-/// Challenges issued more than once, as `(seq, first_seq)` for every issue after the
-/// first, among entries up to `size`. SQLite sorts (spilling to a temporary file), so
-/// the verifier's memory does not grow with the log.
-pub fn reissued_challenges(conn: &Connection, size: u64) -> Result<Vec<(u64, u64)>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT seq, first FROM (
-             SELECT seq, min(seq) OVER (PARTITION BY json_extract(details, '$.challenge')) AS first
-             FROM audit_log
-             WHERE action IN ('approval.challenge_issued', 'release.challenge_issued') AND seq <= ?1
-               AND json_valid(details)
-         ) WHERE seq > first ORDER BY seq LIMIT 1000",
-    )?;
-    let rows = stmt.query_map([size as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// The first entry before `before_seq` that issued `challenge`, if any. `audit verify`
+/// asks only about challenges its in-memory fingerprints flag as seen before.
+pub fn earlier_issue_of_challenge(
+    conn: &Connection,
+    challenge: &str,
+    before_seq: u64,
+) -> Result<Option<u64>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT min(seq) FROM audit_log
+         WHERE action IN ('approval.challenge_issued', 'release.challenge_issued') AND seq < ?2
+           AND json_valid(details) AND json_extract(details, '$.challenge') = ?1",
+            params![challenge, before_seq as i64],
+            |r| r.get::<_, Option<i64>>(0),
+        )?
+        .map(|s| s as u64))
 }
 
 pub fn insert_checkpoint(conn: &Connection, size: u64, head: &str, note: &str, now: i64) -> Result<(), StoreError> {
