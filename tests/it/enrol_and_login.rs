@@ -278,27 +278,6 @@ async fn session_cookie_is_httponly_samesite_strict_and_opaque() {
 }
 
 #[tokio::test]
-async fn https_origins_get_host_prefixed_secure_cookies_and_hsts() {
-    let s = TestServer::start_with(|c| c.origin = "https://custody.example.com".into()).await;
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert("origin", "https://custody.example.com".parse().unwrap());
-    let c = reqwest::Client::builder().default_headers(h).build().unwrap();
-    let mut key = SoftPasskey::new(true);
-    let st = s.start_enrolment(&c, &[Role::Custodian], "Bo", "bo@example.com").await;
-    let cred = key.do_registration(url::Url::parse("https://custody.example.com").unwrap(), st.options).unwrap();
-    let res = c
-        .post(s.url("/api/v1/enrol/finish"))
-        .json(&json!({"ceremony_id": st.ceremony_id, "credential": cred}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let cookie = res.headers()["set-cookie"].to_str().unwrap();
-    assert!(cookie.starts_with("__Host-breakglass=") && cookie.contains("; Secure"), "{cookie}");
-    assert!(res.headers()["strict-transport-security"].to_str().unwrap().contains("max-age="));
-}
-
-#[tokio::test]
 async fn a_second_key_can_be_added_named_and_used_but_only_soon_after_sign_in() {
     let s = TestServer::start().await;
     let mut ada = s.admin().await;
