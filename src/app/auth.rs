@@ -60,19 +60,6 @@ struct PendingEnrolment {
 /// sign-in ceremony's `pending` column.
 type StandInIds = Vec<(String, String)>;
 
-fn registration_refused(e: &WebauthnError) -> AppError {
-    match e {
-        WebauthnError::UserNotVerified => AppError::invalid(
-            "user_verification_required",
-            "Your authenticator did not verify you (PIN, fingerprint or face). breakglass requires user verification: set up a PIN on the key and try again.",
-        ),
-        _ => AppError::invalid(
-            "webauthn_failed",
-            "The authenticator's response could not be verified. Start again with the same key or another one.",
-        ),
-    }
-}
-
 fn sign_in_failed() -> AppError {
     AppError::unauthenticated(
         "authentication_failed",
@@ -169,7 +156,7 @@ impl App {
         let pending: PendingEnrolment =
             serde_json::from_str(c.pending.as_deref().unwrap_or_default()).map_err(internal)?;
         let passkey =
-            self.webauthn.finish_passkey_registration(&credential, &state).map_err(|e| registration_refused(&e))?;
+            self.webauthn.finish_passkey_registration(&credential, &state).map_err(|e| ceremony::refused(&e))?;
         let invite_id = c.invite_id.unwrap_or_default();
         let app = self.clone();
         let enrolled = self
@@ -390,7 +377,7 @@ impl App {
         let verified = self.webauthn.finish_passkey_authentication(&credential, &state);
         let Some(custodian_id) = c.custodian_id else {
             return Err(match verified {
-                Err(WebauthnError::UserNotVerified) => registration_refused(&WebauthnError::UserNotVerified),
+                Err(WebauthnError::UserNotVerified) => ceremony::refused(&WebauthnError::UserNotVerified),
                 _ => sign_in_failed(),
             });
         };
@@ -407,7 +394,7 @@ impl App {
                 // failure costs the same whether or not the address is enrolled.
                 self.sign_in_failures.note(&custodian_id, reason, now.unix_timestamp());
                 return Err(match e {
-                    WebauthnError::UserNotVerified => registration_refused(&e),
+                    WebauthnError::UserNotVerified => ceremony::refused(&e),
                     _ => sign_in_failed(),
                 });
             }
@@ -541,7 +528,7 @@ impl App {
         }
         let state: PasskeyRegistration = ceremony::state(&c)?;
         let passkey =
-            self.webauthn.finish_passkey_registration(&credential, &state).map_err(|e| registration_refused(&e))?;
+            self.webauthn.finish_passkey_registration(&credential, &state).map_err(|e| ceremony::refused(&e))?;
         self.db
             .transact(move |tx| {
                 let me = &principal.custodian.id;

@@ -12,7 +12,7 @@
 use serde::{Serialize, de::DeserializeOwned};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
-use webauthn_rs::prelude::{AuthenticationResult, Passkey, PublicKeyCredential};
+use webauthn_rs::prelude::{AuthenticationResult, Passkey, PublicKeyCredential, WebauthnError};
 
 use super::{App, b64url};
 use crate::{
@@ -64,6 +64,21 @@ pub(crate) fn ceremony_expired() -> AppError {
         "ceremony_expired",
         "This security-key request has expired. Start again and touch your key within a few minutes.",
     )
+}
+
+/// An authenticator's answer that webauthn-rs refused: missing user verification has
+/// its own code (the person must set up a PIN or biometric), anything else is one code.
+pub(crate) fn refused(e: &WebauthnError) -> AppError {
+    match e {
+        WebauthnError::UserNotVerified => AppError::invalid(
+            "user_verification_required",
+            "Your authenticator did not verify you (PIN, fingerprint or face). breakglass requires user verification: set up a PIN on the key and try again.",
+        ),
+        _ => AppError::invalid(
+            "webauthn_failed",
+            "The authenticator's response could not be verified. Start again with the same key or another one.",
+        ),
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> AppError {

@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::Duration;
 use uuid::Uuid;
-use webauthn_rs::prelude::{
-    Passkey, PasskeyAuthentication, PublicKeyCredential, RequestChallengeResponse, WebauthnError,
-};
+use webauthn_rs::prelude::{Passkey, PasskeyAuthentication, PublicKeyCredential, RequestChallengeResponse};
 
 use super::{
     Actor, App, Principal, b64url,
@@ -339,16 +337,6 @@ fn account_approver_set(conn: &rusqlite::Connection, account_id: &str) -> Result
     })
 }
 
-fn assertion_refused(e: &WebauthnError) -> AppError {
-    match e {
-        WebauthnError::UserNotVerified => AppError::invalid(
-            "user_verification_required",
-            "Your security key did not verify you (PIN or biometric). Use a key with user verification set up.",
-        ),
-        _ => AppError::invalid("webauthn_failed", "The security key's answer did not verify. Start again."),
-    }
-}
-
 impl App {
     /// Open a checkout request on an account (one open per account).
     #[tracing::instrument(skip_all)]
@@ -581,7 +569,7 @@ impl App {
         ceremony::unexpired(&row, now)?;
         let state: PasskeyAuthentication = ceremony::state(&row)?;
         let result =
-            self.webauthn.finish_passkey_authentication(credential, &state).map_err(|e| assertion_refused(&e))?;
+            self.webauthn.finish_passkey_authentication(credential, &state).map_err(|e| ceremony::refused(&e))?;
         let evidence = ceremony::evidence(credential, &result);
         Ok((result, evidence))
     }
