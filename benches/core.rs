@@ -99,7 +99,7 @@ async fn checkout_steps(n: usize) {
         let token = app.create_invite(Actor::Host, vec![Role::Admin, Role::Custodian]).await.unwrap().token;
         let mut key = SoftPasskey::new(true);
         let st = app.enrol_start(token, name.into(), format!("{name}@example.com")).await.unwrap();
-        let cred = key.do_registration(origin.clone(), st.options).unwrap();
+        let cred = key.do_registration(origin.clone(), serde_json::from_value(st.options).unwrap()).unwrap();
         let signed = app.enrol_finish(st.ceremony_id, cred, None).await.unwrap();
         people.push((signed.session_token, key));
     }
@@ -172,17 +172,26 @@ async fn checkout_steps(n: usize) {
         let t = Instant::now();
         let st = app.approval_start(approver.clone(), c.id.clone()).await.unwrap();
         times[2].push(t.elapsed());
-        let cred = ak.1.do_authentication(origin.clone(), st.options).unwrap();
+        let cred = ak.1.do_authentication(origin.clone(), serde_json::from_value(st.options).unwrap()).unwrap();
         let t = Instant::now();
-        app.approval_finish(approver, c.id.clone(), st.ceremony_id, cred, Decision::Approve, None).await.unwrap();
+        app.approval_finish(
+            approver,
+            c.id.clone(),
+            st.ceremony_id,
+            cred,
+            breakglass::app::checkouts::Answer { decision: Decision::Approve, comment: None, share: None },
+        )
+        .await
+        .unwrap();
         times[3].push(t.elapsed());
         let t = Instant::now();
         let st = app.release_start(requester.clone(), c.id.clone()).await.unwrap();
         times[4].push(t.elapsed());
-        let cred = rk.1.do_authentication(origin.clone(), st.options).unwrap();
+        let cred = rk.1.do_authentication(origin.clone(), serde_json::from_value(st.options).unwrap()).unwrap();
         let t = Instant::now();
-        let revealed = app.release_finish(requester.clone(), c.id.clone(), st.ceremony_id, cred).await.unwrap();
+        let revealed = app.release_finish(requester.clone(), c.id.clone(), st.ceremony_id, cred, None).await.unwrap();
         times[5].push(t.elapsed());
+        let breakglass::app::checkouts::ReleaseOutcome::Revealed(revealed) = revealed else { panic!("not a reveal") };
         assert_eq!(revealed.totp.code.len(), 6);
         let t = Instant::now();
         app.close_checkout(requester, c.id.clone(), "bench".into()).await.unwrap();

@@ -86,6 +86,11 @@ pub struct AccountView {
     pub approvers: ApproverSet,
     /// Since when a new root password is due after an emergency release.
     pub rotation_due_since: Option<String>,
+    /// `policy` (the vault holds the key; approvals are a rule) or `quorum` (the key
+    /// is split among the holders; approvals hand over shares).
+    pub custody: crate::domain::Custody,
+    /// Quorum mode: the dealing in force. `None` in policy mode.
+    pub quorum: Option<super::quorum::QuorumView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,7 +102,7 @@ pub struct Deposited {
     pub account_state: String,
 }
 
-fn view(conn: &rusqlite::Connection, a: store::AccountRow) -> Result<AccountView, AppError> {
+pub(crate) fn view(conn: &rusqlite::Connection, a: store::AccountRow) -> Result<AccountView, AppError> {
     let versions = store::secret_versions(conn, &a.account_id)?;
     let secrets: Vec<SecretView> = SecretKind::ALL
         .iter()
@@ -122,7 +127,10 @@ fn view(conn: &rusqlite::Connection, a: store::AccountRow) -> Result<AccountView
     } else {
         ApproverSet::All(AllMarker::All)
     };
+    let quorum = super::quorum::quorum_view(conn, &a)?;
     Ok(AccountView {
+        custody: a.custody,
+        quorum,
         approvers,
         rotation_due_since: rotation_due_since.map(rfc3339),
         ready_for_release: has(SecretKind::RootPassword) && has(SecretKind::TotpSeed),
@@ -192,13 +200,18 @@ impl App {
                     veto: policy.veto,
                     drill_schedule: policy.drill_schedule.clone(),
                     recipient: key.recipient,
-                    wrapped_key: key.wrapped,
+                    wrapped_key: Some(key.wrapped),
                     created_at: now.unix_timestamp(),
                     created_by: actor.audit_name(),
                     approver_set: store::ApproverMode::All,
                     rotation_due_since: None,
                     next_drill_due_at: None,
                     drill_flag: None,
+                    custody: crate::domain::Custody::Policy,
+                    key_version: 1,
+                    quorum_k: None,
+                    reshare_due_since: None,
+                    reshare_reason: None,
                 };
                 store::insert_account(tx, &row)?;
                 crate::app::announce::record(
@@ -299,6 +312,10 @@ impl App {
                 let a = store::account(tx, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?;
                 let v = view(tx, a)?;
                 crate::app::announce::record(tx, now, &actor.audit_name(), &Subject::Account(id.to_string()), &Event::AccountPolicyChanged { policy: json!(v.policy), approvers: json!(v.approvers) })?;
+                if super::quorum::mark_reshare_due_where_needed(tx, now, &actor.audit_name(), "its policy changed (approvals required or approver set)")?.contains(&id.to_string()) {
+                    let a = store::account(tx, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?;
+                    return view(tx, a);
+                }
                 Ok(v)
             })
             .await

@@ -261,6 +261,7 @@ const REPLAYED: &[&str] = &[
     "checkout.closed",
     "checkout.released",
     "checkout.revealed",
+    "account.reshared",
 ];
 
 /// Replays the log in order and checks every WebAuthn assertion it records, and that
@@ -524,7 +525,8 @@ impl Replay {
             "checkout.released" if !self.tracks.get(&checkout).is_some_and(|t| t.approved) => {
                 self.problem(e.seq, format!("checkout {checkout} was released without being approved"));
             }
-            "checkout.revealed" => {
+            // A reshare's release step: the requester's assertion, checked like a reveal's.
+            "checkout.revealed" | "account.reshared" => {
                 let ok = self.tracks.get(&checkout).is_some_and(|t| t.approved && t.requester == e.actor);
                 if !ok {
                     self.problem(

@@ -12,8 +12,8 @@ use sha2::Sha256;
 use time::Duration;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential, RequestChallengeResponse, WebauthnError,
+    Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
+    RequestChallengeResponse, WebauthnError,
 };
 use webauthn_rs_proto::{AllowCredentials, PublicKeyCredentialRequestOptions, UserVerificationPolicy};
 
@@ -117,7 +117,7 @@ impl App {
         invite_token: String,
         name: String,
         email: String,
-    ) -> Result<CeremonyStart<CreationChallengeResponse>, AppError> {
+    ) -> Result<CeremonyStart<serde_json::Value>, AppError> {
         let name = display_text("name", &name, 100)?;
         let email = Email::parse("email", &email)?;
         let now = self.now();
@@ -137,7 +137,7 @@ impl App {
                     ..Binding::default()
                 };
                 let id = app.issue_ceremony(tx, Purpose::Enrol, binding, Some(ceremony::state_json(&state)?), now)?;
-                Ok(CeremonyStart { ceremony_id: id, options: ccr })
+                Ok(CeremonyStart { ceremony_id: id, options: super::quorum::creation_with_prf(&ccr)? })
             })
             .await
     }
@@ -223,6 +223,12 @@ impl App {
                         cooling_off_until: Some(rfc3339(custodian.approve_after)),
                         same_name_as: (!same_name.is_empty()).then_some(same_name),
                     },
+                )?;
+                super::quorum::mark_reshare_due_where_needed(
+                    tx,
+                    now,
+                    &actor,
+                    &format!("{} enrolled and holds no share yet", custodian.name),
                 )?;
                 Ok(Some(SignedIn { session_token, custodian, expires_at }))
             })
@@ -482,7 +488,7 @@ impl App {
     pub async fn credential_add_start(
         &self,
         principal: Principal,
-    ) -> Result<CeremonyStart<CreationChallengeResponse>, AppError> {
+    ) -> Result<CeremonyStart<serde_json::Value>, AppError> {
         let now = self.now();
         let window = i64::from(self.config.security.reauth_window_minutes) * 60;
         if principal.authenticated_at + window < now.unix_timestamp() {
@@ -508,7 +514,7 @@ impl App {
                 let binding = Binding { custodian_id: Some(c.id.clone()), ..Binding::default() };
                 let id =
                     app.issue_ceremony(tx, Purpose::AddCredential, binding, Some(ceremony::state_json(&state)?), now)?;
-                Ok(CeremonyStart { ceremony_id: id, options: ccr })
+                Ok(CeremonyStart { ceremony_id: id, options: super::quorum::creation_with_prf(&ccr)? })
             })
             .await
     }
@@ -619,6 +625,8 @@ fn insert_passkey(
             prf_capable: false,
             created_at: now,
             last_used_at: None,
+            prf_status: "unknown".into(),
+            prf_recipient: None,
         },
         &record.to_string(),
     )?;

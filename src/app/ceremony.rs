@@ -29,6 +29,7 @@ pub(crate) enum Purpose {
     AddCredential,
     Approve,
     Release,
+    ShareRecipient,
 }
 
 impl Purpose {
@@ -39,6 +40,7 @@ impl Purpose {
             Purpose::AddCredential => "add_credential",
             Purpose::Approve => "approve",
             Purpose::Release => "release",
+            Purpose::ShareRecipient => "share_recipient",
         }
     }
 }

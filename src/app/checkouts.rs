@@ -13,6 +13,7 @@ use webauthn_rs::prelude::{Passkey, PasskeyAuthentication, PublicKeyCredential, 
 use super::{
     Actor, App, Principal, b64url,
     ceremony::{self, Binding, Purpose},
+    quorum::{ReshareDone, ShareOffer},
     rfc3339,
 };
 use crate::{
@@ -110,21 +111,48 @@ pub struct AnnouncementState {
     pub last_error: Option<String>,
 }
 
+/// One person's answer to a request, as sent with their assertion.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub decision: Decision,
+    pub comment: Option<String>,
+    /// Quorum mode: their share re-encrypted to the transit recipient (approvals only).
+    pub share: Option<String>,
+}
+
 /// The start of an approval: the ceremony, and exactly what is being approved.
 #[derive(Debug, Serialize)]
 pub struct ApprovalStart {
     pub ceremony_id: String,
+    /// webauthn-rs's request options; in quorum mode with the PRF extension added.
     #[serde(flatten)]
-    pub options: RequestChallengeResponse,
+    pub options: serde_json::Value,
     pub request: CheckoutView,
+    /// Quorum mode: your share and where to hand it over (`null` in policy mode, or
+    /// when you hold no share and can only deny).
+    pub quorum: Option<ShareOffer>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ReleaseStart {
     pub ceremony_id: String,
     #[serde(flatten)]
-    pub options: RequestChallengeResponse,
+    pub options: serde_json::Value,
     pub request: CheckoutView,
+    /// Quorum mode: the requester's share and where to hand it over.
+    pub quorum: Option<ShareOffer>,
+}
+
+/// What a release answers: the credentials, or for a reshare what was dealt.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum ReleaseOutcome {
+    Revealed(Revealed),
+    Reshared(ReshareDone),
+}
+
+fn options_json(options: &RequestChallengeResponse, quorum: bool) -> Result<serde_json::Value, AppError> {
+    if quorum { super::quorum::with_prf(options) } else { serde_json::to_value(options).map_err(internal) }
 }
 
 /// What a release shows. Never the TOTP seed.
@@ -149,10 +177,18 @@ fn expose<S: serde::Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Er
 
 /// Proof that a release was approved and confirmed by the requester. Only
 /// `release_finish` constructs one, inside its transaction, after every check.
-pub struct ApprovedRelease {
-    checkout_id: String,
-    account_id: String,
-    wrapped_key: Vec<u8>,
+pub struct ApprovedRelease<'a> {
+    checkout: &'a CheckoutRow,
+    account: &'a crate::store::accounts::AccountRow,
+    /// The approvers whose approvals still stand, and the requester.
+    standing: Vec<String>,
+}
+
+/// Why no account key came out of a release.
+enum Opening {
+    Failed(AppError),
+    /// Quorum mode: the shares did not open it (audited before the error is returned).
+    Quorum(super::quorum::QuorumFailure),
 }
 
 fn internal(e: impl std::fmt::Display) -> AppError {
@@ -256,6 +292,11 @@ fn refresh(
     now: time::OffsetDateTime,
 ) -> Result<CheckoutRow, AppError> {
     let t = now.unix_timestamp();
+    // Quorum mode: the handed-over shares and the transit key go when the reveal
+    // window ends (the state trigger removes them when the checkout ends).
+    if c.state == CheckoutState::Released && c.window_ends_at.is_some_and(|w| w <= t) {
+        store::purge_quorum_material(conn, &c.id)?;
+    }
     let d = Deadlines {
         state: c.state,
         expires_at: c.expires_at,
@@ -354,10 +395,18 @@ impl App {
         let kind = input.kind.unwrap_or(CheckoutKind::Emergency);
         let now = self.now();
         let pending_ttl = Duration::hours(i64::from(self.config.security.request_pending_ttl_hours));
+        let app = self.clone();
         self.db
             .transact(move |tx| {
                 let account = store_accounts::account(tx, account_id.as_str())?
                     .ok_or_else(|| AppError::not_found("account_not_found", format!("No account {account_id} is in custody.")))?;
+                let quorum = account.custody == crate::domain::Custody::Quorum;
+                if kind == CheckoutKind::Reshare && !quorum {
+                    return Err(AppError::conflict(
+                        "not_quorum",
+                        format!("Account {} is in policy mode: there are no shares to reshare. An admin turns on quorum mode first.", account.account_id),
+                    ));
+                }
                 let duration = checkout::validate_duration(input.duration_minutes, account.max_checkout_minutes)?;
                 if let Some(open) = store::open_for_account(tx, account.account_id.as_str())? {
                     let open = refresh(tx, open, now)?;
@@ -378,7 +427,7 @@ impl App {
                         format!("No drill is due for account {}: drills open on its schedule (see Drills). For real access, request an emergency checkout.", account.account_id),
                     ));
                 }
-                for kind in [SecretKind::RootPassword, SecretKind::TotpSeed] {
+                for kind in [SecretKind::RootPassword, SecretKind::TotpSeed].into_iter().filter(|_| kind != CheckoutKind::Reshare) {
                     if store_accounts::latest_secret(tx, &account.account_id, kind.as_str())?.is_none() {
                         return Err(AppError::conflict("account_not_ready", format!("Account {} has no {} on file: an admin must deposit it first.", account.account_id, kind)));
                     }
@@ -392,7 +441,12 @@ impl App {
                     ticket,
                     duration_minutes: i64::from(duration),
                     state: CheckoutState::Pending,
-                    approvals_required: account.approvals_required,
+                    // Quorum mode: never fewer approvals than the shares dealt need (until a
+                    // reshare deals for a lower policy), never fewer than the policy asks.
+                    approvals_required: match account.quorum_k {
+                        Some(k) if quorum => account.approvals_required.max(k - 1),
+                        _ => account.approvals_required,
+                    },
                     veto: account.veto,
                     reveal_window_minutes: i64::from(account.reveal_window_minutes),
                     created_at: now.unix_timestamp(),
@@ -411,6 +465,9 @@ impl App {
                     }
                     other => other.into(),
                 })?;
+                if quorum {
+                    app.prepare_transit(tx, &account, &c)?;
+                }
                 // Every rule that decides quorum, so that `audit verify` replays it offline:
                 // how many, who may approve, and whether one denial ends the request.
                 let approvers = match account_approver_set(tx, &c.account_id)? {
@@ -475,7 +532,8 @@ impl App {
     #[tracing::instrument(skip_all)]
     pub async fn cancel_checkout(&self, p: Principal, id: String) -> Result<CheckoutView, AppError> {
         let now = self.now();
-        self.db
+        let out = self
+            .db
             .transact(move |tx| {
                 let mut c = load(tx, &id, now)?;
                 if c.requester_id != p.custodian.id {
@@ -501,7 +559,9 @@ impl App {
                 )?;
                 view(tx, &c, now)
             })
-            .await
+            .await;
+        self.scrub_wal().await;
+        out
     }
 
     /// Start one person's approval: checks they may decide, issues a challenge bound
@@ -518,6 +578,13 @@ impl App {
                 let keys = approval_passkeys(tx, &p.custodian.id, now.unix_timestamp(), cooling)?;
                 let (options, state) = app.webauthn.start_passkey_authentication(&keys).map_err(internal)?;
                 let ceremony_id = app.insert_checkout_ceremony(tx, Purpose::Approve, &p, &c, &state, now)?;
+                // A person without a share can still deny; approving needs the share.
+                let quorum = match app.share_offer(tx, &c, &p.custodian.id) {
+                    Ok(offer) => offer,
+                    Err(AppError::Forbidden { code: "no_share", .. }) => None,
+                    Err(e) => return Err(e),
+                };
+                let in_quorum_mode = store::transit(tx, &c.id)?.is_some();
                 crate::app::announce::record(
                     tx,
                     now,
@@ -531,7 +598,12 @@ impl App {
                         origin: app.config.origin_header().to_string(),
                     },
                 )?;
-                Ok(ApprovalStart { ceremony_id, options, request: view(tx, &c, now)? })
+                Ok(ApprovalStart {
+                    ceremony_id,
+                    options: options_json(&options, in_quorum_mode)?,
+                    request: view(tx, &c, now)?,
+                    quorum,
+                })
             })
             .await
     }
@@ -582,9 +654,9 @@ impl App {
         id: String,
         ceremony_id: String,
         credential: PublicKeyCredential,
-        decision: Decision,
-        comment: Option<String>,
+        answer: Answer,
     ) -> Result<CheckoutView, AppError> {
+        let Answer { decision, comment, share } = answer;
         let comment = comment
             .filter(|c| !c.trim().is_empty())
             .map(|c| display_text("comment", &c, checkout::NOTE_MAX_CHARS))
@@ -592,7 +664,9 @@ impl App {
         let (result, evidence) = self.verified_assertion(Purpose::Approve, &p, &id, ceremony_id, &credential).await?;
         let now = self.now();
         let approved_ttl = Duration::minutes(i64::from(self.config.security.request_approved_ttl_minutes));
-        self.db
+        let app = self.clone();
+        let out = self
+            .db
             .transact(move |tx| {
                 let mut c = load(tx, &id, now)?;
                 // Re-check everything: the request or the person may have changed since start.
@@ -620,6 +694,9 @@ impl App {
                     return Err(AppError::conflict(why.code(), why.message()));
                 }
                 let actor = p.actor().audit_name();
+                if decision == Decision::Approve {
+                    app.accept_handed_share(tx, &c, &me.id, &actor, share.as_deref(), now)?;
+                }
                 crate::app::announce::record(
                     tx,
                     now,
@@ -669,7 +746,9 @@ impl App {
                 }
                 view(tx, &c, now)
             })
-            .await
+            .await;
+        self.scrub_wal().await;
+        out
     }
 
     /// The requester starts the release: a fresh assertion bound to this request.
@@ -686,6 +765,7 @@ impl App {
                     .start_passkey_authentication(&ceremony::passkeys_of(tx, &p.custodian.id)?)
                     .map_err(internal)?;
                 let ceremony_id = app.insert_checkout_ceremony(tx, Purpose::Release, &p, &c, &state, now)?;
+                let quorum = app.share_offer(tx, &c, &p.custodian.id)?;
                 crate::app::announce::record(
                     tx,
                     now,
@@ -699,13 +779,20 @@ impl App {
                         origin: app.config.origin_header().to_string(),
                     },
                 )?;
-                Ok(ReleaseStart { ceremony_id, options, request: view(tx, &c, now)? })
+                Ok(ReleaseStart {
+                    ceremony_id,
+                    options: options_json(&options, quorum.is_some())?,
+                    request: view(tx, &c, now)?,
+                    quorum,
+                })
             })
             .await
     }
 
     /// Verify the requester's assertion, then reveal the password and the current
-    /// TOTP code. The first reveal releases the checkout and starts the window.
+    /// TOTP code. The first reveal releases the checkout and starts the window. In
+    /// quorum mode the requester's handed-over share (`share`) completes the k shares;
+    /// a reshare checkout deals a fresh key instead of revealing anything.
     #[tracing::instrument(skip_all)]
     pub async fn release_finish(
         &self,
@@ -713,26 +800,59 @@ impl App {
         id: String,
         ceremony_id: String,
         credential: PublicKeyCredential,
-    ) -> Result<Revealed, AppError> {
+        share: Option<String>,
+    ) -> Result<ReleaseOutcome, AppError> {
         let (result, evidence) = self.verified_assertion(Purpose::Release, &p, &id, ceremony_id, &credential).await?;
         let now = self.now();
         let app = self.clone();
-        self.db
+        let out = self
+            .db
             .transact(move |tx| {
                 let mut c = load(tx, &id, now)?;
                 check_revealable(&c, &p, now.unix_timestamp())?;
-                check_quorum_still_holds(tx, &c, now.unix_timestamp())?;
+                let mut standing = check_quorum_still_holds(tx, &c, now.unix_timestamp())?;
                 if !ceremony::record_use(tx, &p.custodian.id, &result, now.unix_timestamp())? {
                     return Err(internal("credential vanished"));
                 }
                 let account =
                     store_accounts::account(tx, &c.account_id)?.ok_or_else(|| internal("account vanished"))?;
                 let actor = p.actor().audit_name();
+                if store::transit(tx, &c.id)?.is_some()
+                    && !store::handed_shares(tx, &c.id)?.iter().any(|h| h.custodian_id == p.custodian.id)
+                {
+                    app.accept_handed_share(tx, &c, &p.custodian.id, &actor, share.as_deref(), now)?;
+                }
+                standing.push(c.requester_id.clone());
+                let release = ApprovedRelease { checkout: &c, account: &account, standing };
+                let key = match app.release_account_key(tx, &release) {
+                    Ok(key) => key,
+                    Err(Opening::Failed(e)) => return Err(e),
+                    Err(Opening::Quorum(f)) => {
+                        // Nothing is revealed, but the failure is on the record (committed).
+                        crate::app::announce::record(
+                            tx,
+                            now,
+                            &actor,
+                            &subject(&c),
+                            &Event::QuorumFailed {
+                                checkout: c.id.clone(),
+                                code: f.code.to_owned(),
+                                person: f.person.clone(),
+                                message: f.message.clone(),
+                            },
+                        )?;
+                        return Ok(Err(f.into_error()));
+                    }
+                };
+                drop(release);
+                let reshare = c.kind == CheckoutKind::Reshare.as_str();
                 if c.state == CheckoutState::Approved {
                     c.release(now.unix_timestamp()).map_err(illegal)?;
                     store::update(tx, &c)?;
                     let emergency = c.kind == CheckoutKind::Emergency.as_str();
-                    store_accounts::mark_checked_out(tx, &c.account_id, emergency, now.unix_timestamp())?;
+                    if !reshare {
+                        store_accounts::mark_checked_out(tx, &c.account_id, emergency, now.unix_timestamp())?;
+                    }
                     crate::app::announce::record(
                         tx,
                         now,
@@ -745,12 +865,27 @@ impl App {
                         },
                     )?;
                 }
-                let release = ApprovedRelease {
-                    checkout_id: c.id.clone(),
-                    account_id: c.account_id.clone(),
-                    wrapped_key: account.wrapped_key.clone(),
-                };
-                let key = app.release_account_key(&release)?;
+                if reshare {
+                    let done = app.reshare_in_tx(tx, &c, &key, &actor, json!(evidence), now)?;
+                    drop(key);
+                    let note =
+                        format!("Reshare done: key version {} dealt to {} holders.", done.key_version, done.holders);
+                    c.close(now.unix_timestamp(), actor.clone(), note.clone()).map_err(illegal)?;
+                    store::update(tx, &c)?;
+                    crate::app::announce::record(
+                        tx,
+                        now,
+                        &actor,
+                        &subject(&c),
+                        &Event::CheckoutClosed {
+                            checkout: c.id.clone(),
+                            note: Some(note),
+                            checked_in: true,
+                            account_state: None,
+                        },
+                    )?;
+                    return Ok(Ok(ReleaseOutcome::Reshared(done)));
+                }
                 let (pw_version, pw_ct) =
                     store_accounts::latest_secret(tx, &c.account_id, SecretKind::RootPassword.as_str())?
                         .ok_or_else(|| internal("no password"))?;
@@ -769,13 +904,13 @@ impl App {
                     &subject(&c),
                     &Event::CheckoutRevealed {
                         checkout: c.id.clone(),
-                        release: release.checkout_id.clone(),
+                        release: c.id.clone(),
                         password_version: pw_version,
                         totp_seed_version: seed_version,
                         evidence: json!(evidence),
                     },
                 )?;
-                Ok(Revealed {
+                Ok(Ok(ReleaseOutcome::Revealed(Revealed {
                     checkout_id: c.id.clone(),
                     account_id: c.account_id.clone(),
                     root_email: account.root_email,
@@ -784,20 +919,38 @@ impl App {
                     totp,
                     window_ends_at: rfc3339(c.window_ends_at.unwrap_or_default()),
                     window_seconds_left: (c.window_ends_at.unwrap_or_default() - now.unix_timestamp()).max(0),
-                })
+                })))
             })
-            .await
+            .await?;
+        self.scrub_wal().await;
+        out
     }
 
     /// **The seam between policy mode and quorum mode**: the only way from an
     /// approved, confirmed release to an account key. Policy mode: the unsealed
-    /// vault key unwraps it. Quorum mode will combine the approvers' shares here.
-    fn release_account_key(&self, release: &ApprovedRelease) -> Result<AccountKey, AppError> {
-        let vault = self
-            .vault
-            .as_ref()
-            .ok_or_else(|| AppError::unavailable("vault_sealed", "The vault is sealed on this process."))?;
-        Ok(vault.account_key(&release.account_id, &release.wrapped_key)?)
+    /// vault key unwraps it. Quorum mode: the shares handed over by the standing
+    /// approvers and the requester combine into it (`App::open_from_shares`).
+    fn release_account_key(
+        &self,
+        tx: &rusqlite::Connection,
+        release: &ApprovedRelease<'_>,
+    ) -> Result<AccountKey, Opening> {
+        match release.account.custody {
+            crate::domain::Custody::Policy => {
+                let vault = self.vault.as_ref().ok_or_else(|| {
+                    Opening::Failed(AppError::unavailable("vault_sealed", "The vault is sealed on this process."))
+                })?;
+                let wrapped = release
+                    .account
+                    .wrapped_key
+                    .as_deref()
+                    .ok_or_else(|| Opening::Failed(internal("policy-mode account without a wrapped key")))?;
+                vault.account_key(&release.account.account_id, wrapped).map_err(|e| Opening::Failed(e.into()))
+            }
+            crate::domain::Custody::Quorum => {
+                self.open_from_shares(tx, release.account, release.checkout, &release.standing).map_err(Opening::Quorum)
+            }
+        }
     }
 
     /// Check-in: the requester (or an admin) ends a released checkout with a note.
@@ -805,7 +958,8 @@ impl App {
     pub async fn close_checkout(&self, p: Principal, id: String, note: String) -> Result<CheckoutView, AppError> {
         let note = display_text("note", &note, checkout::NOTE_MAX_CHARS)?;
         let now = self.now();
-        self.db
+        let out = self
+            .db
             .transact(move |tx| {
                 let mut c = load(tx, &id, now)?;
                 if c.requester_id != p.custodian.id && !p.custodian.has_role(Role::Admin) {
@@ -845,7 +999,9 @@ impl App {
                 )?;
                 view(tx, &c, now)
             })
-            .await
+            .await;
+        self.scrub_wal().await;
+        out
     }
 
     /// Rotation after an emergency: the requester deposits the new root password.
@@ -910,9 +1066,9 @@ impl App {
 /// The approvals behind a release must still stand when it happens: an approver
 /// disabled (say, as compromised), no longer a custodian or removed from the approver
 /// set since approving no longer counts.
-fn check_quorum_still_holds(tx: &rusqlite::Connection, c: &CheckoutRow, now: i64) -> Result<(), AppError> {
+fn check_quorum_still_holds(tx: &rusqlite::Connection, c: &CheckoutRow, now: i64) -> Result<Vec<String>, AppError> {
     let set = account_approver_set(tx, &c.account_id)?;
-    let mut standing = 0u32;
+    let mut ids = Vec::new();
     for a in store::approvals_of(tx, &c.id)?.iter().filter(|a| a.decision == Decision::Approve.as_str()) {
         let Some(who) = people::custodian(tx, &a.custodian_id)? else {
             continue;
@@ -924,9 +1080,10 @@ fn check_quorum_still_holds(tx: &rusqlite::Connection, c: &CheckoutRow, now: i64
             && in_set
             && who.approve_after <= now
         {
-            standing += 1;
+            ids.push(who.id);
         }
     }
+    let standing = ids.len() as u32;
     if standing < c.approvals_required {
         return Err(AppError::conflict(
             "quorum_no_longer_met",
@@ -936,7 +1093,7 @@ fn check_quorum_still_holds(tx: &rusqlite::Connection, c: &CheckoutRow, now: i64
             ),
         ));
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// The person's keys that may sign an approval: each past its own cooling-off, so a key

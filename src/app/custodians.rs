@@ -12,7 +12,12 @@ pub struct CredentialView {
     pub label: String,
     pub created_at: String,
     pub last_used_at: Option<String>,
+    /// True once the key holds a share recipient (quorum mode).
     pub prf_capable: bool,
+    /// `unknown` (not yet prepared for quorum), `ready` or `unsupported` (its
+    /// authenticator has no PRF: it signs in and approves, but cannot hold shares).
+    pub prf_status: String,
+    pub share_recipient: Option<String>,
 }
 
 impl From<people::CredentialRow> for CredentialView {
@@ -23,6 +28,8 @@ impl From<people::CredentialRow> for CredentialView {
             created_at: rfc3339(r.created_at),
             last_used_at: r.last_used_at.map(rfc3339),
             prf_capable: r.prf_capable,
+            prf_status: r.prf_status,
+            share_recipient: r.prf_recipient,
         }
     }
 }
@@ -96,6 +103,7 @@ impl App {
         actor: Actor,
         custodian_id: String,
         reason: Option<String>,
+        emergency: bool,
     ) -> Result<CustodianView, AppError> {
         let reason = reason.map(|r| crate::domain::display_text("reason", &r, 500)).transpose()?;
         let now = self.now();
@@ -113,6 +121,19 @@ impl App {
                         "This is the last active admin: enrol another admin before disabling this one.",
                     ));
                 }
+                // Quorum mode: never silently leave an account with fewer live holders
+                // than it needs to open.
+                let short = super::quorum::bus_factor_if_disabled(tx, &c.id)?;
+                if !short.is_empty() && !emergency {
+                    let list = short.iter().map(|(a, live, k)| format!("{a} ({live} live of {k} needed)")).collect::<Vec<_>>().join(", ");
+                    return Err(AppError::conflict(
+                        "bus_factor",
+                        format!(
+                            "Disabling {} would leave these quorum-mode accounts unable to open: {list}. Reshare them first (request a reshare checkout after adding holders), or, if this person's keys are compromised, disable with \"emergency\": true and reshare at once.",
+                            c.name
+                        ),
+                    ));
+                }
                 people::disable_custodian(tx, &c.id, now.unix_timestamp(), &actor.audit_name())?;
                 crate::app::announce::record(
                     tx,
@@ -121,6 +142,16 @@ impl App {
                     &Subject::Custodian(c.id.clone()),
                     &Event::CustodianDisabled { email: c.email.clone(), reason: json!(reason), sessions_ended: true },
                 )?;
+                for (account, live, k) in short {
+                    crate::app::announce::record(
+                        tx,
+                        now,
+                        &actor.audit_name(),
+                        &Subject::Account(account),
+                        &Event::AccountBusFactor { live, k, reason: format!("{} was disabled in an emergency", c.name) },
+                    )?;
+                }
+                super::quorum::mark_reshare_due_where_needed(tx, now, &actor.audit_name(), &format!("{} was disabled", c.name))?;
                 let c = people::custodian(tx, &c.id)?.ok_or_else(|| AppError::Internal("custodian vanished".into()))?;
                 custodian_view(tx, c, now.unix_timestamp())
             })

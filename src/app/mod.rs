@@ -12,6 +12,7 @@ pub mod custodians;
 pub mod drills;
 pub mod health;
 pub mod invites;
+pub mod quorum;
 
 use std::sync::Arc;
 
@@ -139,13 +140,39 @@ impl App {
         let purged =
             self.db.transact(move |tx| Ok::<_, AppError>(crate::store::people::purge_expired(tx, now, idle)?)).await?;
         let failures = self.record_sign_in_failures().await?;
+        let expired = self.expire_due().await?;
+        self.truncate_wal_if_quorum().await?;
         let drills = self.run_drills().await?;
-        Ok(purged
-            + failures
-            + self.expire_due().await?
-            + drills.opened
-            + drills.became_overdue
-            + drills.reminded_overdue)
+        Ok(purged + failures + expired + drills.opened + drills.became_overdue + drills.reminded_overdue)
+    }
+}
+
+impl App {
+    /// After a use case that may have deleted quorum material: scrub the WAL now
+    /// rather than at the next tick. A failure is logged; the tick retries.
+    pub(crate) async fn scrub_wal(&self) {
+        if let Err(e) = self.truncate_wal_if_quorum().await {
+            tracing::warn!(error = %crate::error::chain(&e), "could not truncate the WAL after deleting quorum material");
+        }
+    }
+
+    /// Quorum mode: deleted shares and transit keys must not linger in the WAL file
+    /// (old page images stay there until a checkpoint copies the pages back and the
+    /// WAL is reset). With any quorum-mode account, each housekeeping tick checkpoints
+    /// and truncates the WAL; `secure_delete` has already zeroed the pages.
+    pub async fn truncate_wal_if_quorum(&self) -> Result<(), AppError> {
+        self.db
+            .call(|conn| {
+                let any: bool =
+                    conn.query_row("SELECT EXISTS (SELECT 1 FROM accounts WHERE custody = 'quorum')", [], |r| {
+                        r.get(0)
+                    })?;
+                if any {
+                    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+                }
+                Ok::<_, AppError>(())
+            })
+            .await
     }
 }
 

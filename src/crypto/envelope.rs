@@ -1,4 +1,5 @@
-//! The envelope inside every age payload: `{v, account_id, kind, version, value}`.
+//! The envelope inside every age payload: `{v, account_id, kind, version, value}`, and
+//! for quorum material also `person`, `index` (a share) or `checkout` (a transit key).
 //! age has no associated data, so after decryption the envelope is compared with the
 //! row it was read from; a ciphertext moved to another row fails.
 use age::x25519::{Identity, Recipient};
@@ -15,20 +16,37 @@ pub const ENVELOPE_VERSION: u32 = 1;
 pub struct EnvelopeHeader {
     /// The AWS account id, or `"vault"` for the vault key.
     pub account_id: String,
-    /// `root_password`, `totp_seed`, `recovery_notes`, `account_key` or `vault_key`.
+    /// `root_password`, `totp_seed`, `recovery_notes`, `account_key`, `vault_key`,
+    /// `log_key`, `share` or `transit_key`.
     pub kind: String,
     pub version: u64,
+    /// A share: the custodian it was dealt to.
+    pub person: Option<String>,
+    /// A share: its Shamir x-coordinate (1–255).
+    pub index: Option<u8>,
+    /// A transit key: the checkout it belongs to.
+    pub checkout: Option<String>,
 }
 
 impl EnvelopeHeader {
     pub fn new(account_id: impl Into<String>, kind: impl Into<String>, version: u64) -> Self {
-        Self { account_id: account_id.into(), kind: kind.into(), version }
+        Self { account_id: account_id.into(), kind: kind.into(), version, person: None, index: None, checkout: None }
     }
 }
 
 impl std::fmt::Display for EnvelopeHeader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/v{}", self.account_id, self.kind, self.version)
+        write!(f, "{}/{}/v{}", self.account_id, self.kind, self.version)?;
+        if let Some(p) = &self.person {
+            write!(f, "/person {p}")?;
+        }
+        if let Some(i) = self.index {
+            write!(f, "/index {i}")?;
+        }
+        if let Some(c) = &self.checkout {
+            write!(f, "/checkout {c}")?;
+        }
+        Ok(())
     }
 }
 
@@ -38,6 +56,12 @@ struct WireOut<'a> {
     account_id: &'a str,
     kind: &'a str,
     version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    person: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkout: Option<&'a str>,
     value: &'a str,
 }
 
@@ -48,6 +72,12 @@ struct WireIn {
     account_id: String,
     kind: String,
     version: u64,
+    #[serde(default)]
+    person: Option<String>,
+    #[serde(default)]
+    index: Option<u8>,
+    #[serde(default)]
+    checkout: Option<String>,
     value: SecretString,
 }
 
@@ -64,11 +94,41 @@ pub fn seal(recipient: &Recipient, header: &EnvelopeHeader, value: &str) -> Resu
             account_id: &header.account_id,
             kind: &header.kind,
             version: header.version,
+            person: header.person.as_deref(),
+            index: header.index,
+            checkout: header.checkout.as_deref(),
             value,
         },
     )
     .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
     age::encrypt(recipient, &plain).map_err(|e| CryptoError::Encrypt(e.to_string()))
+}
+
+/// Encrypt to several recipients at once (a share to every key of its holder): any
+/// one of their identities opens it.
+pub fn seal_to_many(recipients: &[Recipient], header: &EnvelopeHeader, value: &str) -> Result<Vec<u8>, CryptoError> {
+    let mut plain = Zeroizing::new(Vec::with_capacity(value.len() * 6 + 256));
+    serde_json::to_writer(
+        &mut *plain,
+        &WireOut {
+            v: ENVELOPE_VERSION,
+            account_id: &header.account_id,
+            kind: &header.kind,
+            version: header.version,
+            person: header.person.as_deref(),
+            index: header.index,
+            checkout: header.checkout.as_deref(),
+            value,
+        },
+    )
+    .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+        .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+    let mut out = Vec::with_capacity(plain.len() + 200 * recipients.len() + 64);
+    let mut writer = encryptor.wrap_output(&mut out).map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+    std::io::Write::write_all(&mut writer, &plain).map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+    writer.finish().map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+    Ok(out)
 }
 
 /// Decrypt and check that the payload belongs to `expected`.
@@ -85,6 +145,9 @@ pub fn open(identity: &Identity, expected: &EnvelopeHeader, ciphertext: &[u8]) -
         || wire.account_id != expected.account_id
         || wire.kind != expected.kind
         || wire.version != expected.version
+        || wire.person != expected.person
+        || wire.index != expected.index
+        || wire.checkout != expected.checkout
     {
         return Err(CryptoError::EnvelopeMismatch { expected: expected.to_string() });
     }

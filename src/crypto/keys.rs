@@ -14,6 +14,19 @@ use super::CryptoError;
 pub const LABEL_SEAL: &str = "breakglass/v1/seal-key";
 pub const LABEL_VAULT: &str = "breakglass/v1/vault-key";
 pub const LABEL_ACCOUNT: &str = "breakglass/v1/account-key";
+/// A share recipient, from an authenticator's PRF output (computed in the browser).
+pub const LABEL_PRF_SHARE: &str = "breakglass/v1/prf-share-key";
+/// The per-checkout transit key that contributed shares are encrypted to.
+pub const LABEL_TRANSIT: &str = "breakglass/v1/transit-key";
+
+/// What the PRF salt is the SHA-256 of: every client evaluates PRF with
+/// `SHA-256("breakglass/prf/v1")`.
+pub const PRF_SALT_INPUT: &str = "breakglass/prf/v1";
+
+pub fn prf_salt() -> [u8; 32] {
+    use sha2::Digest;
+    Sha256::digest(PRF_SALT_INPUT.as_bytes()).into()
+}
 
 pub fn random_bytes<const N: usize>() -> Result<Zeroizing<[u8; N]>, CryptoError> {
     let mut buf = Zeroizing::new([0u8; N]);

@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod envelope;
 pub mod evidence;
 pub mod keys;
+pub mod quorum;
 pub mod seal;
 pub mod vault;
 

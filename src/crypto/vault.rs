@@ -23,7 +23,7 @@ use super::{
 
 pub const VAULT_SUBJECT: &str = "vault";
 
-fn decode_key(hex_text: &SecretString) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+pub(crate) fn decode_key(hex_text: &SecretString) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
     let mut out = Zeroizing::new([0u8; 32]);
     hex::decode_to_slice(hex_text.expose_secret(), out.as_mut_slice()).map_err(|_| CryptoError::MalformedEnvelope)?;
     Ok(out)
@@ -80,6 +80,19 @@ impl UnsealedVault {
 
     pub fn recipient(&self) -> &str {
         &self.recipient
+    }
+
+    /// Open a checkout's sealed transit identity (quorum mode).
+    pub fn transit_identity(
+        &self,
+        account_id: &str,
+        checkout_id: &str,
+        sealed: &[u8],
+    ) -> Result<Identity, CryptoError> {
+        let hex_secret =
+            envelope::open(&self.identity, &super::quorum::transit_header(account_id, checkout_id), sealed)?;
+        let secret = decode_key(&hex_secret)?;
+        keys::derive_identity(keys::LABEL_TRANSIT, &secret)
     }
 
     /// Open the sealed audit-log signing key.
@@ -152,6 +165,15 @@ pub struct AccountKey {
 }
 
 impl AccountKey {
+    /// The account key from its 32 secret bytes (quorum mode: combined shares).
+    pub(crate) fn from_secret(account_id: &str, secret: &[u8; 32]) -> Result<Self, CryptoError> {
+        Ok(Self { identity: keys::derive_identity(LABEL_ACCOUNT, secret)?, account_id: account_id.to_owned() })
+    }
+
+    pub fn recipient(&self) -> String {
+        self.identity.to_public().to_string()
+    }
+
     pub fn open(&self, kind: &str, version: u64, ciphertext: &[u8]) -> Result<SecretString, CryptoError> {
         envelope::open(&self.identity, &EnvelopeHeader::new(self.account_id.clone(), kind, version), ciphertext)
     }

@@ -127,7 +127,41 @@ pub fn announcement(event: &Event, ctx: &Context) -> Option<(Severity, String)> 
         Event::DrillMissed { period, .. } => {
             (High, format!("The root-access drill for {acct} for period {period} was never completed."))
         }
+        Event::AccountQuorumEnabled { k, holders, .. } => (
+            Critical,
+            format!(
+                "{actor} turned {acct} to QUORUM MODE: its key is now split among {} holders and {k} of them must touch their keys to open it. The vault no longer holds it.",
+                holders.len()
+            ),
+        ),
+        Event::AccountReshared { k, holders, key_version, .. } => (
+            Critical,
+            format!(
+                "The key of {acct} was reshared (key version {key_version}): {} holders, {k} needed to open it. Old shares no longer open anything.",
+                holders.len()
+            ),
+        ),
+        Event::AccountReshareDue { reason, .. } => (
+            High,
+            format!(
+                "{acct} needs a reshare: {reason}. Until then its holders do not match its policy; request a reshare checkout."
+            ),
+        ),
+        Event::AccountBusFactor { live, k, reason } => (
+            Critical,
+            format!(
+                "BUS FACTOR: only {live} live holders remain for {acct}, which needs {k} to open ({reason}). Reshare now, while {acct} can still be opened, or it is lost."
+            ),
+        ),
+        Event::QuorumFailed { message, .. } => {
+            (High, format!("A quorum release of {acct} for {req} FAILED and revealed nothing: {message}"))
+        }
+        Event::CredentialShareRecipient { status, .. } if status == "ready" => {
+            (Info, format!("{person} prepared a security key to hold quorum shares."))
+        }
         Event::VaultInitialized { .. }
+        | Event::CredentialShareRecipient { .. }
+        | Event::ShareHandedOver { .. }
         | Event::CustodianLogin { .. }
         | Event::CustodianLoginFailed { .. }
         | Event::CustodianLogout {}

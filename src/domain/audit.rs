@@ -62,9 +62,44 @@ pub fn entry_hash(
 /// Canonical JSON for `details`: object keys sorted (serde_json's default map is a
 /// `BTreeMap`), no insignificant whitespace.
 pub fn canonical_details(v: &serde_json::Value) -> String {
-    // Round-trip through `Value` so that keys of any nested object are sorted.
-    let normalized: serde_json::Value = serde_json::from_str(&v.to_string()).unwrap_or(serde_json::Value::Null);
-    normalized.to_string()
+    let mut out = String::with_capacity(256);
+    write_canonical(v, &mut out);
+    out
+}
+
+/// Keys sorted by their UTF-8 bytes at every level, explicitly: `serde_json::Map`
+/// keeps insertion order when any crate in the build enables serde_json's
+/// `preserve_order` feature, so the map's own order cannot be relied on.
+fn write_canonical(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort_unstable();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                out.push(':');
+                if let Some(x) = m.get(k) {
+                    write_canonical(x, out);
+                }
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
 }
 
 /// Why a chain does not verify.

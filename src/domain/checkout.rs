@@ -11,6 +11,9 @@ use super::ValidationError;
 pub enum CheckoutKind {
     Emergency,
     Drill,
+    /// Quorum mode: open the account key only to deal a fresh one to the current
+    /// holders. Shows no credentials.
+    Reshare,
 }
 
 impl CheckoutKind {
@@ -18,12 +21,14 @@ impl CheckoutKind {
         match self {
             Self::Emergency => "emergency",
             Self::Drill => "drill",
+            Self::Reshare => "reshare",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "emergency" => Some(Self::Emergency),
             "drill" => Some(Self::Drill),
+            "reshare" => Some(Self::Reshare),
             _ => None,
         }
     }

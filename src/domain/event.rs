@@ -66,6 +66,8 @@ impl Subject {
 /// (docs/audit-log.md, "Actions").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", content = "details")]
+// Built once per audit write and dropped: boxing the large variants buys nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     // --- vault and log key ---------------------------------------------------
     #[serde(rename = "vault.initialized")]
@@ -140,6 +142,53 @@ pub enum Event {
     CredentialAdded { credential_id: String, label: Value, public_key: Value },
     #[serde(rename = "credential.renamed")]
     CredentialRenamed { credential_id: String, label: Value },
+    /// A credential's answer to PRF, after a fresh assertion with it: its share
+    /// recipient (`ready`), or none (`unsupported`).
+    #[serde(rename = "credential.share_recipient")]
+    CredentialShareRecipient { credential_id: String, status: String, recipient: Option<String> },
+
+    // --- quorum mode -------------------------------------------------------------
+    /// The account's key is now split among `holders` (k of them open it); the
+    /// vault-wrapped key is gone. `from` is `policy` (conversion) or `reshare`.
+    #[serde(rename = "account.quorum_enabled")]
+    AccountQuorumEnabled {
+        key_version: u64,
+        k: u32,
+        holders: Vec<ShareDealt>,
+        recipient: String,
+        secret_versions_reencrypted: u64,
+    },
+    /// A reshare checkout dealt a fresh key to the current holders; `evidence` is the
+    /// requester's release assertion (checked like a reveal's).
+    #[serde(rename = "account.reshared")]
+    AccountReshared {
+        checkout: String,
+        key_version: u64,
+        k: u32,
+        holders: Vec<ShareDealt>,
+        recipient: String,
+        secret_versions_reencrypted: u64,
+        evidence: Value,
+    },
+    /// The holders of the account's shares no longer match its policy.
+    #[serde(rename = "account.reshare_due")]
+    AccountReshareDue { reason: String, key_version: u64 },
+    /// Fewer live holders than the account needs to open (`live` < `k`).
+    #[serde(rename = "account.bus_factor")]
+    AccountBusFactor { live: u32, k: u32, reason: String },
+    /// A holder handed over their share for a checkout (re-encrypted by their
+    /// browser to the checkout's transit key). `sha256` is of that ciphertext.
+    #[serde(rename = "checkout.share_handed_over")]
+    ShareHandedOver { checkout: String, key_version: u64, share_index: u8, sha256: String },
+    /// A quorum release failed on the shares; nothing was revealed.
+    #[serde(rename = "checkout.quorum_failed")]
+    QuorumFailed {
+        checkout: String,
+        code: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        person: Option<String>,
+        message: String,
+    },
 
     // --- checkouts ---------------------------------------------------------------
     #[serde(rename = "checkout.requested")]
@@ -220,6 +269,14 @@ pub enum Event {
     },
 }
 
+/// One holder in a dealing: who, which x-coordinate, to how many keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareDealt {
+    pub custodian: String,
+    pub share_index: u8,
+    pub recipients: Vec<String>,
+}
+
 /// An entry whose action or details do not match any known event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{action}: {reason}")]
@@ -246,6 +303,13 @@ impl Event {
             Event::CustodianLogout {} => "custodian.logout",
             Event::CredentialAdded { .. } => "credential.added",
             Event::CredentialRenamed { .. } => "credential.renamed",
+            Event::CredentialShareRecipient { .. } => "credential.share_recipient",
+            Event::AccountQuorumEnabled { .. } => "account.quorum_enabled",
+            Event::AccountReshared { .. } => "account.reshared",
+            Event::AccountReshareDue { .. } => "account.reshare_due",
+            Event::AccountBusFactor { .. } => "account.bus_factor",
+            Event::ShareHandedOver { .. } => "checkout.share_handed_over",
+            Event::QuorumFailed { .. } => "checkout.quorum_failed",
             Event::CheckoutRequested { .. } => "checkout.requested",
             Event::ApprovalChallengeIssued { .. } => "approval.challenge_issued",
             Event::ApprovalRecorded { .. } => "checkout.approval_recorded",
@@ -297,6 +361,9 @@ impl Event {
             | Event::CheckoutReleased { checkout, .. }
             | Event::CheckoutRevealed { checkout, .. }
             | Event::CheckoutClosed { checkout, .. }
+            | Event::AccountReshared { checkout, .. }
+            | Event::ShareHandedOver { checkout, .. }
+            | Event::QuorumFailed { checkout, .. }
             | Event::DrillPassed { checkout, .. }
             | Event::DrillFailed { checkout, .. } => Some(checkout),
             Event::SecretDeposited { checkout, .. } => checkout.as_deref(),

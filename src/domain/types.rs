@@ -239,6 +239,29 @@ impl AccountState {
     }
 }
 
+/// How an account's key is kept: wrapped to the vault key (policy mode: approvals are
+/// a rule the server enforces) or split among its holders (quorum mode: the approvals
+/// are the key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Custody {
+    Policy,
+    Quorum,
+}
+
+impl Custody {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Custody::Policy => "policy",
+            Custody::Quorum => "quorum",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Policy, Self::Quorum].into_iter().find(|c| c.as_str() == s)
+    }
+}
+
 /// An account's release policy. Enforced by the checkout use cases.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {

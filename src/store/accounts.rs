@@ -40,8 +40,9 @@ pub struct AccountRow {
     pub veto: bool,
     pub drill_schedule: String,
     pub recipient: String,
+    /// Policy mode: the account key wrapped to the vault key. `None` in quorum mode.
     #[serde(skip)]
-    pub wrapped_key: Vec<u8>,
+    pub wrapped_key: Option<Vec<u8>>,
     pub created_at: i64,
     pub created_by: String,
     pub approver_set: ApproverMode,
@@ -50,13 +51,22 @@ pub struct AccountRow {
     pub next_drill_due_at: Option<i64>,
     /// What failed in the latest drill (JSON); `None` when it passed.
     pub drill_flag: Option<String>,
+    pub custody: crate::domain::Custody,
+    /// Quorum mode: which account key the shares belong to (bumped at each reshare).
+    pub key_version: u64,
+    /// Quorum mode: how many shares open the key, as dealt.
+    pub quorum_k: Option<u32>,
+    /// Quorum mode: the holders no longer match the policy since this time.
+    pub reshare_due_since: Option<i64>,
+    pub reshare_reason: Option<String>,
 }
 
 const ACCOUNT_COLS: &str = "account_id, alias, root_email, state, approvals_required, reveal_window_minutes, \
      max_checkout_minutes, veto, drill_schedule, recipient, wrapped_key, created_at, created_by";
 
 /// Columns that `insert_account` leaves to their defaults, read after `ACCOUNT_COLS`.
-const LATER_COLS: &str = "approver_set, rotation_due_since, next_drill_due_at, drill_flag";
+const LATER_COLS: &str = "approver_set, rotation_due_since, next_drill_due_at, drill_flag, custody, key_version, \
+     reshare_due_since, reshare_reason, quorum_k";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
     Ok(AccountRow {
@@ -77,6 +87,11 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
         rotation_due_since: r.get(14)?,
         next_drill_due_at: r.get(15)?,
         drill_flag: r.get(16)?,
+        custody: r.get(17)?,
+        key_version: r.get::<_, i64>(18)? as u64,
+        reshare_due_since: r.get(19)?,
+        reshare_reason: r.get(20)?,
+        quorum_k: r.get(21)?,
     })
 }
 
@@ -284,4 +299,60 @@ pub fn settle(conn: &Connection, account_id: &str) -> Result<(), StoreError> {
         [account_id],
     )?;
     Ok(())
+}
+
+/// One stored secret version, ciphertext included (re-encryption only).
+pub struct StoredSecret {
+    pub row_id: i64,
+    pub kind: String,
+    pub version: u64,
+    pub ciphertext: Vec<u8>,
+}
+
+/// Every stored secret version of an account.
+pub fn all_secret_versions(conn: &Connection, account_id: &str) -> Result<Vec<StoredSecret>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, kind, version, ciphertext FROM secret_versions WHERE account_id = ?1 ORDER BY kind, version",
+    )?;
+    let rows = stmt.query_map([account_id], |r| {
+        Ok(StoredSecret {
+            row_id: r.get(0)?,
+            kind: r.get(1)?,
+            version: r.get::<_, i64>(2)? as u64,
+            ciphertext: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A secret version re-encrypted to a new account key (same kind, version, envelope).
+pub fn replace_secret_ciphertext(conn: &Connection, id: i64, ciphertext: &[u8]) -> Result<(), StoreError> {
+    conn.execute("UPDATE secret_versions SET ciphertext = ?2 WHERE id = ?1", params![id, ciphertext])?;
+    Ok(())
+}
+
+/// The account now uses a new, shared key: no vault-wrapped key, nothing due.
+pub fn set_quorum_key(
+    conn: &Connection,
+    account_id: &str,
+    recipient: &str,
+    key_version: u64,
+    k: u32,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE accounts SET custody = 'quorum', wrapped_key = NULL, recipient = ?2, key_version = ?3, quorum_k = ?4, \
+         reshare_due_since = NULL, reshare_reason = NULL WHERE account_id = ?1",
+        params![account_id, recipient, key_version as i64, k],
+    )?;
+    Ok(())
+}
+
+/// The share holders no longer match the policy. Keeps the first time and reason.
+/// Returns whether it newly became due.
+pub fn mark_reshare_due(conn: &Connection, account_id: &str, reason: &str, at: i64) -> Result<bool, StoreError> {
+    Ok(conn.execute(
+        "UPDATE accounts SET reshare_due_since = ?3, reshare_reason = ?2 \
+         WHERE account_id = ?1 AND custody = 'quorum' AND reshare_due_since IS NULL",
+        params![account_id, reason, at],
+    )? > 0)
 }

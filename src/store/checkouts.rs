@@ -258,3 +258,90 @@ pub fn released_after(conn: &Connection, account_id: &str, at: i64) -> Result<bo
         |r| r.get(0),
     )?)
 }
+
+// ---- quorum mode: transit key and handed-over shares ----
+
+/// A quorum-mode checkout's transit key: the key version it is for, its recipient
+/// and its secret sealed to the vault key (`None` once purged).
+#[derive(Debug, Clone)]
+pub struct Transit {
+    pub key_version: u64,
+    pub recipient: String,
+    pub sealed: Option<Vec<u8>>,
+}
+
+pub fn set_transit(conn: &Connection, checkout_id: &str, t: &Transit) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE checkouts SET key_version = ?2, transit_recipient = ?3, transit_sealed = ?4 WHERE id = ?1",
+        params![checkout_id, t.key_version as i64, t.recipient, t.sealed],
+    )?;
+    Ok(())
+}
+
+pub fn transit(conn: &Connection, checkout_id: &str) -> Result<Option<Transit>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT key_version, transit_recipient, transit_sealed FROM checkouts \
+             WHERE id = ?1 AND key_version IS NOT NULL AND transit_recipient IS NOT NULL",
+            [checkout_id],
+            |r| Ok(Transit { key_version: r.get::<_, i64>(0)? as u64, recipient: r.get(1)?, sealed: r.get(2)? }),
+        )
+        .optional()?)
+}
+
+/// A share handed over for a checkout, encrypted to its transit recipient.
+#[derive(Debug, Clone)]
+pub struct HandedShare {
+    pub custodian_id: String,
+    pub share_index: u8,
+    pub key_version: u64,
+    pub ciphertext: Vec<u8>,
+    pub at: i64,
+}
+
+/// Store a handed-over share; `false` if this person already handed one over.
+pub fn insert_handed_share(conn: &Connection, checkout_id: &str, s: &HandedShare) -> Result<bool, StoreError> {
+    Ok(conn.execute(
+        "INSERT OR IGNORE INTO checkout_shares (checkout_id, custodian_id, share_index, key_version, ciphertext, at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![checkout_id, s.custodian_id, s.share_index, s.key_version as i64, s.ciphertext, s.at],
+    )? == 1)
+}
+
+pub fn handed_shares(conn: &Connection, checkout_id: &str) -> Result<Vec<HandedShare>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT custodian_id, share_index, key_version, ciphertext, at FROM checkout_shares \
+         WHERE checkout_id = ?1 ORDER BY at, custodian_id",
+    )?;
+    let rows = stmt.query_map([checkout_id], |r| {
+        Ok(HandedShare {
+            custodian_id: r.get(0)?,
+            share_index: r.get(1)?,
+            key_version: r.get::<_, i64>(2)? as u64,
+            ciphertext: r.get(3)?,
+            at: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Delete a checkout's transit key and every share handed over for it (the state
+/// trigger does the same when a checkout ends; this is for the end of the reveal
+/// window). Returns whether anything was deleted.
+pub fn purge_quorum_material(conn: &Connection, checkout_id: &str) -> Result<bool, StoreError> {
+    let shares = conn.execute("DELETE FROM checkout_shares WHERE checkout_id = ?1", [checkout_id])?;
+    let transit = conn.execute(
+        "UPDATE checkouts SET transit_sealed = NULL WHERE id = ?1 AND transit_sealed IS NOT NULL",
+        [checkout_id],
+    )?;
+    Ok(shares + transit > 0)
+}
+
+/// Released checkouts whose reveal window has ended but still hold quorum material.
+pub fn with_stale_quorum_material(conn: &Connection, now: i64) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM checkouts WHERE transit_sealed IS NOT NULL AND state = 'released' AND window_ends_at <= ?1",
+    )?;
+    let rows = stmt.query_map([now], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -13,7 +13,12 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "0004_drills", include_str!("../../migrations/0004_drills.sql")),
     (5, "0005_audit_filters", include_str!("../../migrations/0005_audit_filters.sql")),
     (6, "0006_drill_participants", include_str!("../../migrations/0006_drill_participants.sql")),
+    (7, "0007_quorum", include_str!("../../migrations/0007_quorum.sql")),
 ];
+
+/// A migration whose first line is this marker rebuilds tables that others reference:
+/// it runs with foreign keys off and must leave `PRAGMA foreign_key_check` empty.
+const FOREIGN_KEYS_OFF: &str = "-- breakglass: foreign_keys=off";
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -54,12 +59,34 @@ pub fn migrate_with(conn: &Connection, path: &Path, migrations: &[(i64, &str, &s
         }
     }
     for (version, name, sql) in migrations.iter().filter(|(v, _, _)| *v > current) {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", version)?;
-        tx.commit()?;
+        let rebuild = sql.starts_with(FOREIGN_KEYS_OFF);
+        if rebuild {
+            // Only outside a transaction does this pragma take effect.
+            conn.pragma_update(None, "foreign_keys", "OFF")?;
+        }
+        let applied = apply(conn, *version, name, sql, rebuild);
+        if rebuild {
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+        }
+        applied?;
         tracing::info!(migration = name, "applied migration");
     }
+    Ok(())
+}
+
+fn apply(conn: &Connection, version: i64, name: &str, sql: &str, rebuild: bool) -> Result<(), StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(sql)?;
+    if rebuild {
+        let broken: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
+        if broken > 0 {
+            return Err(StoreError::Migration(format!(
+                "{name} would leave {broken} rows pointing at missing rows; nothing was changed"
+            )));
+        }
+    }
+    tx.pragma_update(None, "user_version", version)?;
+    tx.commit()?;
     Ok(())
 }
 

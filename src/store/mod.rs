@@ -7,6 +7,7 @@ pub mod drills;
 pub mod migrate;
 pub mod outbox;
 pub mod people;
+pub mod shares;
 mod sql_enums;
 
 use std::{
@@ -47,6 +48,8 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("the database worker stopped unexpectedly")]
     WorkerGone,
+    #[error("migration failed: {0}")]
+    Migration(String),
 }
 
 /// What an operator reads for a SQLite error: a full disk says so and what to do.

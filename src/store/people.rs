@@ -106,6 +106,11 @@ pub struct CredentialRow {
     pub prf_capable: bool,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
+    /// `unknown` (never asked), `ready` (has a share recipient) or `unsupported` (its
+    /// authenticator returned no PRF output).
+    pub prf_status: String,
+    /// The public `age1…` share recipient its PRF output derives (quorum mode).
+    pub prf_recipient: Option<String>,
 }
 
 fn credential_from_row(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
@@ -117,10 +122,13 @@ fn credential_from_row(r: &Row<'_>) -> rusqlite::Result<CredentialRow> {
         prf_capable: r.get::<_, i64>(4)? != 0,
         created_at: r.get(5)?,
         last_used_at: r.get(6)?,
+        prf_status: r.get(7)?,
+        prf_recipient: r.get(8)?,
     })
 }
 
-const CREDENTIAL_COLS: &str = "id, custodian_id, label, passkey, prf_capable, created_at, last_used_at";
+const CREDENTIAL_COLS: &str =
+    "id, custodian_id, label, passkey, prf_capable, created_at, last_used_at, prf_status, prf_recipient";
 
 pub fn insert_credential(conn: &Connection, c: &CredentialRow, public_key: &str) -> Result<(), StoreError> {
     conn.execute(
@@ -156,6 +164,33 @@ pub fn custodians_with_credentials(conn: &Connection) -> Result<Vec<String>, Sto
 pub fn update_credential_use(conn: &Connection, id: &str, passkey: &str, at: i64) -> Result<(), StoreError> {
     conn.execute("UPDATE credentials SET passkey = ?2, last_used_at = ?3 WHERE id = ?1", params![id, passkey, at])?;
     Ok(())
+}
+
+/// Record what a credential's authenticator answered to PRF: a share recipient, or
+/// none (`unsupported`). `false` when the person holds no such credential.
+pub fn set_prf_recipient(
+    conn: &Connection,
+    custodian_id: &str,
+    id: &str,
+    recipient: Option<&str>,
+    at: i64,
+) -> Result<bool, StoreError> {
+    Ok(conn.execute(
+        "UPDATE credentials SET prf_recipient = ?3, prf_capable = ?4, \
+         prf_status = CASE WHEN ?3 IS NULL THEN 'unsupported' ELSE 'ready' END, prf_checked_at = ?5 \
+         WHERE id = ?2 AND custodian_id = ?1",
+        params![custodian_id, id, recipient, recipient.is_some() as i64, at],
+    )? == 1)
+}
+
+/// The share recipients of a person's keys (quorum mode), oldest key first.
+pub fn share_recipients_of(conn: &Connection, custodian_id: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT prf_recipient FROM credentials WHERE custodian_id = ?1 AND prf_status = 'ready' \
+         AND prf_recipient IS NOT NULL ORDER BY created_at, id",
+    )?;
+    let rows = stmt.query_map([custodian_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn rename_credential(conn: &Connection, custodian_id: &str, id: &str, label: &str) -> Result<bool, StoreError> {

@@ -3,7 +3,7 @@
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 use super::accounts::ApproverMode;
-use crate::domain::{AccountState, checkout::CheckoutState, drill::DrillState};
+use crate::domain::{AccountState, Custody, checkout::CheckoutState, drill::DrillState};
 
 macro_rules! text_enum {
     ($($ty:ty),* $(,)?) => {$(
@@ -24,7 +24,7 @@ macro_rules! text_enum {
     )*};
 }
 
-text_enum!(AccountState, ApproverMode, CheckoutState, DrillState);
+text_enum!(AccountState, ApproverMode, CheckoutState, Custody, DrillState);
 
 #[cfg(test)]
 mod tests {

@@ -15,4 +15,5 @@ mod events;
 mod hardening;
 mod http_hygiene;
 mod migrations;
+mod quorum;
 mod server;

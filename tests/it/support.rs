@@ -227,6 +227,27 @@ impl TestServer {
         key
     }
 
+    /// Stop the server and start a new process-worth of it on the same data dir and
+    /// port: a fresh `App` that unseals the vault from disk, as after a restart.
+    pub async fn restart(&mut self) {
+        self.server.abort();
+        let _ = (&mut self.server).await;
+        let vault =
+            bootstrap::unseal_vault(&self.config.db_path(), &self.config, &mut bootstrap::FileOnly(&self.config))
+                .unwrap();
+        let db = Db::open(&self.config.db_path()).unwrap();
+        let app = App::new(db, Arc::new(self.clock.clone()), Arc::new(self.config.clone()), Some(vault)).unwrap();
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        let mut options = ServerOptions::from_config(&self.config);
+        options.scheduler_every = std::time::Duration::from_secs(3600);
+        options.scheduler_first_after = options.scheduler_every;
+        let server = Server::build(app.clone(), listener, options);
+        self.server = tokio::spawn(async move {
+            server.run(std::future::pending()).await.unwrap();
+        });
+        self.app = app;
+    }
+
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.config.db_path()).unwrap()
     }

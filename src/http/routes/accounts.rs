@@ -58,3 +58,13 @@ pub async fn policy_update(
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(state.app.update_policy(p.actor(), id, b).await?))
 }
+
+/// Turn the account to quorum mode: its key is split among its holders.
+pub async fn quorum_enable(
+    State(state): State<AppState>,
+    Admin(p): Admin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(_): ApiJson<super::checkouts::Empty>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(state.app.enable_quorum(p.actor(), id).await?))
+}

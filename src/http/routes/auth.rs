@@ -144,3 +144,32 @@ pub async fn credential_rename(
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(CredentialView::from(state.app.credential_rename(p, id, b.label).await?)))
 }
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRecipientFinish {
+    ceremony_id: String,
+    credential: webauthn_rs::prelude::PublicKeyCredential,
+    /// The `age1…` recipient derived from the key's PRF output; `null` when the
+    /// authenticator returned no PRF output.
+    recipient: Option<String>,
+}
+
+/// Prepare one of my keys for quorum shares: an assertion that evaluates PRF.
+pub async fn share_recipient_start(
+    State(state): State<AppState>,
+    SignedIn(p): SignedIn,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(state.app.share_recipient_start(p, id).await?))
+}
+
+pub async fn share_recipient_finish(
+    State(state): State<AppState>,
+    SignedIn(p): SignedIn,
+    ApiPath(_id): ApiPath<String>,
+    ApiJson(b): ApiJson<ShareRecipientFinish>,
+) -> ApiResult<impl IntoResponse> {
+    let c = state.app.share_recipient_finish(p, b.ceremony_id, b.credential, b.recipient).await?;
+    Ok(Json(CredentialView::from(c)))
+}

@@ -7,7 +7,7 @@ use webauthn_rs::prelude::PublicKeyCredential;
 
 use super::ApiResult;
 use crate::{
-    app::checkouts::NewCheckout,
+    app::checkouts::{Answer, NewCheckout},
     domain::{
         AwsAccountId,
         checkout::{CheckoutState, Decision},
@@ -36,6 +36,9 @@ pub struct ApprovalFinish {
     credential: PublicKeyCredential,
     decision: Decision,
     comment: Option<String>,
+    /// Quorum mode: your share, re-encrypted to the checkout's transit recipient
+    /// (standard base64 of a binary age file). Required to approve.
+    share: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +46,8 @@ pub struct ApprovalFinish {
 pub struct ReleaseFinish {
     ceremony_id: String,
     credential: PublicKeyCredential,
+    /// Quorum mode: the requester's share, re-encrypted to the transit recipient.
+    share: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -122,7 +127,18 @@ pub async fn approvals_finish(
     ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<ApprovalFinish>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(state.app.approval_finish(p, id, b.ceremony_id, b.credential, b.decision, b.comment).await?))
+    Ok(Json(
+        state
+            .app
+            .approval_finish(
+                p,
+                id,
+                b.ceremony_id,
+                b.credential,
+                Answer { decision: b.decision, comment: b.comment, share: b.share },
+            )
+            .await?,
+    ))
 }
 
 pub async fn release_start(
@@ -139,7 +155,7 @@ pub async fn release_finish(
     ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<ReleaseFinish>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(state.app.release_finish(p, id, b.ceremony_id, b.credential).await?))
+    Ok(Json(state.app.release_finish(p, id, b.ceremony_id, b.credential, b.share).await?))
 }
 
 pub async fn checkouts_close(

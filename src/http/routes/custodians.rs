@@ -12,6 +12,9 @@ use crate::http::{
 #[serde(deny_unknown_fields)]
 pub struct Disable {
     reason: Option<String>,
+    /// Go through even if a quorum-mode account is left with fewer live holders than
+    /// it needs (announced `critical`).
+    emergency: Option<bool>,
 }
 
 pub async fn custodians_list(
@@ -27,5 +30,5 @@ pub async fn custodians_disable(
     ApiPath(id): ApiPath<String>,
     ApiJson(b): ApiJson<Disable>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(state.app.disable_custodian(p.actor(), id, b.reason).await?))
+    Ok(Json(state.app.disable_custodian(p.actor(), id, b.reason, b.emergency.unwrap_or(false)).await?))
 }
