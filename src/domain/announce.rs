@@ -64,6 +64,12 @@ pub fn announcement(event: &Event, ctx: &Context) -> Option<(Severity, String)> 
         Event::CheckoutDenied { .. } => (Warning, format!("Root access request by {req} for {acct} was denied.")),
         Event::CheckoutCancelled { .. } => (Info, format!("{req} cancelled the root access request for {acct}.")),
         Event::CheckoutExpired { .. } => (Info, format!("The root access request by {req} for {acct} expired.")),
+        Event::CheckoutReleased { .. } if ctx.kind.as_deref() == Some("reshare") => (
+            High,
+            format!(
+                "{req} and the approving holders opened the key of {acct} to reshare it; no credentials were shown."
+            ),
+        ),
         Event::CheckoutReleased { rotation_required, .. } => {
             let rotate = if *rotation_required { " The root password must be rotated afterwards." } else { "" };
             (Critical, format!("ROOT CREDENTIALS RELEASED for {acct} to {req} ({kind}).{reason}{rotate}"))

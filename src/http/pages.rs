@@ -166,6 +166,9 @@ struct AccountRow {
     holder: String,
     drill_text: String,
     proven_text: String,
+    /// `policy`, or `quorum 2 of 3` (with "reshare due" when it is).
+    custody_text: String,
+    reshare_due: bool,
 }
 
 #[derive(Template)]
@@ -240,7 +243,15 @@ pub async fn page_dashboard(State(state): State<AppState>, PageUser(p): PageUser
                         )
                     })
                     .unwrap_or_else(|| "never".into());
+                let (custody_text, reshare_due) = match &a.quorum {
+                    Some(q) => {
+                        (format!("quorum: {} of {} holders", q.k, q.holders.len()), q.reshare_due_since.is_some())
+                    }
+                    None => ("policy".to_owned(), false),
+                };
                 AccountRow {
+                    custody_text,
+                    reshare_due,
                     account_id: a.account_id.clone(),
                     alias: a.alias.clone(),
                     state_text: a.state.replace('_', " "),
@@ -283,6 +294,8 @@ struct CheckoutPage {
     is_requester: bool,
     may_decide: bool,
     rotation_due: bool,
+    /// The account is in quorum mode: approving and revealing hand over a share.
+    quorum: bool,
 }
 
 pub async fn page_checkout(
@@ -307,6 +320,7 @@ pub async fn page_checkout(
             user_name: s.user_name,
             is_requester: c.requester.id == p.custodian.id,
             rotation_due: c.kind == "emergency" && c.released_at.is_some() && account.rotation_due_since.is_some(),
+            quorum: account.quorum.is_some(),
             may_decide,
             c,
         }))

@@ -124,17 +124,30 @@ async fn goto(page: &Page, url: &str) {
     wait(page, &format!("!window.__bgOld && location.pathname + location.search === {target:?} && document.readyState === 'complete'")).await;
 }
 
+/// The element, found again if the document changed under the driver's cached node
+/// ids ("Could not find node with given id" right after a reload).
+async fn element(page: &Page, selector: &str) -> chromiumoxide::Element {
+    let mut last = String::new();
+    for _ in 0..20 {
+        wait(page, &format!("!!document.querySelector({selector:?})")).await;
+        match page.find_element(selector).await {
+            Ok(el) => return el,
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+    panic!("{selector}: {last}");
+}
+
 async fn fill(page: &Page, selector: &str, text: &str) {
-    wait(page, &format!("!!document.querySelector({selector:?})")).await;
-    let el = page.find_element(selector).await.unwrap_or_else(|e| panic!("{selector}: {e}"));
+    let el = element(page, selector).await;
     el.click().await.unwrap();
     eval::<serde_json::Value>(page, &format!("document.querySelector({selector:?}).value = ''")).await;
     el.type_str(text).await.unwrap();
 }
 
 async fn click(page: &Page, selector: &str) {
-    wait(page, &format!("!!document.querySelector({selector:?})")).await;
-    page.find_element(selector).await.unwrap_or_else(|e| panic!("{selector}: {e}")).click().await.unwrap();
+    element(page, selector).await.click().await.unwrap();
 }
 
 async fn text(page: &Page, selector: &str) -> String {

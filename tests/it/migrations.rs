@@ -128,3 +128,51 @@ fn drill_participants_move_from_json_text_to_their_own_table() {
         conn.execute("INSERT INTO drill_participants (drill_id, custodian_id) VALUES ('d2', 'nobody')", []).is_err()
     );
 }
+
+#[test]
+fn the_quorum_migration_rebuilds_accounts_and_checkouts_keeping_every_row_and_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("breakglass.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+    let before = MIGRATIONS.iter().position(|m| m.1 == "0007_quorum").unwrap();
+    migrate::migrate_with(&conn, &path, &MIGRATIONS[..before]).unwrap();
+    conn.execute_batch(
+        "INSERT INTO custodians (id, name, email, status, enrolled_at, approve_after) VALUES ('c1', 'Ada', 'a@example.com', 'active', 0, 0);
+         INSERT INTO credentials (id, custodian_id, label, passkey, public_key, created_at) VALUES ('k1', 'c1', 'key', '{}', '{}', 0);
+         INSERT INTO accounts (account_id, alias, root_email, approvals_required, reveal_window_minutes, max_checkout_minutes, veto, drill_schedule, recipient, wrapped_key, created_at, created_by, rotation_due_since)
+             VALUES ('123456789012', 'prod', 'r@example.com', 1, 15, 60, 1, '0 9 1 * *', 'age1x', x'00', 0, 'host:cli', 42);
+         INSERT INTO account_approvers (account_id, custodian_id) VALUES ('123456789012', 'c1');
+         INSERT INTO checkouts (id, account_id, requester_id, kind, reason, duration_minutes, state, approvals_required, veto, reveal_window_minutes, created_at, expires_at)
+             VALUES ('co1', '123456789012', 'c1', 'drill', 'r', 30, 'pending', 1, 1, 15, 0, 99);
+         INSERT INTO approvals (checkout_id, custodian_id, credential_id, decision, at, challenge, client_data_json, authenticator_data, signature)
+             VALUES ('co1', 'c1', 'k1', 'approve', 0, 'c', 'd', 'a', 's');
+         INSERT INTO drills (id, account_id, period, due_at, grace_ends_at, state, checkout_id) VALUES ('d1', '123456789012', 'p', 0, 0, 'due', 'co1');",
+    )
+    .unwrap();
+    drop(conn);
+
+    let conn = store::open(&path).unwrap();
+    let a = store::accounts::account(&conn, "123456789012").unwrap().unwrap();
+    assert_eq!(
+        (a.alias.as_str(), a.rotation_due_since, a.wrapped_key.as_deref()),
+        ("prod", Some(42), Some(&[0u8][..]))
+    );
+    assert_eq!(a.custody, breakglass::domain::Custody::Policy);
+    assert_eq!((a.key_version, a.quorum_k), (1, None));
+    let c = store::checkouts::get(&conn, "co1").unwrap().unwrap();
+    assert_eq!((c.kind.as_str(), c.state.as_str()), ("drill", "pending"));
+    // References from other tables still resolve, and still are enforced.
+    let fk: i64 = conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(fk, 0);
+    assert!(
+        conn.execute("INSERT INTO drills (id, account_id, period, due_at, grace_ends_at, state) VALUES ('d2', '000000000000', 'p', 0, 0, 'due')", [])
+            .is_err(),
+        "foreign keys are back on"
+    );
+    // The one-open-checkout index came back; 'reshare' is a kind; policy mode needs its wrapped key.
+    assert!(conn.execute("INSERT INTO checkouts (id, account_id, requester_id, kind, reason, duration_minutes, state, approvals_required, veto, reveal_window_minutes, created_at, expires_at) VALUES ('co2', '123456789012', 'c1', 'reshare', 'r', 30, 'pending', 1, 1, 15, 0, 99)", []).is_err());
+    assert!(conn.execute("UPDATE accounts SET wrapped_key = NULL", []).is_err());
+    let fresh: String = conn.query_row("SELECT prf_status FROM credentials WHERE id = 'k1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(fresh, "unknown");
+}

@@ -50,9 +50,14 @@ function getOptions(pk) {
   const o = structuredClone(pk);
   o.challenge = b64u.toBuf(o.challenge);
   o.allowCredentials = (o.allowCredentials || []).map((c) => ({ ...c, id: b64u.toBuf(c.id) }));
+  // Quorum mode: the server asks for PRF with the documented salt (base64url).
+  const first = o.extensions?.prf?.eval?.first;
+  if (typeof first === "string") o.extensions.prf.eval.first = b64u.toBuf(first);
   return o;
 }
 
+// The credential as the server reads it. The PRF output is a secret that never
+// leaves this page: extension results are not sent (the server needs none of them).
 function credentialJSON(cred) {
   const r = cred.response;
   const response = { clientDataJSON: b64u.fromBuf(r.clientDataJSON) };
@@ -60,19 +65,54 @@ function credentialJSON(cred) {
   if (r.authenticatorData) response.authenticatorData = b64u.fromBuf(r.authenticatorData);
   if (r.signature) response.signature = b64u.fromBuf(r.signature);
   if (r.userHandle) response.userHandle = b64u.fromBuf(r.userHandle);
-  return { id: cred.id, rawId: b64u.fromBuf(cred.rawId), type: cred.type, response, extensions: cred.getClientExtensionResults() };
+  return { id: cred.id, rawId: b64u.fromBuf(cred.rawId), type: cred.type, response, extensions: {} };
 }
 
-async function touchKey(kind, options, what = "") {
+// Returns the credential for the server and, kept here, the PRF output (or null).
+async function touchKeyWithPrf(kind, options, what = "") {
   say(`Touch your security key${what} (and enter its PIN if asked)…`);
+  let cred;
   try {
-    const cred = kind === "create"
+    cred = kind === "create"
       ? await navigator.credentials.create({ publicKey: createOptions(options.publicKey) })
       : await navigator.credentials.get({ publicKey: getOptions(options.publicKey) });
-    return credentialJSON(cred);
   } catch (e) {
     throw new Error("The security key did not answer (" + e.name + "). Try again, with a key that has a PIN or fingerprint.");
   }
+  const prf = cred.getClientExtensionResults()?.prf?.results?.first || null;
+  return { credential: credentialJSON(cred), prf };
+}
+
+async function touchKey(kind, options, what = "") {
+  return (await touchKeyWithPrf(kind, options, what)).credential;
+}
+
+// Quorum mode: open my share with the identity my key's PRF output derives and
+// re-encrypt it to this checkout's transit key. The crypto is the vendored age
+// library (loaded only when needed); nothing but the re-encrypted share is sent.
+async function handOver(offer, prf) {
+  if (!prf) {
+    throw new Error("This key gave no PRF output, so it cannot open your share. Use the key you prepared for quorum on your profile.");
+  }
+  say("Handing over your share…");
+  const q = await import("/static/quorum.js");
+  const { identity } = await q.shareIdentityFromPrf(prf);
+  try {
+    return await q.rewrapShare(offer.share, identity, offer.transit_recipient);
+  } catch {
+    throw new Error("Your share does not open with this key. Use the key you prepared for quorum, or prepare this one on your profile and ask an admin to reshare.");
+  }
+}
+
+// "Prepare this key for quorum": one assertion with PRF; only the derived public
+// recipient goes to the server.
+async function prepareKey(credentialId) {
+  const start = await api("POST", `/api/v1/me/credentials/${encodeURIComponent(credentialId)}/share-recipient/start`, {});
+  const { credential, prf } = await touchKeyWithPrf("get", start, " to prepare it for quorum");
+  let recipient = null;
+  if (prf) recipient = (await (await import("/static/quorum.js")).shareIdentityFromPrf(prf)).recipient;
+  await api("POST", `/api/v1/me/credentials/${encodeURIComponent(credentialId)}/share-recipient/finish`, { ceremony_id: start.ceremony_id, credential, recipient });
+  return recipient !== null;
 }
 
 // Only same-origin paths: never send someone elsewhere after they sign in.
@@ -98,6 +138,12 @@ const actions = {
     const credential = await touchKey("create", start);
     await api("POST", "/api/v1/enrol/finish", { ceremony_id: start.ceremony_id, credential, label: f.label || null });
     history.replaceState(null, "", "/enrol");
+    // Offer quorum at once (a second touch); the profile says how it went and offers it again.
+    try {
+      await prepareKey(credential.id);
+    } catch {
+      /* shown on the profile as "not prepared yet" */
+    }
     location.assign("/me");
   },
   async login(el) {
@@ -133,15 +179,26 @@ const actions = {
     const id = checkoutId();
     const comment = document.getElementById("comment")?.value || null;
     const start = await api("POST", `/api/v1/checkouts/${id}/approvals/start`, {});
-    const credential = await touchKey("get", start, decision === "approve" ? " to APPROVE" : " to DENY");
-    await api("POST", `/api/v1/checkouts/${id}/approvals/finish`, { ceremony_id: start.ceremony_id, credential, decision, comment });
+    const { credential, prf } = await touchKeyWithPrf("get", start, decision === "approve" ? " to APPROVE" : " to DENY");
+    let share = null;
+    if (decision === "approve" && start.quorum) share = await handOver(start.quorum, prf);
+    await api("POST", `/api/v1/checkouts/${id}/approvals/finish`, { ceremony_id: start.ceremony_id, credential, decision, comment, share });
     location.reload();
   },
   async reveal() {
     const id = checkoutId();
     const start = await api("POST", `/api/v1/checkouts/${id}/release/start`, {});
-    const credential = await touchKey("get", start);
-    const r = await api("POST", `/api/v1/checkouts/${id}/release/finish`, { ceremony_id: start.ceremony_id, credential });
+    const { credential, prf } = await touchKeyWithPrf("get", start);
+    const share = start.quorum ? await handOver(start.quorum, prf) : null;
+    const r = await api("POST", `/api/v1/checkouts/${id}/release/finish`, { ceremony_id: start.ceremony_id, credential, share });
+    if (r.reshared) {
+      const out = document.getElementById("reshared");
+      out.textContent = `Reshared: key version ${r.key_version} dealt to ${r.holders} holders; ${r.k} of them open it.`;
+      out.hidden = false;
+      say("Reshared. The old shares no longer open anything.", "ok");
+      setTimeout(() => location.reload(), 1500);
+      return;
+    }
     showRevealed(r, performance.now());
     say("Revealed. Everything you do now is on the record.", "ok");
   },
@@ -191,6 +248,17 @@ const actions = {
   async revoke(el) {
     await api("POST", `/api/v1/invites/${el.dataset.invite}/revoke`, {});
     location.reload();
+  },
+  async "prepare-key"(el) {
+    const ok = await prepareKey(el.dataset.credential);
+    say(ok ? "This key now holds quorum shares (after the next reshare of accounts already in quorum mode)." : "This key has no PRF: it cannot hold quorum shares. Use another key.", ok ? "ok" : "error");
+    setTimeout(() => location.reload(), 1500);
+  },
+  async quorum(el) {
+    if (!confirm("Turn this account to quorum mode? Its key will be split among its custodians; there is no way back.")) return;
+    await api("POST", `/api/v1/accounts/${el.dataset.account}/quorum`, {});
+    say("Quorum mode is on. Run a drill to prove the holders can open it.", "ok");
+    setTimeout(() => location.reload(), 1500);
   },
   async disable(el) {
     if (!confirm("Disable this person? Their sessions end at once.")) return;
