@@ -16,3 +16,4 @@ mod hardening;
 mod http_hygiene;
 mod migrations;
 mod server;
+mod web_crypto;
