@@ -14,19 +14,13 @@ use super::CryptoError;
 pub const LABEL_SEAL: &str = "breakglass/v1/seal-key";
 pub const LABEL_VAULT: &str = "breakglass/v1/vault-key";
 pub const LABEL_ACCOUNT: &str = "breakglass/v1/account-key";
-/// A share recipient, from an authenticator's PRF output (computed in the browser).
+/// Quorum mode: a WebAuthn PRF output → a custodian's share identity. The browser derives
+/// the same (web/static/quorum.js); tests/vectors/prf-share-key.json pins both.
 pub const LABEL_PRF_SHARE: &str = "breakglass/v1/prf-share-key";
-/// The per-checkout transit key that contributed shares are encrypted to.
+/// The per-checkout transit key that handed-over shares are encrypted to.
 pub const LABEL_TRANSIT: &str = "breakglass/v1/transit-key";
-
-/// What the PRF salt is the SHA-256 of: every client evaluates PRF with
-/// `SHA-256("breakglass/prf/v1")`.
+/// The PRF extension's salt is the SHA-256 of this (`prf_salt`).
 pub const PRF_SALT_INPUT: &str = "breakglass/prf/v1";
-
-pub fn prf_salt() -> [u8; 32] {
-    use sha2::Digest;
-    Sha256::digest(PRF_SALT_INPUT.as_bytes()).into()
-}
 
 pub fn random_bytes<const N: usize>() -> Result<Zeroizing<[u8; N]>, CryptoError> {
     let mut buf = Zeroizing::new([0u8; N]);
@@ -48,6 +42,11 @@ pub fn derive_identity(label: &str, secret: &[u8; 32]) -> Result<Identity, Crypt
     identity
 }
 
+/// The fixed salt the browser sends in `extensions.prf.eval.first`: SHA-256("breakglass/prf/v1").
+pub fn prf_salt() -> [u8; 32] {
+    <Sha256 as sha2::Digest>::digest(PRF_SALT_INPUT.as_bytes()).into()
+}
+
 pub fn parse_recipient(s: &str) -> Result<Recipient, CryptoError> {
     Recipient::from_str(s).map_err(|e| CryptoError::Kdf(format!("invalid age recipient: {e}")))
 }
@@ -65,5 +64,26 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.starts_with("age1"));
+    }
+
+    #[test]
+    fn prf_share_identities_match_the_vector_shared_with_the_browser() {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        use secrecy::ExposeSecret;
+
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/vectors/prf-share-key.json")).unwrap();
+        assert_eq!(v["label"], LABEL_PRF_SHARE);
+        assert_eq!(v["prf_salt_input"], PRF_SALT_INPUT);
+        assert_eq!(v["prf_salt_hex"], hex::encode(prf_salt()));
+        assert_eq!(v["prf_salt_b64url"], URL_SAFE_NO_PAD.encode(prf_salt()));
+        let cases = v["cases"].as_array().unwrap();
+        assert!(cases.len() >= 3);
+        for c in cases {
+            let prf: [u8; 32] = hex::decode(c["prf_output_hex"].as_str().unwrap()).unwrap().try_into().unwrap();
+            let identity = derive_identity(LABEL_PRF_SHARE, &prf).unwrap();
+            assert_eq!(identity.to_string().expose_secret(), c["identity"].as_str().unwrap(), "{}", c["name"]);
+            assert_eq!(identity.to_public().to_string(), c["recipient"].as_str().unwrap(), "{}", c["name"]);
+        }
     }
 }

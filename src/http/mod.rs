@@ -106,6 +106,8 @@ pub fn build_router(state: AppState) -> Router {
         .route("/me", get(pages::page_me))
         .route("/static/app.js", get(pages::static_js))
         .route("/static/app.css", get(pages::static_css))
+        .route("/static/quorum.js", get(pages::static_quorum_js))
+        .route("/static/vendor/age-encryption.js", get(pages::static_age_encryption_js))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .nest("/api/v1", api)

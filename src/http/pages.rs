@@ -482,6 +482,9 @@ pub async fn page_me(State(state): State<AppState>, PageUser(p): PageUser) -> Re
 
 const APP_JS: &str = include_str!("../../web/static/app.js");
 const APP_CSS: &str = include_str!("../../web/static/app.css");
+/// Quorum mode's browser crypto and the age library it imports (built by web/vendor-src/build.sh).
+const QUORUM_JS: &str = include_str!("../../web/static/quorum.js");
+const AGE_ENCRYPTION_JS: &str = include_str!("../../web/static/vendor/age-encryption.js");
 
 fn asset(body: &'static str, ctype: &'static str) -> Response {
     let mut res = body.into_response();
@@ -491,6 +494,14 @@ fn asset(body: &'static str, ctype: &'static str) -> Response {
 
 pub async fn static_js() -> Response {
     asset(APP_JS, "text/javascript; charset=utf-8")
+}
+
+pub async fn static_quorum_js() -> Response {
+    asset(QUORUM_JS, "text/javascript; charset=utf-8")
+}
+
+pub async fn static_age_encryption_js() -> Response {
+    asset(AGE_ENCRYPTION_JS, "text/javascript; charset=utf-8")
 }
 
 pub async fn static_css() -> Response {

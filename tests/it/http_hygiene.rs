@@ -315,6 +315,27 @@ async fn pages_send_strangers_to_sign_in_and_assets_are_served_from_the_binary()
     assert!(res.text().await.unwrap().contains("This page is for admins"));
 }
 
+#[tokio::test]
+async fn quorum_scripts_are_served_from_the_binary_under_the_page_csp() {
+    let s = TestServer::start().await;
+    for (path, on_disk) in [
+        ("/static/quorum.js", include_str!("../../web/static/quorum.js")),
+        ("/static/vendor/age-encryption.js", include_str!("../../web/static/vendor/age-encryption.js")),
+    ] {
+        let res = Client::new().get(s.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let h = res.headers().clone();
+        assert_eq!(h["content-type"], "text/javascript; charset=utf-8", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.starts_with("default-src 'none'; script-src 'self';"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-eval") && !csp.contains("wasm-unsafe-eval"), "{path}: {csp}");
+        assert_eq!(res.text().await.unwrap(), on_disk, "{path}: the committed file, byte for byte");
+    }
+    // quorum.js imports the bundle by a relative URL that resolves to the route above.
+    assert!(include_str!("../../web/static/quorum.js").contains(r#"from "./vendor/age-encryption.js";"#));
+}
+
 /// A sign-in start as the proxy (127.0.0.1, trusted) forwards it, with these
 /// `X-Forwarded-For` header lines; a fresh e-mail address each time unless given.
 async fn login_start_via_proxy(s: &TestServer, lines: &[&str], email: Option<&str>) -> (StatusCode, Value) {

@@ -17,3 +17,4 @@ mod http_hygiene;
 mod migrations;
 mod quorum;
 mod server;
+mod web_crypto;
