@@ -221,7 +221,69 @@ fn clock_now(c: &breakglass::clock::FixedClock) -> time::OffsetDateTime {
     breakglass::clock::Clock::now(c)
 }
 
+/// The release seam, policy mode against quorum mode: everything else in
+/// `release_finish` is the same code in both modes.
+fn quorum_seam() {
+    use breakglass::crypto::quorum::{self, Contribution, Holder};
+    println!("| release seam (the part of release finish that differs) | median |\n|---|---|");
+    let key = seal::SealKey::from_bytes(zeroize::Zeroizing::new([7u8; 32]));
+    let new = UnsealedVault::create(&key).unwrap();
+    let h = EnvelopeHeader::new("123456789012", "root_password", 1);
+    let value = SecretString::from("a-long-root-password-123");
+    let acct = vault::new_account_key(&new.recipient, "123456789012").unwrap();
+    let ct = vault::encrypt_secret(&acct.recipient, &h, &value).unwrap();
+    let d = median(301, || {
+        new.vault.account_key("123456789012", &acct.wrapped).unwrap().open("root_password", 1, &ct).unwrap();
+    });
+    println!("| policy: unwrap the account key with the vault key, decrypt one secret | {} |", fmt(d));
+    for (k, n) in [(2usize, 3usize), (3, 5), (5, 9)] {
+        let fresh = quorum::fresh_account_key().unwrap();
+        let ids: Vec<_> = (0..n).map(|i| quorum::prf_share_identity(&[i as u8 + 1; 32]).unwrap()).collect();
+        let holders: Vec<Holder> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| Holder { person: format!("p{i}"), recipients: vec![id.to_public().to_string()] })
+            .collect();
+        let d = median(51, || {
+            quorum::deal("123456789012", 2, &fresh.secret, &holders, k).unwrap();
+        });
+        println!(
+            "| quorum: deal a fresh key {k}-of-{n} (turning quorum on, reshare; without re-encrypting secrets) | {} |",
+            fmt(d)
+        );
+        let dealt = quorum::deal("123456789012", 2, &fresh.secret, &holders, k).unwrap();
+        let ct = vault::encrypt_secret(&fresh.recipient, &h, &value).unwrap();
+        let transit = quorum::new_transit(&new.recipient, "123456789012", "c1").unwrap();
+        let tr = breakglass::crypto::keys::parse_recipient(&transit.recipient).unwrap();
+        let handed: Vec<Contribution> = dealt
+            .iter()
+            .zip(&ids)
+            .take(k)
+            .map(|(d, id)| Contribution {
+                person: d.person.clone(),
+                index: d.index,
+                ciphertext: age::encrypt(&tr, &age::decrypt(id, &d.ciphertext).unwrap()).unwrap(),
+            })
+            .collect();
+        let d = median(301, || {
+            let t = new.vault.transit_identity("123456789012", "c1", &transit.sealed).unwrap();
+            quorum::combine(&t, "123456789012", 2, &fresh.recipient, &handed, k)
+                .unwrap()
+                .open("root_password", 1, &ct)
+                .unwrap();
+        });
+        println!(
+            "| quorum k={k}: unseal the transit key, open {k} shares, combine, check, decrypt one secret | {} |",
+            fmt(d)
+        );
+    }
+}
+
 fn main() {
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("quorum") {
+        quorum_seam();
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     // BENCH_CHECKOUTS (default 10 000) checkouts; BENCH_ONLY=checkouts skips the rest.
     let n = std::env::var("BENCH_CHECKOUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
@@ -252,6 +314,10 @@ fn main() {
         new.vault.account_key("123456789012", &acct.wrapped).unwrap().open("root_password", 1, &ct).unwrap();
     });
     println!("| unwrap account key + decrypt one secret | {} |", fmt(d));
+    println!();
+    quorum_seam();
+    println!();
+    println!("| operation | median |\n|---|---|");
 
     // One audit append in its own durable transaction (WAL, synchronous=FULL).
     let mut conn = store::open(&dir.path().join("append.db")).unwrap();

@@ -221,6 +221,11 @@ pub struct AccountDrillStatus {
     pub last_proven_access: Option<DrillView>,
     /// What failed in the latest drill, if it failed.
     pub flag: Option<serde_json::Value>,
+    /// `policy` or `quorum`: in quorum mode a passed drill proves k holders' keys
+    /// still open the account.
+    pub custody: crate::domain::Custody,
+    /// Quorum mode: why the holders no longer match the policy (a reshare is due).
+    pub reshare_due: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -372,6 +377,8 @@ impl App {
                             .map(|d| view(conn, d))
                             .transpose()?,
                         flag: flag.and_then(|f| serde_json::from_str(&f).ok()),
+                        custody: a.custody,
+                        reshare_due: a.reshare_reason.clone().filter(|_| a.reshare_due_since.is_some()),
                         next_drill_due_at: next
                             .or_else(|| {
                                 Schedule::parse(&a.drill_schedule).ok().and_then(|s| s.next_after(a.created_at))

@@ -846,3 +846,40 @@ async fn reshare_after_a_holder_joins_and_after_one_leaves_and_the_old_share_no_
     assert!(status.ok, "{status:?}");
     assert!(status.approvals_checked >= 6, "{status:?}");
 }
+
+#[tokio::test]
+async fn a_drill_in_quorum_mode_opens_the_account_with_the_shares_and_passes() {
+    let mut t = qteam().await;
+    assert_eq!(enable(&t, ACCOUNT).await.0, StatusCode::OK);
+    t.s.clock.set(time::macros::datetime!(2026-12-01 09:00:00 UTC));
+    t.s.app.run_drills().await.unwrap();
+    for h in [&mut t.ada, &mut t.bo, &mut t.cy] {
+        sign_in(&t.s, h).await;
+    }
+    let (_, st) = get(&t.ada.client, t.s.url("/api/v1/drills/status")).await;
+    let mine = st["accounts"].as_array().unwrap().iter().find(|a| a["account_id"] == ACCOUNT).unwrap().clone();
+    assert_eq!(mine["custody"], "quorum", "{mine}");
+    assert!(mine["reshare_due"].is_null(), "{mine}");
+    let drill = mine["open_drill"]["id"].as_str().unwrap().to_owned();
+    let id = request_id(&t.s, &t.bo, ACCOUNT, "drill").await;
+    assert_eq!(approve(&t.s, &mut t.cy, &id, Hand::Honest).await.0, StatusCode::OK);
+    let got = reveal(&t.s, &mut t.bo, &id, Hand::Honest).await;
+    assert_eq!(got.1["password"], PASSWORD, "the shares opened it: {}", got.1);
+    let items: serde_json::Map<String, Value> = breakglass::domain::drill::CHECKLIST
+        .iter()
+        .map(|(k, _)| ((*k).to_owned(), json!({"result": "pass"})))
+        .collect();
+    let (status, d) = post(
+        &t.bo.client,
+        t.s.url(format!("/api/v1/drills/{drill}/checklist")),
+        json!({"checkout_id": id, "items": items}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    assert_eq!(d["state"], "passed");
+    // A newcomer makes a reshare due, and the drill status says so.
+    enrol_holder(&t.s, &[Role::Custodian], "Dee Newcomer", "dee@example.com").await;
+    let (_, st) = get(&t.ada.client, t.s.url("/api/v1/drills/status")).await;
+    let mine = st["accounts"].as_array().unwrap().iter().find(|a| a["account_id"] == ACCOUNT).unwrap().clone();
+    assert!(mine["reshare_due"].as_str().unwrap().contains("Dee Newcomer"), "{mine}");
+}
