@@ -7,13 +7,14 @@ use std::{
     time::Duration as StdDuration,
 };
 
+use base64::{Engine, engine::general_purpose::STANDARD};
 use breakglass::{clock::Clock, domain::Role};
 use chromiumoxide::{
     Browser, BrowserConfig, Page,
     cdp::browser_protocol::{
         emulation::{ClearDeviceMetricsOverrideParams, SetDeviceMetricsOverrideParams},
         network::{EnableParams as NetworkEnable, EventRequestWillBeSent},
-        page::CaptureScreenshotFormat,
+        page::{CaptureScreenshotFormat, EventJavascriptDialogOpening, HandleJavaScriptDialogParams},
         target::{CreateBrowserContextParams, CreateTargetParams},
         web_authn::{
             AddVirtualAuthenticatorParams, AuthenticatorProtocol, AuthenticatorTransport, EnableParams,
@@ -60,10 +61,27 @@ async fn launch(dir: &std::path::Path) -> Browser {
 /// One person: their own cookies (browser context), their own security key.
 struct Person {
     page: Page,
-    requests: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<Sent>>>,
+}
+
+/// A request the page sent, as the DevTools protocol saw it leave the browser.
+#[derive(Clone, Debug)]
+struct Sent {
+    method: String,
+    url: String,
+    /// The body, when there is one (decoded from the protocol's base64 entries).
+    body: Option<String>,
+    /// The browser said there is a body but did not include it.
+    body_missing: bool,
 }
 
 async fn person(browser: &Browser) -> Person {
+    person_with_key(browser, false).await
+}
+
+/// `prf`: the virtual authenticator computes PRF (CTAP2 hmac-secret), so the key can
+/// hold quorum shares.
+async fn person_with_key(browser: &Browser, prf: bool) -> Person {
     let ctx = browser.create_browser_context(CreateBrowserContextParams::default()).await.unwrap();
     let page = browser
         .new_page(CreateTargetParams::builder().url("about:blank").browser_context_id(ctx).build().unwrap())
@@ -77,6 +95,7 @@ async fn person(browser: &Browser) -> Person {
         .has_user_verification(true)
         .is_user_verified(true)
         .automatic_presence_simulation(true)
+        .has_prf(prf)
         .build()
         .unwrap();
     page.execute(AddVirtualAuthenticatorParams::new(options)).await.unwrap();
@@ -86,7 +105,17 @@ async fn person(browser: &Browser) -> Person {
     let sink = requests.clone();
     tokio::spawn(async move {
         while let Some(ev) = events.next().await {
-            sink.lock().unwrap().push(ev.request.url.clone());
+            let r = &ev.request;
+            let body = r.post_data_entries.as_ref().map(|entries| {
+                let mut bytes = Vec::new();
+                for e in entries.iter().filter_map(|e| e.bytes.as_ref()) {
+                    let b64: &str = e.as_ref();
+                    bytes.extend(STANDARD.decode(b64).expect("post data entries are base64"));
+                }
+                String::from_utf8(bytes).expect("the pages send UTF-8")
+            });
+            let body_missing = r.has_post_data == Some(true) && body.is_none();
+            sink.lock().unwrap().push(Sent { method: r.method.clone(), url: r.url.clone(), body, body_missing });
         }
     });
     Person { page, requests }
@@ -198,6 +227,36 @@ async fn sign_in(s: &TestServer, p: &Person, email: &str) {
     wait(&p.page, "location.pathname === '/' && document.readyState === 'complete'").await;
 }
 
+/// On /admin: the account ACCOUNT ("prod-payer") with its root password and TOTP seed.
+async fn put_account_in_custody(s: &TestServer, ada: &Person) {
+    goto(&ada.page, &format!("{}/admin", s.origin)).await;
+    fill(&ada.page, "#new-account-id", ACCOUNT).await;
+    fill(&ada.page, "#alias", "prod-payer").await;
+    fill(&ada.page, "#root_email", "aws-root@example.com").await;
+    click(&ada.page, "#account-form button[type=submit]").await;
+    wait(&ada.page, "document.body.textContent.includes('prod-payer') && document.readyState === 'complete' && !!document.querySelector('#dep-account option')").await;
+    fill(&ada.page, "#dep-value", PASSWORD).await;
+    click(&ada.page, "#deposit-form button[type=submit]").await;
+    wait(&ada.page, "document.getElementById('status').textContent.includes('Deposited')").await;
+    eval::<serde_json::Value>(&ada.page, "document.querySelector('#dep-kind').value = 'totp_seed'").await;
+    fill(&ada.page, "#dep-value", AWS_SEED).await;
+    click(&ada.page, "#deposit-form button[type=submit]").await;
+    wait(&ada.page, "document.getElementById('status').textContent.includes('Deposited')").await;
+}
+
+/// Nothing was loaded from, or sent to, anywhere but the service itself.
+fn assert_same_origin(s: &TestServer, people: &[&Person]) {
+    for p in people {
+        for r in p.requests.lock().unwrap().iter() {
+            let url = &r.url;
+            assert!(
+                url.starts_with(&s.origin) || url.starts_with("data:") || url == "about:blank",
+                "external request: {url}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custodians_run_a_two_person_release_in_a_real_browser() {
     let s = TestServer::start().await;
@@ -216,19 +275,7 @@ async fn custodians_run_a_two_person_release_in_a_real_browser() {
     enrol(&s, &au, &[Role::Auditor], "Au Ditor", "au@example.com").await;
 
     // Ada puts an account into custody and deposits its secrets.
-    goto(&ada.page, &format!("{}/admin", s.origin)).await;
-    fill(&ada.page, "#new-account-id", "123456789012").await;
-    fill(&ada.page, "#alias", "prod-payer").await;
-    fill(&ada.page, "#root_email", "aws-root@example.com").await;
-    click(&ada.page, "#account-form button[type=submit]").await;
-    wait(&ada.page, "document.body.textContent.includes('prod-payer') && document.readyState === 'complete' && !!document.querySelector('#dep-account option')").await;
-    fill(&ada.page, "#dep-value", PASSWORD).await;
-    click(&ada.page, "#deposit-form button[type=submit]").await;
-    wait(&ada.page, "document.getElementById('status').textContent.includes('Deposited')").await;
-    eval::<serde_json::Value>(&ada.page, "document.querySelector('#dep-kind').value = 'totp_seed'").await;
-    fill(&ada.page, "#dep-value", AWS_SEED).await;
-    click(&ada.page, "#deposit-form button[type=submit]").await;
-    wait(&ada.page, "document.getElementById('status').textContent.includes('Deposited')").await;
+    put_account_in_custody(&s, &ada).await;
     shoot(&ada.page, "admin").await;
 
     // A day later (cooling-off over), everyone signs in again.
@@ -322,14 +369,7 @@ async fn custodians_run_a_two_person_release_in_a_real_browser() {
     shoot(&ada.page, "drills").await;
 
     // Nothing was loaded from anywhere but the service itself.
-    for p in [&ada, &bo, &cy, &au] {
-        for url in p.requests.lock().unwrap().iter() {
-            assert!(
-                url.starts_with(&s.origin) || url.starts_with("data:") || url == "about:blank",
-                "external request: {url}"
-            );
-        }
-    }
+    assert_same_origin(&s, &[&ada, &bo, &cy, &au]);
     // Every page carries a strict CSP.
     let client = reqwest::Client::new();
     for path in ["/enrol", "/login", "/", "/admin", "/audit", "/drills", "/me", "/static/app.js"] {
@@ -446,5 +486,273 @@ async fn the_reveal_window_follows_the_server_whatever_the_date_or_the_browsers_
     ] {
         reveal_window_in_browser(&browser, server_start, skew).await;
     }
+    drop(browser);
+}
+
+/// Accept every `confirm()` the page shows, through the DevTools protocol (as a person
+/// clicking OK); returns the messages shown.
+async fn accept_dialogs(page: &Page) -> Arc<Mutex<Vec<String>>> {
+    let mut events = page.event_listener::<EventJavascriptDialogOpening>().await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (sink, page) = (seen.clone(), page.clone());
+    tokio::spawn(async move {
+        while let Some(ev) = events.next().await {
+            sink.lock().unwrap().push(ev.message.clone());
+            page.execute(HandleJavaScriptDialogParams::new(true)).await.unwrap();
+        }
+    });
+    seen
+}
+
+/// The test, not the app, asks this person's authenticator for the PRF output of
+/// `credential_id` (base64url) for the quorum salt, through the page (nothing is sent
+/// anywhere): what the page derives its share identity from.
+async fn prf_output(p: &Person, credential_id: &str) -> [u8; 32] {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let salt = breakglass::crypto::keys::prf_salt();
+    let id = URL_SAFE_NO_PAD.decode(credential_id).unwrap();
+    let js = format!(
+        "async () => {{ const cred = await navigator.credentials.get({{ publicKey: {{ \
+           challenge: crypto.getRandomValues(new Uint8Array(32)), rpId: location.hostname, \
+           allowCredentials: [{{ type: 'public-key', id: new Uint8Array({id:?}) }}], \
+           userVerification: 'required', extensions: {{ prf: {{ eval: {{ first: new Uint8Array({salt:?}) }} }} }} }} }}); \
+         const out = cred.getClientExtensionResults().prf?.results?.first; \
+         return out ? Array.from(new Uint8Array(out)) : null; }}"
+    );
+    let got: Option<Vec<u8>> =
+        p.page.evaluate_function(js).await.expect("the test's own assertion").into_value().unwrap();
+    got.expect("the virtual authenticator computes PRF").try_into().unwrap()
+}
+
+/// The object keys anywhere in a JSON value.
+fn json_keys(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                out.push(k.clone());
+                json_keys(v, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| json_keys(v, out)),
+        _ => {}
+    }
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custodians_run_a_quorum_release_in_a_real_browser_with_prf_keys() {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    use breakglass::crypto::quorum::prf_share_identity;
+    use secrecy::ExposeSecret;
+
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let browser = launch(dir.path()).await;
+    // One browser context and one PRF-capable authenticator per custodian, for the
+    // whole story (a credential copied elsewhere would lose its PRF output).
+    let (ada, bo, cy) = (
+        person_with_key(&browser, true).await,
+        person_with_key(&browser, true).await,
+        person_with_key(&browser, true).await,
+    );
+    let shares_of = |id: &str| -> (i64, bool) {
+        let db = s.db();
+        let n =
+            db.query_row("SELECT count(*) FROM checkout_shares WHERE checkout_id = ?1", [id], |r| r.get(0)).unwrap();
+        let transit =
+            db.query_row("SELECT transit_sealed IS NOT NULL FROM checkouts WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+        (n, transit)
+    };
+
+    // Enrolment prepares the key for quorum at once (a second touch): the profile says so.
+    for (p, roles, name, email) in [
+        (&ada, &[Role::Admin, Role::Custodian][..], "Ada Admin", "ada@example.com"),
+        (&bo, &[Role::Custodian][..], "Bo Requester", "bo@example.com"),
+        (&cy, &[Role::Custodian][..], "Cy Approver", "cy@example.com"),
+    ] {
+        enrol(&s, p, roles, name, email).await;
+        assert_eq!(
+            text(&p.page, ".quorum-status[data-prf=ready]").await,
+            "Holds quorum shares.",
+            "{name}'s key was prepared for quorum at enrolment"
+        );
+        let offered: bool = eval(&p.page, "!!document.querySelector('button[data-action=prepare-key]')").await;
+        assert!(!offered, "a prepared key is not offered preparation again");
+    }
+    shoot(&cy.page, "quorum-me").await;
+    let recipients: i64 = s
+        .db()
+        .query_row("SELECT count(*) FROM credentials WHERE prf_recipient GLOB 'age1*'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(recipients, 3, "one share recipient per key");
+
+    put_account_in_custody(&s, &ada).await;
+
+    // A day later (cooling-off over), everyone signs in again.
+    s.clock.advance(Duration::hours(25));
+    for (p, email) in [(&ada, "ada@example.com"), (&bo, "bo@example.com"), (&cy, "cy@example.com")] {
+        sign_in(&s, p, email).await;
+    }
+
+    // Ada turns quorum on, and clicks OK in the browser's confirm().
+    let dialogs = accept_dialogs(&ada.page).await;
+    goto(&ada.page, &format!("{}/admin", s.origin)).await;
+    click(&ada.page, &format!("button[data-action=quorum][data-account='{ACCOUNT}']")).await;
+    wait(
+        &ada.page,
+        "document.readyState === 'complete' && document.body.textContent.includes('quorum: 2 of 3 holders')",
+    )
+    .await;
+    assert!(
+        dialogs.lock().unwrap().iter().any(|m| m.contains("quorum mode") && m.contains("no way back")),
+        "the admin was asked first: {:?}",
+        dialogs.lock().unwrap()
+    );
+    shoot(&ada.page, "quorum-admin").await;
+    let account = s.app.get_account(ACCOUNT.into()).await.unwrap();
+    assert_eq!(account.custody, breakglass::domain::Custody::Quorum);
+    let wrapped: Option<Vec<u8>> =
+        s.db().query_row("SELECT wrapped_key FROM accounts WHERE account_id = ?1", [ACCOUNT], |r| r.get(0)).unwrap();
+    assert_eq!(wrapped, None, "the server keeps no copy of the account key");
+
+    // Bo asks.
+    goto(&bo.page, &format!("{}/", s.origin)).await;
+    fill(&bo.page, "#reason", "Billing lockout: restore the IAM admin role").await;
+    fill(&bo.page, "#ticket", "INC-4711").await;
+    fill(&bo.page, "#duration_minutes", "30").await;
+    click(&bo.page, "#request-form button[type=submit]").await;
+    wait(&bo.page, "location.pathname.startsWith('/checkouts/') && document.readyState === 'complete'").await;
+    let checkout_url: String = eval(&bo.page, "location.href").await;
+    let id: String = eval(&bo.page, "location.pathname.split('/').pop()").await;
+    assert_eq!(shares_of(&id), (0, true), "a sealed transit key, no shares yet");
+
+    // Cy approves: her page opens her share with her key's PRF output and hands it over
+    // re-encrypted to the checkout's transit key.
+    goto(&cy.page, &checkout_url).await;
+    assert!(text(&cy.page, "#quorum-approve-note").await.contains("hands over your share"));
+    shoot(&cy.page, "quorum-approve").await;
+    click(&cy.page, "button[data-action=decide][data-decision=approve]").await;
+    wait(&cy.page, "document.getElementById('checkout-state')?.textContent === 'approved'").await;
+    assert_eq!(shares_of(&id), (1, true), "Cy's share is on file");
+
+    // Bo reveals: his own share is the second of k = 2.
+    goto(&bo.page, &checkout_url).await;
+    assert!(text(&bo.page, "#release").await.contains("hands over your share"));
+    click(&bo.page, "#reveal-button").await;
+    wait(&bo.page, "!document.getElementById('revealed').hidden").await;
+    assert_eq!(text(&bo.page, "#password").await, PASSWORD);
+    let expected = totp_rs::Totp::from_url(format!("otpauth://totp/x?secret={AWS_SEED}"))
+        .unwrap()
+        .generate(s.clock.now().unix_timestamp() as u64)
+        .to_string();
+    assert_eq!(text(&bo.page, "#totp-code").await, expected, "the code for the server's now");
+    assert_eq!(text(&bo.page, "#checkout-state").await, "released");
+    click(&bo.page, "button[data-toggle=password]").await;
+    shoot(&bo.page, "quorum-released").await;
+    assert_eq!(shares_of(&id), (2, true), "two shares on file while released");
+
+    // What the pages sent: bodies for every POST, a share with the approval and the
+    // reveal, and no extension output at all (the PRF output stays in the browser).
+    let finish = |p: &Person, path: &str| -> Vec<serde_json::Value> {
+        p.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.method == "POST" && r.url.ends_with(path))
+            .map(|r| serde_json::from_str(r.body.as_deref().expect("a body")).unwrap())
+            .collect()
+    };
+    let approvals = finish(&cy, &format!("/checkouts/{id}/approvals/finish"));
+    let releases = finish(&bo, &format!("/checkouts/{id}/release/finish"));
+    assert_eq!((approvals.len(), releases.len()), (1, 1));
+    for body in approvals.iter().chain(&releases) {
+        assert!(body["share"].as_str().is_some_and(|s| STANDARD.decode(s).is_ok_and(|b| b.starts_with(b"age-"))));
+        assert_eq!(body["credential"]["extensions"], serde_json::json!({}), "{body}");
+    }
+    let mut prepared_keys = Vec::new();
+    for p in [&ada, &bo, &cy] {
+        let prepared = finish(p, "/share-recipient/finish");
+        assert_eq!(prepared.len(), 1, "prepared once, at enrolment");
+        let url =
+            p.requests.lock().unwrap().iter().find(|r| r.url.ends_with("/share-recipient/finish")).unwrap().url.clone();
+        let credential_id = url.rsplit('/').nth(2).unwrap().to_owned();
+        prepared_keys.push((credential_id, prepared[0]["recipient"].as_str().unwrap().to_owned()));
+        for r in p.requests.lock().unwrap().iter().filter(|r| r.method != "GET") {
+            assert!(!r.body_missing, "the protocol gave the body of {} {}", r.method, r.url);
+            let body: serde_json::Value = serde_json::from_str(r.body.as_deref().unwrap_or("null")).unwrap();
+            let mut keys = Vec::new();
+            json_keys(&body, &mut keys);
+            for k in ["prf", "results", "clientExtensionResults"] {
+                assert!(!keys.iter().any(|x| x == k), "{} sent `{k}`: {body}", r.url);
+            }
+        }
+    }
+
+    // The PRF output itself (asked by the test from each authenticator) derives, in
+    // Rust, the recipient the page derived in WebCrypto; and neither it nor the
+    // identity it derives appears in anything sent or in any file of the data dir.
+    let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
+    for (p, (credential_id, recipient)) in [&ada, &bo, &cy].into_iter().zip(&prepared_keys) {
+        let prf = prf_output(p, credential_id).await;
+        let identity = prf_share_identity(&prf).unwrap();
+        assert_eq!(&identity.to_public().to_string(), recipient, "page and server derive the same recipient");
+        let secret = identity.to_string().expose_secret().to_owned();
+        for (what, v) in [
+            ("raw", prf.to_vec()),
+            ("hex", hex::encode(prf).into_bytes()),
+            ("base64", STANDARD_NO_PAD.encode(prf).into_bytes()),
+            ("base64url", URL_SAFE_NO_PAD.encode(prf).into_bytes()),
+            ("identity", secret.clone().into_bytes()),
+            ("identity lowercase", secret.to_lowercase().into_bytes()),
+        ] {
+            needles.push((what.to_owned(), v));
+        }
+    }
+    let mut haystacks: Vec<(String, Vec<u8>)> =
+        files_under(s.dir.path()).into_iter().map(|f| (f.display().to_string(), std::fs::read(&f).unwrap())).collect();
+    for p in [&ada, &bo, &cy] {
+        for r in p.requests.lock().unwrap().iter() {
+            haystacks.push((r.url.clone(), r.body.clone().unwrap_or_default().into_bytes()));
+        }
+    }
+    // The scan reads what the server keeps: the public recipients are in the data dir.
+    for (_, recipient) in &prepared_keys {
+        let on_file = haystacks.iter().any(|(f, hay)| f.starts_with('/') && contains(hay, recipient.as_bytes()));
+        assert!(on_file, "{recipient} is in the data dir");
+    }
+    for (where_, hay) in &haystacks {
+        for (what, needle) in &needles {
+            assert!(!contains(hay, needle), "a PRF output ({what}) reached {where_}");
+        }
+    }
+
+    // Bo checks in: the transit key and the shares are gone.
+    goto(&bo.page, &checkout_url).await;
+    fill(&bo.page, "#note", "Restored the IAM admin role.").await;
+    click(&bo.page, "#close-form button[type=submit]").await;
+    wait(&bo.page, "document.getElementById('checkout-state')?.textContent === 'closed'").await;
+    assert_eq!(shares_of(&id), (0, false), "checking in deletes the transit key and the shares");
+    let actions = audit_actions(&s.db());
+    assert_eq!(actions.iter().filter(|a| *a == "checkout.share_handed_over").count(), 2);
+    assert!(actions.contains(&"account.quorum_enabled".to_owned()));
+
+    assert_same_origin(&s, &[&ada, &bo, &cy]);
     drop(browser);
 }
