@@ -53,6 +53,17 @@ pub enum AllMarker {
     All,
 }
 
+impl ApproverSet {
+    pub fn is_all(&self) -> bool {
+        matches!(self, ApproverSet::All(_))
+    }
+
+    /// Whether this custodian is listed (false for `all`: nobody is listed).
+    pub fn lists(&self, id: &str) -> bool {
+        matches!(self, ApproverSet::Listed(ids) if ids.iter().any(|x| x == id))
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SecretVersionView {
     pub version: u64,

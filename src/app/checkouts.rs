@@ -50,6 +50,20 @@ pub struct PersonRef {
     pub email: String,
 }
 
+/// Someone who may decide on a request: who, whether they can right now, and what
+/// they decided.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApproverView {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    /// False while in cooling-off (`can_approve_from` says until when).
+    pub can_approve_now: bool,
+    pub can_approve_from: Option<String>,
+    /// `approve`, `deny`, or `null` (not yet).
+    pub decided: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DecisionView {
     pub custodian: PersonRef,
@@ -76,6 +90,9 @@ pub struct CheckoutView {
     pub approvals_still_needed: u32,
     pub veto: bool,
     pub decisions: Vec<DecisionView>,
+    /// The people who may decide (the approver set without the requester), for the
+    /// requester to know whom to ask.
+    pub approvers: Vec<ApproverView>,
     pub created_at: String,
     /// Deadline of the current state (pending: approvals; approved: release).
     pub expires_at: Option<String>,
@@ -230,8 +247,27 @@ pub(crate) fn view(
             })
         })
         .collect::<Result<Vec<_>, AppError>>()?;
+    let set = account_approver_set(conn, &c.account_id)?;
+    let approvers = people::list_custodians(conn)?
+        .into_iter()
+        .filter(|p| {
+            p.id != c.requester_id
+                && p.is_active()
+                && p.has_role(Role::Custodian)
+                && set.as_ref().is_none_or(|ids| ids.contains(&p.id))
+        })
+        .map(|p| ApproverView {
+            decided: approvals.iter().find(|a| a.custodian_id == p.id).map(|a| a.decision.clone()),
+            can_approve_now: p.approve_after <= now.unix_timestamp(),
+            can_approve_from: (p.approve_after > now.unix_timestamp()).then(|| rfc3339(p.approve_after)),
+            id: p.id,
+            name: p.name,
+            email: p.email,
+        })
+        .collect();
     let state = c.state;
     Ok(CheckoutView {
+        approvers,
         id: c.id.clone(),
         account_id: c.account_id.clone(),
         account_alias: account.alias,

@@ -135,6 +135,8 @@ struct EnrolPage {
     is_admin: bool,
     is_auditor: bool,
     user_name: String,
+    /// The configured cooling-off before a new custodian may approve.
+    cooling_off: String,
 }
 
 #[derive(Template)]
@@ -146,9 +148,22 @@ struct LoginPage {
     user_name: String,
 }
 
-pub async fn page_enrol() -> Response {
+pub async fn page_enrol(State(state): State<AppState>) -> Response {
     let s = Shell::of(None);
-    render(EnrolPage { signed_in: s.signed_in, is_admin: s.is_admin, is_auditor: s.is_auditor, user_name: s.user_name })
+    let hours = state.app.config.security.cooling_off_hours;
+    let cooling_off = match hours {
+        0 => "no cooling-off period: new custodians can approve at once".to_owned(),
+        1 => "a 1-hour cooling-off period".to_owned(),
+        h if h % 24 == 0 && h >= 48 => format!("a {}-day cooling-off period", h / 24),
+        h => format!("a {h}-hour cooling-off period"),
+    };
+    render(EnrolPage {
+        signed_in: s.signed_in,
+        is_admin: s.is_admin,
+        is_auditor: s.is_auditor,
+        user_name: s.user_name,
+        cooling_off,
+    })
 }
 
 pub async fn page_login() -> Response {
@@ -181,16 +196,28 @@ struct DashboardPage {
     accounts: Vec<AccountRow>,
     awaiting: Vec<CheckoutView>,
     mine: Vec<CheckoutView>,
+    /// Auditors: the latest checkouts, whatever their state.
+    recent: Vec<CheckoutView>,
     can_request: bool,
     outbox_failed: i64,
     outbox_undelivered: i64,
     outbox_sink: String,
 }
 
-fn days_until(now: i64, rfc: &str) -> Option<i64> {
+fn seconds_until(now: i64, rfc: &str) -> Option<i64> {
     time::OffsetDateTime::parse(rfc, &time::format_description::well_known::Rfc3339)
         .ok()
-        .map(|t| (t.unix_timestamp() - now) / 86_400)
+        .map(|t| (t.unix_timestamp() - now).max(0))
+}
+
+/// "3 days", "5 h", "40 min": never "0 days" for something due later today.
+fn human_span(secs: i64) -> String {
+    match secs {
+        s if s >= 2 * 86_400 => format!("{} days", s / 86_400),
+        s if s >= 3_600 => format!("{} h", s / 3_600),
+        s if s >= 60 => format!("{} min", s / 60),
+        _ => "less than a minute".into(),
+    }
 }
 
 pub async fn page_dashboard(State(state): State<AppState>, PageUser(p): PageUser) -> Response {
@@ -228,8 +255,8 @@ pub async fn page_dashboard(State(state): State<AppState>, PageUser(p): PageUser
                     Some(d) => d
                         .next_drill_due_at
                         .as_deref()
-                        .and_then(|n| days_until(now, n))
-                        .map(|n| format!("drill due in {n} days"))
+                        .and_then(|n| seconds_until(now, n))
+                        .map(|secs| format!("drill due in {}", human_span(secs)))
                         .unwrap_or_else(|| "—".into()),
                     None => "—".into(),
                 };
@@ -271,6 +298,7 @@ pub async fn page_dashboard(State(state): State<AppState>, PageUser(p): PageUser
             accounts: rows,
             awaiting,
             mine,
+            recent: open.iter().take(10).cloned().collect(),
             can_request: p.custodian.has_role(Role::Custodian),
             outbox_failed: outbox.failed,
             outbox_undelivered: outbox.undelivered,
@@ -341,11 +369,34 @@ struct DrillsPage {
     status: DrillStatus,
     checklist: Vec<(&'static str, &'static str)>,
     history: Vec<crate::app::drills::DrillView>,
+    /// Per open drill id: my released drill checkout on that account, if any.
+    drill_checkouts: Vec<(String, CheckoutView)>,
+}
+
+impl DrillsPage {
+    fn checkout_for(&self, drill_id: &str) -> Option<&CheckoutView> {
+        self.drill_checkouts.iter().find(|(d, _)| d == drill_id).map(|(_, c)| c)
+    }
 }
 
 pub async fn page_drills(State(state): State<AppState>, PageUser(p): PageUser) -> Response {
     let result: Result<Response, AppError> = async {
         let status = state.app.drill_status().await?;
+        let mine = state
+            .app
+            .list_checkouts(CheckoutFilter { requester_id: Some(p.custodian.id.clone()), ..Default::default() }, None)
+            .await?;
+        let drill_checkouts = status
+            .accounts
+            .iter()
+            .filter_map(|a| {
+                let d = a.open_drill.as_ref()?;
+                let c = mine
+                    .iter()
+                    .find(|c| c.account_id == a.account_id && c.kind == "drill" && c.released_at.is_some())?;
+                Some((d.id.clone(), c.clone()))
+            })
+            .collect();
         let mut history = state.app.list_drills(None, i64::MIN, i64::MAX).await?;
         history.reverse();
         history.truncate(50);
@@ -358,6 +409,7 @@ pub async fn page_drills(State(state): State<AppState>, PageUser(p): PageUser) -
             status,
             checklist: CHECKLIST.to_vec(),
             history,
+            drill_checkouts,
         }))
     }
     .await;

@@ -237,11 +237,23 @@ async fn put_account_in_custody(s: &TestServer, ada: &Person) {
     wait(&ada.page, "document.body.textContent.includes('prod-payer') && document.readyState === 'complete' && !!document.querySelector('#dep-account option')").await;
     fill(&ada.page, "#dep-value", PASSWORD).await;
     click(&ada.page, "#deposit-form button[type=submit]").await;
-    wait(&ada.page, "document.getElementById('status').textContent.includes('Deposited')").await;
+    // The confirmation is next to the form, and the accounts table follows.
+    wait(&ada.page, "document.querySelector('#deposit-form .msg').textContent.includes('Deposited')").await;
+    wait(
+        &ada.page,
+        &format!("document.querySelector('[data-secrets-of=\"{ACCOUNT}\"]').textContent.includes('root_password v1')"),
+    )
+    .await;
+    click(&ada.page, "#deposit-form .msg button.dismiss").await;
     eval::<serde_json::Value>(&ada.page, "document.querySelector('#dep-kind').value = 'totp_seed'").await;
     fill(&ada.page, "#dep-value", AWS_SEED).await;
     click(&ada.page, "#deposit-form button[type=submit]").await;
-    wait(&ada.page, "document.getElementById('status').textContent.includes('Deposited')").await;
+    wait(&ada.page, "document.querySelector('#deposit-form .msg').textContent.includes('Deposited')").await;
+    wait(
+        &ada.page,
+        &format!("document.querySelector('[data-secrets-of=\"{ACCOUNT}\"]').textContent.includes('totp_seed v1')"),
+    )
+    .await;
 }
 
 /// Nothing was loaded from, or sent to, anywhere but the service itself.
@@ -265,8 +277,9 @@ async fn custodians_run_a_two_person_release_in_a_real_browser() {
     let (ada, bo, cy, au) =
         (person(&browser).await, person(&browser).await, person(&browser).await, person(&browser).await);
 
-    // Enrolment through invite links.
+    // Enrolment through invite links; the page states the configured cooling-off.
     goto(&ada.page, &format!("{}/enrol#not-yet", s.origin)).await;
+    assert!(text(&ada.page, "#cooling-off").await.contains("a 24-hour cooling-off period"));
     shoot(&ada.page, "enrol").await;
     enrol(&s, &ada, &[Role::Admin, Role::Custodian], "Ada Admin", "ada@example.com").await;
     shoot(&ada.page, "me").await;
@@ -288,6 +301,12 @@ async fn custodians_run_a_two_person_release_in_a_real_browser() {
         sign_in(&s, p, email).await;
     }
 
+    // Cy's dashboard is open before Bo asks; an auditor's shows what auditors need.
+    assert!(text(&cy.page, "#awaiting-empty").await.contains("Nothing waits for you"));
+    assert!(text(&au.page, "main").await.contains("Recent checkouts"));
+    let au_request_form: bool = eval(&au.page, "!!document.querySelector('#request-form')").await;
+    assert!(!au_request_form, "an auditor gets no request form");
+
     // Bo asks.
     fill(&bo.page, "#reason", "Billing lockout: restore the IAM admin role").await;
     fill(&bo.page, "#ticket", "INC-4711").await;
@@ -300,11 +319,21 @@ async fn custodians_run_a_two_person_release_in_a_real_browser() {
     assert!(text(&bo.page, "#self-approval-note").await.contains("cannot approve your own request"));
     let decide_form: bool = eval(&bo.page, "!!document.querySelector('#decide-form')").await;
     assert!(!decide_form, "no approve button for the requester");
+    // Bo sees whom to ask (names, not ids), can copy the link, and how long is left.
+    let approvers = text(&bo.page, "#approver-list").await;
+    assert!(
+        approvers.contains("Cy Approver") && approvers.contains("Ada Admin") && !approvers.contains("Bo Requester"),
+        "{approvers}"
+    );
+    assert!(!approvers.contains("Au Ditor"), "auditors do not approve: {approvers}");
+    assert!(text(&bo.page, "#notified").await.contains("SNS"));
+    let left = text(&bo.page, "#approve-left").await;
+    assert!(left == "24 h 0 min" || left == "23 h 59 min", "time left to approve: {left}");
     shoot(&bo.page, "checkout-pending").await;
 
-    // Cy sees it waiting for her, reads who asks and why, and approves with her key.
-    goto(&cy.page, &format!("{}/", s.origin)).await;
-    assert!(text(&cy.page, "main").await.contains("Bo Requester asks for emergency root access to prod-payer"));
+    // Cy's dashboard, untouched since before the request, shows it within seconds and
+    // the tab title counts it.
+    wait(&cy.page, "document.title.startsWith('(1) ') && document.getElementById('awaiting-list').textContent.includes('Bo Requester asks for emergency root access to prod-payer')").await;
     goto(&cy.page, &checkout_url).await;
     let facts = text(&cy.page, ".facts").await;
     assert!(facts.contains("Billing lockout") && facts.contains("INC-4711") && facts.contains("30 minutes"), "{facts}");
@@ -312,14 +341,20 @@ async fn custodians_run_a_two_person_release_in_a_real_browser() {
     // Enter in the comment box decides nothing.
     fill(&cy.page, "#comment", "ok, on the bridge call").await;
     cy.page.find_element("#comment").await.unwrap().press_key("Enter").await.unwrap();
-    wait(&cy.page, "document.getElementById('status').textContent.includes('Choose Approve or Deny')").await;
+    wait(&cy.page, "document.querySelector('#decide-form .msg').textContent.includes('Choose Approve or Deny')").await;
     assert_eq!(text(&cy.page, "#checkout-state").await, "pending");
     click(&cy.page, "button[data-decision=approve]").await;
     wait(&cy.page, "document.getElementById('checkout-state')?.textContent === 'approved'").await;
+    // The confirmation is where Cy is looking, and the form that no longer applies is gone.
+    wait(&cy.page, "document.getElementById('checkout-msg').textContent.includes('Approved')").await;
+    let decide_hidden: bool = eval(&cy.page, "document.getElementById('decide-form').hidden").await;
+    assert!(decide_hidden, "no decide buttons once the request is approved");
 
     // Bo's page, left open, follows the request live: it updates by itself.
-    wait(&bo.page, "document.getElementById('checkout-state')?.textContent === 'approved' && !!document.getElementById('reveal-button')").await;
+    wait(&bo.page, "document.getElementById('checkout-state')?.textContent === 'approved' && !document.getElementById('release').hidden").await;
     assert!(text(&bo.page, "main").await.contains("Cy Approver: approve"));
+    let left = text(&bo.page, "#reveal-left").await;
+    assert!(left == "1 h 0 min" || left == "59 min 59 s" || left.ends_with(" s"), "time left to reveal: {left}");
 
     // Bo reveals: the password and the current MFA code.
     click(&bo.page, "#reveal-button").await;
@@ -336,6 +371,15 @@ async fn custodians_run_a_two_person_release_in_a_real_browser() {
     let masked: bool = eval(&bo.page, "document.getElementById('password').hidden").await;
     assert!(masked, "the password stays hidden until asked");
     click(&bo.page, "button[data-toggle=password]").await;
+    // Without a reload the page is current: no cancel, check-in offered, the window and
+    // the end of the checkout counting down.
+    wait(&bo.page, "document.getElementById('checkout-state').textContent === 'released' && document.getElementById('cancel-block').hidden && !document.getElementById('close-form').hidden").await;
+    let window_left = text(&bo.page, "#window-left").await;
+    assert!(window_left.starts_with("15 min") || window_left.starts_with("14 min"), "{window_left}");
+    let ends = text(&bo.page, "#checkout-ends").await;
+    assert!(ends.starts_with("30 min") || ends.starts_with("29 min"), "{ends}");
+    let reveal_row_hidden: bool = eval(&bo.page, "document.getElementById('reveal-left').closest('dd').hidden").await;
+    assert!(reveal_row_hidden, "no 'time left to reveal' once released");
     shoot(&bo.page, "checkout-released").await;
 
     // Check in, then rotate.
@@ -441,8 +485,8 @@ async fn reveal_window_in_browser(browser: &Browser, server_start: time::OffsetD
     click(&bo.page, "#request-form button[type=submit]").await;
     wait(&bo.page, "location.pathname.startsWith('/checkouts/')").await;
     // The approval deadline counts down from the server's answer, not the browser's clock.
-    wait(&bo.page, "/^\\d+ h \\d+ min$/.test(document.getElementById('expires-in')?.textContent)").await;
-    let left = text(&bo.page, "#expires-in").await;
+    wait(&bo.page, "/^\\d+ h \\d+ min$/.test(document.getElementById('approve-left')?.textContent)").await;
+    let left = text(&bo.page, "#approve-left").await;
     assert!(left == "24 h 0 min" || left == "23 h 59 min", "a day left to approve, from the server: {left}");
     let id: String = eval(&bo.page, "location.pathname.split('/').pop()").await;
     let got = decide(&s, &mut cy, &id, "approve").await;

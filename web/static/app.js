@@ -2,11 +2,38 @@
 // no inline script (CSP: script-src 'self'). Every action calls the JSON API.
 
 const status = () => document.getElementById("status");
+// The element that says how an action went: the message slot next to the control that
+// was used (a `.msg` in the same form or block), else the page's status line.
+let speaker = null;
 function say(text, kind = "info") {
-  const el = status();
+  const el = speaker?.isConnected ? speaker : status();
   if (!el) return;
   el.textContent = text;
-  el.className = "status " + kind;
+  el.className = (el === status() ? "status " : "msg ") + kind;
+  // Errors and results that matter stay until dismissed; progress lines are replaced.
+  if (kind === "error" || kind === "ok") {
+    const close = document.createElement("button");
+    close.type = "button";
+    close.className = "dismiss";
+    close.textContent = "Dismiss";
+    close.setAttribute("aria-label", "Dismiss this message");
+    close.addEventListener("click", () => { el.textContent = ""; el.className = el === status() ? "status" : "msg"; });
+    el.append(" ", close);
+  }
+}
+function speakerFor(control) {
+  const block = control?.closest("form, section, [data-states], .card, li");
+  return block?.querySelector(".msg") || null;
+}
+
+// API messages name fields as the API spells them; people read labels.
+const FIELD_LABELS = {
+  duration_minutes: "duration", approvals_required: "approvals required", reveal_window_minutes: "reveal window",
+  max_checkout_minutes: "longest checkout", drill_schedule: "drill schedule", account_id: "AWS account id",
+  root_email: "root e-mail", checkout_id: "drill checkout", invite_token: "invite link", ceremony_id: "security-key request",
+};
+function humanize(message) {
+  return String(message).replace(/\b[a-z]+(?:_[a-z]+)+\b/g, (w) => FIELD_LABELS[w] || w.replace(/_/g, " "));
 }
 
 const b64u = {
@@ -31,7 +58,7 @@ async function api(method, path, body) {
   const text = await res.text();
   const data = text ? JSON.parse(text) : null;
   if (!res.ok) {
-    const err = new Error(data && data.error ? data.error.message : `The server answered ${res.status}.`);
+    const err = new Error(data && data.error ? humanize(data.error.message) : `The server answered ${res.status}.`);
     err.code = data && data.error ? data.error.code : String(res.status);
     throw err;
   }
@@ -148,8 +175,19 @@ const actions = {
   },
   async login(el) {
     const start = await api("POST", "/api/v1/login/start", { email: form(el).email });
-    const credential = await touchKey("get", start);
-    await api("POST", "/api/v1/login/finish", { ceremony_id: start.ceremony_id, credential });
+    let credential;
+    try {
+      credential = await touchKey("get", start);
+    } catch {
+      // The server does not say whether the address is enrolled; neither do we.
+      throw new Error("Sign-in did not work. Check the e-mail address, then touch a security key enrolled for it (and enter its PIN).");
+    }
+    try {
+      await api("POST", "/api/v1/login/finish", { ceremony_id: start.ceremony_id, credential });
+    } catch (e) {
+      if (e.code === "rate_limited") throw e;
+      throw new Error("Sign-in did not work. Check the e-mail address, then touch a security key enrolled for it (and enter its PIN).");
+    }
     location.assign(safeNext(new URLSearchParams(location.search).get("next")));
   },
   async "add-key"(el) {
@@ -182,8 +220,10 @@ const actions = {
     const { credential, prf } = await touchKeyWithPrf("get", start, decision === "approve" ? " to APPROVE" : " to DENY");
     let share = null;
     if (decision === "approve" && start.quorum) share = await handOver(start.quorum, prf);
-    await api("POST", `/api/v1/checkouts/${id}/approvals/finish`, { ceremony_id: start.ceremony_id, credential, decision, comment, share });
-    location.reload();
+    const v = await api("POST", `/api/v1/checkouts/${id}/approvals/finish`, { ceremony_id: start.ceremony_id, credential, decision, comment, share });
+    applyView(v, performance.now());
+    speaker = document.getElementById("checkout-msg");
+    say(decision === "approve" ? `Approved. ${v.state === "approved" ? "The requester can now reveal." : `${v.approvals_still_needed} more approval(s) needed.`}` : "Denied.", "ok");
   },
   async reveal() {
     const id = checkoutId();
@@ -201,14 +241,18 @@ const actions = {
     }
     showRevealed(r, performance.now());
     say("Revealed. Everything you do now is on the record.", "ok");
+    refreshCheckout();
   },
   async close(el) {
     await api("POST", `/api/v1/checkouts/${checkoutId()}/close`, { note: form(el).note });
+    // Checked in: the secrets leave the screen, and the page comes back with rotation if due.
     location.reload();
   },
   async cancel() {
-    await api("POST", `/api/v1/checkouts/${checkoutId()}/cancel`, {});
-    location.reload();
+    const v = await api("POST", `/api/v1/checkouts/${checkoutId()}/cancel`, {});
+    applyView(v, performance.now());
+    speaker = document.getElementById("checkout-msg");
+    say("Cancelled. Nothing was released.", "ok");
   },
   async rotate(el) {
     await api("PUT", `/api/v1/checkouts/${checkoutId()}/rotation`, { value: form(el).value });
@@ -218,9 +262,10 @@ const actions = {
   async invite(el) {
     const roles = new FormData(el).getAll("roles");
     const inv = await api("POST", "/api/v1/invites", { roles });
-    const out = document.getElementById("invite-url");
-    out.textContent = inv.invite_url + "  (single use, expires " + inv.expires_at + ")";
-    out.hidden = false;
+    document.getElementById("invite-url").textContent = inv.invite_url;
+    document.getElementById("invite-about").textContent = `Grants ${roles.join(" and ")}. Single use; expires ${inv.expires_at}. Send it to one person only.`;
+    document.getElementById("invite-result").hidden = false;
+    say("Invite link created.", "ok");
   },
   async account(el) {
     await api("POST", "/api/v1/accounts", form(el));
@@ -231,6 +276,7 @@ const actions = {
     await api("PUT", `/api/v1/accounts/${f.account_id}/secrets/${f.kind}`, { value: f.value });
     el.reset();
     say("Deposited. The value is encrypted and will not be shown again.", "ok");
+    refreshAccounts();
   },
   async policy(el) {
     const f = form(el);
@@ -241,9 +287,11 @@ const actions = {
       veto: f.veto === "on",
       drill_schedule: f.drill_schedule,
     };
-    if (f.approvers.trim()) body.approvers = f.approvers.trim() === "all" ? "all" : f.approvers.split(/[\s,]+/).filter(Boolean);
+    const mode = new FormData(el).get("approver_mode");
+    if (mode === "all") body.approvers = "all";
+    else if (mode === "listed") body.approvers = new FormData(el).getAll("approver");
     await api("PUT", `/api/v1/accounts/${el.dataset.account}/policy`, body);
-    location.reload();
+    say("Policy saved.", "ok");
   },
   async revoke(el) {
     await api("POST", `/api/v1/invites/${el.dataset.invite}/revoke`, {});
@@ -269,9 +317,11 @@ const actions = {
     const f = form(el);
     const items = {};
     for (const [k, v] of Object.entries(f)) if (k !== "checkout_id") items[k] = { result: v };
+    if (!f.checkout_id) throw new Error("There is no drill checkout of yours to record this for: request a drill checkout on the dashboard first.");
     const d = await api("POST", `/api/v1/drills/${el.dataset.drill}/checklist`, { checkout_id: f.checkout_id, items });
-    say("Drill " + d.state + ".", d.state === "passed" ? "ok" : "error");
-    setTimeout(() => location.reload(), 1500);
+    say(d.state === "passed"
+      ? "Drill passed. Now check in the drill checkout on its page (the credentials must not stay out)."
+      : "Drill failed: the account is flagged until a drill passes. Fix what failed, then run the drill again.", d.state === "passed" ? "ok" : "error");
   },
 };
 
@@ -338,6 +388,7 @@ document.addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const buttons = el.querySelectorAll("button");
   buttons.forEach((b) => (b.disabled = true));
+  speaker = speakerFor(ev.submitter || el);
   try {
     await actions[el.dataset.action](el, ev.submitter);
   } catch (e) {
@@ -348,8 +399,18 @@ document.addEventListener("submit", async (ev) => {
 });
 
 document.addEventListener("click", async (ev) => {
-  const el = ev.target.closest("button[data-action], button[data-toggle], button[data-copy]");
+  const el = ev.target.closest("button[data-action], button[data-toggle], button[data-copy], button[data-copy-url]");
   if (!el || el.type === "submit") return;
+  speaker = speakerFor(el);
+  if (el.dataset.copyUrl !== undefined) {
+    try {
+      await navigator.clipboard.writeText(location.href);
+      say("Link copied: send it to the approvers.", "ok");
+    } catch {
+      say("Copying is blocked here: copy the address from the address bar.", "error");
+    }
+    return;
+  }
   if (el.dataset.toggle) {
     const secret = document.getElementById(el.dataset.toggle);
     const mask = document.getElementById(el.dataset.toggle + "-mask");
@@ -380,18 +441,125 @@ document.addEventListener("click", async (ev) => {
 setInterval(tick, 250);
 tick();
 
-// Follow a request live: reload when its state or approvals change (not while
-// credentials are on screen or someone is typing).
-const watched = document.querySelector("[data-checkout][data-watch]");
-if (watched) {
-  const seen = watched.dataset.watch;
-  setInterval(async () => {
-    if (totp || document.activeElement?.matches("input, textarea")) return;
+// ---- live state ----
+
+// Show what applies to the checkout's state, hide the rest (actions, deadlines, notes).
+function applyStates(state) {
+  for (const el of document.querySelectorAll("[data-states]")) el.hidden = !el.dataset.states.split(" ").includes(state);
+}
+
+// Re-render the checkout page from a checkout view (the API's answer): state, approvals,
+// decisions, deadlines counted from when the answer arrived, and which actions apply.
+function applyView(v, arrivedAt) {
+  const facts = document.getElementById("checkout-facts");
+  if (!facts || !v || v.id !== facts.dataset.checkout) return;
+  facts.dataset.state = v.state;
+  facts.dataset.approvals = String(v.approvals_received);
+  const badge = document.getElementById("checkout-state");
+  badge.textContent = v.state;
+  badge.className = "badge state-" + v.state;
+  document.getElementById("approvals-text").textContent =
+    `${v.approvals_received} of ${v.approvals_required}` + (v.approvals_still_needed > 0 ? ` — ${v.approvals_still_needed} still needed` : "");
+  for (const el of document.querySelectorAll("time[data-field]")) {
+    const n = v[el.dataset.field];
+    if (typeof n === "number") startCountdown(el, n, arrivedAt);
+  }
+  const put = (id, text) => { const el = document.getElementById(id); if (el) el.textContent = text || ""; };
+  put("released-at", v.released_at);
+  put("ended-at", v.ended_at);
+  put("end-note", v.end_note);
+  const list = document.getElementById("decision-list");
+  if (list) {
+    list.replaceChildren(...v.decisions.map((d) => {
+      const li = document.createElement("li");
+      const strong = document.createElement("strong");
+      strong.textContent = d.decision;
+      li.append(`${d.custodian.name}: `, strong, ` at ${d.at}` + (d.comment ? ` — “${d.comment}”` : ""));
+      return li;
+    }));
+    document.getElementById("no-decisions").hidden = v.decisions.length > 0;
+  }
+  const approvers = document.getElementById("approver-list");
+  if (approvers) {
+    approvers.replaceChildren(...v.approvers.map((a) => {
+      const li = document.createElement("li");
+      li.textContent = `${a.name} <${a.email}>` + (a.decided ? ` — ${a.decided}` : a.can_approve_now ? "" : ` — in cooling-off until ${a.can_approve_from}`);
+      return li;
+    }));
+  }
+  const ann = document.getElementById("announcement-list");
+  if (ann) {
+    ann.replaceChildren(...v.announcements.map((a) => {
+      const li = document.createElement("li");
+      li.textContent = `${a.event}: ${a.state}` + (a.attempts > 0 && a.state !== "delivered" ? ` (${a.attempts} attempts)` : "");
+      return li;
+    }));
+  }
+  applyStates(v.state);
+  // Secrets on screen stay until their own window ends, whatever the state says.
+  if (totp) document.getElementById("release").hidden = false;
+  tick();
+}
+
+async function refreshCheckout() {
+  const id = checkoutId();
+  if (!id) return;
+  const sent = performance.now();
+  try {
+    const v = await api("GET", "/api/v1/checkouts/" + id);
+    applyView(v, sent);
+  } catch {
+    /* the next poll retries */
+  }
+}
+
+const facts = document.getElementById("checkout-facts");
+if (facts) {
+  applyStates(facts.dataset.state);
+  // Follow the request live while it can still change.
+  setInterval(() => {
+    if (["pending", "approved", "released"].includes(facts.dataset.state)) refreshCheckout();
+  }, 4000);
+}
+
+// The dashboard: requests waiting for me appear within seconds; the tab title says how many.
+const awaiting = document.getElementById("awaiting-list");
+if (awaiting) {
+  const baseTitle = document.title.replace(/^\(\d+\) /, "");
+  const render = (list) => {
+    awaiting.replaceChildren(...list.map((c) => {
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = "/checkouts/" + c.id;
+      a.textContent = `${c.requester.name} asks for ${c.kind} root access to ${c.account_alias}`;
+      li.append(a, ` — ${c.reason}`);
+      return li;
+    }));
+    document.getElementById("awaiting-empty").hidden = list.length > 0;
+    document.title = (list.length ? `(${list.length}) ` : "") + baseTitle;
+  };
+  const poll = async () => {
     try {
-      const c = await api("GET", "/api/v1/checkouts/" + watched.dataset.checkout);
-      if (`${c.state}/${c.approvals_received}` !== seen) location.reload();
+      render((await api("GET", "/api/v1/checkouts?state=pending&awaiting_me=true")).checkouts);
     } catch {
       /* the next poll retries */
     }
-  }, 5000);
+  };
+  poll();
+  setInterval(poll, 5000);
+}
+
+// The admin page's accounts table, after a deposit or a policy change.
+async function refreshAccounts() {
+  const table = document.getElementById("accounts-table");
+  if (!table) return;
+  try {
+    const { accounts } = await api("GET", "/api/v1/accounts");
+    for (const a of accounts) {
+      const cell = table.querySelector(`[data-secrets-of="${a.account_id}"]`);
+      if (cell) cell.textContent = a.secrets.map((s) => `${s.kind} v${s.versions.length}`).join(" ") || "nothing deposited yet";
+    }
+  } catch {
+    /* shown on the next load */
+  }
 }
