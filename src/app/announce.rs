@@ -73,6 +73,9 @@ pub(crate) fn record(
     let action = event.action();
     let subject_text = subject.as_audit();
     let entry = audit::append(conn, now, actor, action, &subject_text, &event.details())?;
+    if !announce::is_announced(event) {
+        return Ok(entry);
+    }
     let account_id = subject.account_id().map(str::to_owned);
     let account = account_id.as_deref().map(|id| store::accounts::account(conn, id)).transpose()?.flatten();
     let checkout_id = event.checkout_id().map(str::to_owned);

@@ -29,6 +29,34 @@ pub fn has_table(conn: &Connection, name: &str) -> Result<bool, StoreError> {
     )?)
 }
 
+/// `execute` and `query_row` through the connection's statement cache. A checkout step
+/// runs the same few dozen statements every time; parsing and planning them again
+/// cost more than running them (`prepare_cached` keys the cache by the SQL text).
+pub(crate) trait Cached {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// Statements kept prepared per connection: every statement of the request path fits.
+const STATEMENT_CACHE: usize = 128;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{}", sqlite_message(.0))]
@@ -170,6 +198,7 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
