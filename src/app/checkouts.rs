@@ -553,21 +553,20 @@ impl App {
         self.issue_ceremony(tx, purpose, binding, Some(ceremony::state_json(state)?), now)
     }
 
-    /// Take a checkout-bound ceremony and verify the assertion. The ceremony is gone
-    /// afterwards whatever the outcome.
-    async fn verified_assertion(
+    /// Verify the assertion against a checkout-bound ceremony already taken (inside
+    /// [`App::with_ceremony`], so the ceremony is gone afterwards whatever the outcome).
+    fn verified_assertion(
         &self,
+        row: &people::CeremonyRow,
         purpose: Purpose,
         p: &Principal,
         checkout_id: &str,
-        ceremony_id: String,
         credential: &PublicKeyCredential,
+        now: i64,
     ) -> Result<(webauthn_rs::prelude::AuthenticationResult, AssertionEvidence), AppError> {
-        let now = self.now().unix_timestamp();
-        let row = self.take_ceremony(ceremony_id, purpose).await?;
-        ceremony::bound_to_checkout(&row, purpose, checkout_id, &p.custodian.id)?;
-        ceremony::unexpired(&row, now)?;
-        let state: PasskeyAuthentication = ceremony::state(&row)?;
+        ceremony::bound_to_checkout(row, purpose, checkout_id, &p.custodian.id)?;
+        ceremony::unexpired(row, now)?;
+        let state: PasskeyAuthentication = ceremony::state(row)?;
         let result =
             self.webauthn.finish_passkey_authentication(credential, &state).map_err(|e| ceremony::refused(&e))?;
         let evidence = ceremony::evidence(credential, &result);
@@ -589,87 +588,88 @@ impl App {
             .filter(|c| !c.trim().is_empty())
             .map(|c| display_text("comment", &c, checkout::NOTE_MAX_CHARS))
             .transpose()?;
-        let (result, evidence) = self.verified_assertion(Purpose::Approve, &p, &id, ceremony_id, &credential).await?;
         let now = self.now();
         let approved_ttl = Duration::minutes(i64::from(self.config.security.request_approved_ttl_minutes));
-        self.db
-            .transact(move |tx| {
-                let mut c = load(tx, &id, now)?;
-                // Re-check everything: the request or the person may have changed since start.
-                let me = people::custodian(tx, &p.custodian.id)?.ok_or_else(|| internal("custodian vanished"))?;
-                eligibility(tx, &c, &me, now.unix_timestamp())?;
-                let cred_id = evidence.credential_id.clone();
-                if !ceremony::record_use(tx, &me.id, &result, now.unix_timestamp())? {
-                    return Err(internal("credential vanished"));
-                }
-                let row = ApprovalRow {
-                    id: 0,
-                    checkout_id: c.id.clone(),
-                    custodian_id: me.id.clone(),
-                    credential_id: cred_id,
-                    decision: decision.as_str().into(),
-                    comment: comment.clone(),
-                    at: now.unix_timestamp(),
-                    challenge: evidence.challenge.clone(),
-                    client_data_json: evidence.client_data_json.clone(),
-                    authenticator_data: evidence.authenticator_data.clone(),
-                    signature: evidence.signature.clone(),
-                };
-                if !store::insert_approval(tx, &row)? {
-                    let why = checkout::Ineligible::AlreadyDecided;
-                    return Err(AppError::conflict(why.code(), why.message()));
-                }
-                let actor = p.actor().audit_name();
-                crate::app::announce::record(
-                    tx,
-                    now,
-                    &actor,
-                    &subject(&c),
-                    &if decision == Decision::Approve {
-                        Event::ApprovalRecorded {
-                            checkout: c.id.clone(),
-                            decision,
-                            comment: comment.clone(),
-                            evidence: json!(evidence),
-                        }
-                    } else {
-                        Event::DenialRecorded {
-                            checkout: c.id.clone(),
-                            decision,
-                            comment: comment.clone(),
-                            evidence: json!(evidence),
-                        }
-                    },
-                )?;
-                let distinct = store::count_distinct_approvers(tx, &c.id)?;
-                match checkout::after_decision(decision, distinct, c.approvals_required, c.veto) {
-                    CheckoutState::Approved => {
-                        c.approve(now.unix_timestamp(), (now + approved_ttl).unix_timestamp()).map_err(illegal)?;
-                        store::update(tx, &c)?;
-                        crate::app::announce::record(
-                            tx,
-                            now,
-                            &actor,
-                            &subject(&c),
-                            &Event::CheckoutApproved { checkout: c.id.clone(), approvals: distinct },
-                        )?;
+        let app = self.clone();
+        self.with_ceremony(ceremony_id, Purpose::Approve, move |tx, ceremony| {
+            let (result, evidence) =
+                app.verified_assertion(&ceremony, Purpose::Approve, &p, &id, &credential, now.unix_timestamp())?;
+            let mut c = load(tx, &id, now)?;
+            // Re-check everything: the request or the person may have changed since start.
+            let me = people::custodian(tx, &p.custodian.id)?.ok_or_else(|| internal("custodian vanished"))?;
+            eligibility(tx, &c, &me, now.unix_timestamp())?;
+            let cred_id = evidence.credential_id.clone();
+            if !ceremony::record_use(tx, &me.id, &result, now.unix_timestamp())? {
+                return Err(internal("credential vanished"));
+            }
+            let row = ApprovalRow {
+                id: 0,
+                checkout_id: c.id.clone(),
+                custodian_id: me.id.clone(),
+                credential_id: cred_id,
+                decision: decision.as_str().into(),
+                comment: comment.clone(),
+                at: now.unix_timestamp(),
+                challenge: evidence.challenge.clone(),
+                client_data_json: evidence.client_data_json.clone(),
+                authenticator_data: evidence.authenticator_data.clone(),
+                signature: evidence.signature.clone(),
+            };
+            if !store::insert_approval(tx, &row)? {
+                let why = checkout::Ineligible::AlreadyDecided;
+                return Err(AppError::conflict(why.code(), why.message()));
+            }
+            let actor = p.actor().audit_name();
+            crate::app::announce::record(
+                tx,
+                now,
+                &actor,
+                &subject(&c),
+                &if decision == Decision::Approve {
+                    Event::ApprovalRecorded {
+                        checkout: c.id.clone(),
+                        decision,
+                        comment: comment.clone(),
+                        evidence: json!(evidence),
                     }
-                    CheckoutState::Denied => {
-                        c.deny(now.unix_timestamp(), actor.clone()).map_err(illegal)?;
-                        store::update(tx, &c)?;
-                        crate::app::announce::record(
-                            tx,
-                            now,
-                            &actor,
-                            &subject(&c),
-                            &Event::CheckoutDenied { checkout: c.id.clone() },
-                        )?;
+                } else {
+                    Event::DenialRecorded {
+                        checkout: c.id.clone(),
+                        decision,
+                        comment: comment.clone(),
+                        evidence: json!(evidence),
                     }
-                    _ => {}
+                },
+            )?;
+            let distinct = store::count_distinct_approvers(tx, &c.id)?;
+            match checkout::after_decision(decision, distinct, c.approvals_required, c.veto) {
+                CheckoutState::Approved => {
+                    c.approve(now.unix_timestamp(), (now + approved_ttl).unix_timestamp()).map_err(illegal)?;
+                    store::update(tx, &c)?;
+                    crate::app::announce::record(
+                        tx,
+                        now,
+                        &actor,
+                        &subject(&c),
+                        &Event::CheckoutApproved { checkout: c.id.clone(), approvals: distinct },
+                    )?;
                 }
-                view(tx, &c, now)
-            })
-            .await
+                CheckoutState::Denied => {
+                    c.deny(now.unix_timestamp(), actor.clone()).map_err(illegal)?;
+                    store::update(tx, &c)?;
+                    crate::app::announce::record(
+                        tx,
+                        now,
+                        &actor,
+                        &subject(&c),
+                        &Event::CheckoutDenied { checkout: c.id.clone() },
+                    )?;
+                }
+                _ => {}
+            }
+            view(tx, &c, now)
+        })
+        .await
     }
 
     /// The requester starts the release: a fresh assertion bound to this request.
@@ -714,79 +714,78 @@ impl App {
         ceremony_id: String,
         credential: PublicKeyCredential,
     ) -> Result<Revealed, AppError> {
-        let (result, evidence) = self.verified_assertion(Purpose::Release, &p, &id, ceremony_id, &credential).await?;
         let now = self.now();
         let app = self.clone();
-        self.db
-            .transact(move |tx| {
-                let mut c = load(tx, &id, now)?;
-                check_revealable(&c, &p, now.unix_timestamp())?;
-                check_quorum_still_holds(tx, &c, now.unix_timestamp())?;
-                if !ceremony::record_use(tx, &p.custodian.id, &result, now.unix_timestamp())? {
-                    return Err(internal("credential vanished"));
-                }
-                let account =
-                    store_accounts::account(tx, &c.account_id)?.ok_or_else(|| internal("account vanished"))?;
-                let actor = p.actor().audit_name();
-                if c.state == CheckoutState::Approved {
-                    c.release(now.unix_timestamp()).map_err(illegal)?;
-                    store::update(tx, &c)?;
-                    let emergency = c.kind == CheckoutKind::Emergency.as_str();
-                    store_accounts::mark_checked_out(tx, &c.account_id, emergency, now.unix_timestamp())?;
-                    crate::app::announce::record(
-                        tx,
-                        now,
-                        &actor,
-                        &subject(&c),
-                        &Event::CheckoutReleased {
-                            checkout: c.id.clone(),
-                            window_ends_at: rfc3339(c.window_ends_at.unwrap_or_default()),
-                            rotation_required: emergency,
-                        },
-                    )?;
-                }
-                let release = ApprovedRelease {
-                    checkout_id: c.id.clone(),
-                    account_id: c.account_id.clone(),
-                    wrapped_key: account.wrapped_key.clone(),
-                };
-                let key = app.release_account_key(&release)?;
-                let (pw_version, pw_ct) =
-                    store_accounts::latest_secret(tx, &c.account_id, SecretKind::RootPassword.as_str())?
-                        .ok_or_else(|| internal("no password"))?;
-                let (seed_version, seed_ct) =
-                    store_accounts::latest_secret(tx, &c.account_id, SecretKind::TotpSeed.as_str())?
-                        .ok_or_else(|| internal("no seed"))?;
-                let password = key.open(SecretKind::RootPassword.as_str(), pw_version, &pw_ct)?;
-                let seed = key.open(SecretKind::TotpSeed.as_str(), seed_version, &seed_ct)?;
-                drop(key);
-                let totp = totp::code_at(&seed, now.unix_timestamp().max(0) as u64)?;
-                drop(seed);
+        self.with_ceremony(ceremony_id, Purpose::Release, move |tx, ceremony| {
+            let (result, evidence) =
+                app.verified_assertion(&ceremony, Purpose::Release, &p, &id, &credential, now.unix_timestamp())?;
+            let mut c = load(tx, &id, now)?;
+            check_revealable(&c, &p, now.unix_timestamp())?;
+            check_quorum_still_holds(tx, &c, now.unix_timestamp())?;
+            if !ceremony::record_use(tx, &p.custodian.id, &result, now.unix_timestamp())? {
+                return Err(internal("credential vanished"));
+            }
+            let account = store_accounts::account(tx, &c.account_id)?.ok_or_else(|| internal("account vanished"))?;
+            let actor = p.actor().audit_name();
+            if c.state == CheckoutState::Approved {
+                c.release(now.unix_timestamp()).map_err(illegal)?;
+                store::update(tx, &c)?;
+                let emergency = c.kind == CheckoutKind::Emergency.as_str();
+                store_accounts::mark_checked_out(tx, &c.account_id, emergency, now.unix_timestamp())?;
                 crate::app::announce::record(
                     tx,
                     now,
                     &actor,
                     &subject(&c),
-                    &Event::CheckoutRevealed {
+                    &Event::CheckoutReleased {
                         checkout: c.id.clone(),
-                        release: release.checkout_id.clone(),
-                        password_version: pw_version,
-                        totp_seed_version: seed_version,
-                        evidence: json!(evidence),
+                        window_ends_at: rfc3339(c.window_ends_at.unwrap_or_default()),
+                        rotation_required: emergency,
                     },
                 )?;
-                Ok(Revealed {
-                    checkout_id: c.id.clone(),
-                    account_id: c.account_id.clone(),
-                    root_email: account.root_email,
-                    password,
+            }
+            let release = ApprovedRelease {
+                checkout_id: c.id.clone(),
+                account_id: c.account_id.clone(),
+                wrapped_key: account.wrapped_key.clone(),
+            };
+            let key = app.release_account_key(&release)?;
+            let (pw_version, pw_ct) =
+                store_accounts::latest_secret(tx, &c.account_id, SecretKind::RootPassword.as_str())?
+                    .ok_or_else(|| internal("no password"))?;
+            let (seed_version, seed_ct) =
+                store_accounts::latest_secret(tx, &c.account_id, SecretKind::TotpSeed.as_str())?
+                    .ok_or_else(|| internal("no seed"))?;
+            let password = key.open(SecretKind::RootPassword.as_str(), pw_version, &pw_ct)?;
+            let seed = key.open(SecretKind::TotpSeed.as_str(), seed_version, &seed_ct)?;
+            drop(key);
+            let totp = totp::code_at(&seed, now.unix_timestamp().max(0) as u64)?;
+            drop(seed);
+            crate::app::announce::record(
+                tx,
+                now,
+                &actor,
+                &subject(&c),
+                &Event::CheckoutRevealed {
+                    checkout: c.id.clone(),
+                    release: release.checkout_id.clone(),
                     password_version: pw_version,
-                    totp,
-                    window_ends_at: rfc3339(c.window_ends_at.unwrap_or_default()),
-                    window_seconds_left: (c.window_ends_at.unwrap_or_default() - now.unix_timestamp()).max(0),
-                })
+                    totp_seed_version: seed_version,
+                    evidence: json!(evidence),
+                },
+            )?;
+            Ok(Revealed {
+                checkout_id: c.id.clone(),
+                account_id: c.account_id.clone(),
+                root_email: account.root_email,
+                password,
+                password_version: pw_version,
+                totp,
+                window_ends_at: rfc3339(c.window_ends_at.unwrap_or_default()),
+                window_seconds_left: (c.window_ends_at.unwrap_or_default() - now.unix_timestamp()).max(0),
             })
-            .await
+        })
+        .await
     }
 
     /// **The seam between policy mode and quorum mode**: the only way from an
