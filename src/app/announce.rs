@@ -191,7 +191,7 @@ fn sign_checkpoint(conn: &Connection, signer: &LogSigner, now: i64) -> Result<Op
     };
     let mut chain = crate::domain::audit::ChainVerifier::resume(from, from_head);
     let mut broken = None;
-    audit::for_each_after(conn, from, |e| match chain.push(&e) {
+    audit::for_each_ref_after(conn, from, |e| match chain.push(e) {
         Ok(()) => true,
         Err(b) => {
             broken = Some(b);

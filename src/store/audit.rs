@@ -3,7 +3,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
 use super::{Cached, StoreError};
-use crate::domain::audit::{AuditEntry, GENESIS_PREV_HASH, canonical_details, entry_hash, format_at};
+use crate::domain::audit::{AuditEntry, EntryRef, GENESIS_PREV_HASH, canonical_details, entry_hash, format_at};
 
 /// Append one entry. Must be called inside the transaction that makes the change it
 /// records, so that either both are written or neither is.
@@ -138,6 +138,36 @@ pub fn for_each_after(
     let mut rows = stmt.query([after_seq as i64])?;
     while let Some(row) = rows.next()? {
         if !f(from_row(row)?) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Visit every entry after `after_seq`, in `seq` order, borrowed from SQLite's row
+/// buffer (no allocation per entry): what `audit verify` and checkpoint signing walk.
+pub fn for_each_ref_after(
+    conn: &Connection,
+    after_seq: u64,
+    mut f: impl FnMut(EntryRef<'_>) -> bool,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq"))?;
+    let mut rows = stmt.query([after_seq as i64])?;
+    while let Some(r) = rows.next()? {
+        // Text columns read as `&str`, exactly as `String` would read them (a NULL or a
+        // blob is an error either way).
+        let text = |i: usize| -> rusqlite::Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
+        let e = EntryRef {
+            seq: r.get::<_, i64>(0)? as u64,
+            at: text(1)?,
+            actor: text(2)?,
+            action: text(3)?,
+            subject: text(4)?,
+            details: text(5)?,
+            prev_hash: text(6)?,
+            hash: text(7)?,
+        };
+        if !f(e) {
             break;
         }
     }
