@@ -60,6 +60,22 @@ fn build_log(path: &std::path::Path, n: u64) {
     }
 }
 
+/// CPU time used so far by every thread of this process (`/proc/self/task/*/schedstat`,
+/// nanoseconds on a CPU). Read around a step, outside its timed section: the difference
+/// is the CPU the step cost, whatever else the machine runs; wall time minus it is time
+/// spent waiting (fsync, the run queue).
+fn cpu_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -145,15 +161,19 @@ async fn checkout_steps(n: usize) {
         "check-in",
     ];
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); steps.len()];
+    let mut cpu: Vec<Vec<Duration>> = vec![Vec::new(); steps.len()];
     let (mut rk, mut ak) = (people.remove(0), people.remove(0));
     for _ in 0..n {
         // A second passes between checkouts, as it would between people's requests, so
         // a session write per request (if there were one) would show here.
         clock.advance(time::Duration::seconds(1));
+        let c0 = cpu_ns();
         let t = Instant::now();
         let requester = app.authenticate(rk.0.clone()).await.unwrap();
         times[0].push(t.elapsed());
+        cpu[0].push(Duration::from_nanos(cpu_ns().saturating_sub(c0)));
         let approver = app.authenticate(ak.0.clone()).await.unwrap();
+        let c0 = cpu_ns();
         let t = Instant::now();
         let c = app
             .request_checkout(
@@ -169,10 +189,14 @@ async fn checkout_steps(n: usize) {
             .await
             .unwrap();
         times[1].push(t.elapsed());
+        cpu[1].push(Duration::from_nanos(cpu_ns().saturating_sub(c0)));
+        let c0 = cpu_ns();
         let t = Instant::now();
         let st = app.approval_start(approver.clone(), c.id.clone()).await.unwrap();
         times[2].push(t.elapsed());
+        cpu[2].push(Duration::from_nanos(cpu_ns().saturating_sub(c0)));
         let cred = ak.1.do_authentication(origin.clone(), serde_json::from_value(st.options).unwrap()).unwrap();
+        let c0 = cpu_ns();
         let t = Instant::now();
         app.approval_finish(
             approver,
@@ -184,33 +208,44 @@ async fn checkout_steps(n: usize) {
         .await
         .unwrap();
         times[3].push(t.elapsed());
+        cpu[3].push(Duration::from_nanos(cpu_ns().saturating_sub(c0)));
+        let c0 = cpu_ns();
         let t = Instant::now();
         let st = app.release_start(requester.clone(), c.id.clone()).await.unwrap();
         times[4].push(t.elapsed());
+        cpu[4].push(Duration::from_nanos(cpu_ns().saturating_sub(c0)));
         let cred = rk.1.do_authentication(origin.clone(), serde_json::from_value(st.options).unwrap()).unwrap();
+        let c0 = cpu_ns();
         let t = Instant::now();
         let revealed = app.release_finish(requester.clone(), c.id.clone(), st.ceremony_id, cred, None).await.unwrap();
         times[5].push(t.elapsed());
+        cpu[5].push(Duration::from_nanos(cpu_ns().saturating_sub(c0)));
         let breakglass::app::checkouts::ReleaseOutcome::Revealed(revealed) = revealed else { panic!("not a reveal") };
         assert_eq!(revealed.totp.code.len(), 6);
+        let c0 = cpu_ns();
         let t = Instant::now();
         app.close_checkout(requester, c.id.clone(), "bench".into()).await.unwrap();
         times[6].push(t.elapsed());
+        cpu[6].push(Duration::from_nanos(cpu_ns().saturating_sub(c0)));
     }
     let _ = (&mut rk, &mut ak);
-    println!("\n| checkout step ({n} checkouts) | median | p95 | p99 | p99, last 10 % |\n|---|---|---|---|---|");
-    for (name, ts) in steps.iter().zip(times) {
+    println!(
+        "\n| checkout step ({n} checkouts) | median | p95 | p99 | p99, last 10 % | CPU, median |\n|---|---|---|---|---|---|"
+    );
+    for ((name, ts), mut cs) in steps.iter().zip(times).zip(cpu) {
+        cs.sort();
         // The last tenth shows whether a step slows down as the tables grow.
         let mut tail = ts[ts.len() - ts.len().div_ceil(10)..].to_vec();
         tail.sort();
         let mut ts = ts;
         ts.sort();
         println!(
-            "| {name} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} |",
             fmt(percentile(&ts, 0.5)),
             fmt(percentile(&ts, 0.95)),
             fmt(percentile(&ts, 0.99)),
-            fmt(percentile(&tail, 0.99))
+            fmt(percentile(&tail, 0.99)),
+            fmt(percentile(&cs, 0.5))
         );
     }
     let rows: i64 = app.db.with(|c| c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))).unwrap();

@@ -73,6 +73,9 @@ pub(crate) fn record(
     let action = event.action();
     let subject_text = subject.as_audit();
     let entry = audit::append(conn, now, actor, action, &subject_text, &event.details())?;
+    if !announce::is_announced(event) {
+        return Ok(entry);
+    }
     let account_id = subject.account_id().map(str::to_owned);
     let account = account_id.as_deref().map(|id| store::accounts::account(conn, id)).transpose()?.flatten();
     let checkout_id = event.checkout_id().map(str::to_owned);
@@ -188,7 +191,7 @@ fn sign_checkpoint(conn: &Connection, signer: &LogSigner, now: i64) -> Result<Op
     };
     let mut chain = crate::domain::audit::ChainVerifier::resume(from, from_head);
     let mut broken = None;
-    audit::for_each_after(conn, from, |e| match chain.push(&e) {
+    audit::for_each_ref_after(conn, from, |e| match chain.push(e) {
         Ok(()) => true,
         Err(b) => {
             broken = Some(b);

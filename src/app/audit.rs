@@ -1,5 +1,6 @@
 //! Reading and verifying the audit log.
 use std::{
+    borrow::Cow,
     collections::{HashMap, HashSet},
     path::Path,
 };
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::App;
 use crate::{
     crypto::evidence::{self, AssertionEvidence, PublicKeyRecord},
-    domain::audit::{AuditEntry, ChainBreak, ChainVerifier},
+    domain::audit::{AuditEntry, ChainBreak, ChainVerifier, EntryRef},
     error::AppError,
     store::{
         StoreError,
@@ -68,13 +69,13 @@ pub fn verify_log(conn: &rusqlite::Connection, high_water: Option<&Path>) -> Res
     let mut v = ChainVerifier::default();
     let mut broken: Option<ChainBreak> = None;
     let mut replay = Replay::new(outbox::log_key(conn)?);
-    let mut approvals_stmt = conn.prepare(checkouts::APPROVALS_IN_LOG_ORDER)?;
+    let mut approvals_stmt = conn.prepare_cached(checkouts::APPROVALS_IN_LOG_ORDER)?;
     let mut approvals = approvals_stmt.query([])?;
-    let mut checkpoints_stmt = conn.prepare(outbox::CHECKPOINTS_IN_ORDER)?;
+    let mut checkpoints_stmt = conn.prepare_cached(outbox::CHECKPOINTS_IN_ORDER)?;
     let mut checkpoints = checkpoints_stmt.query([])?;
     let mut side_error: Option<rusqlite::Error> = None;
     let mut next_checkpoint = read_checkpoint(&mut checkpoints)?;
-    audit::for_each(conn, |e| match v.push(&e) {
+    audit::for_each_ref_after(conn, 0, |e| match v.push(e) {
         Ok(()) => {
             let mut next_approval = || approvals.next().and_then(|r| r.map(checkouts::approval_from_row).transpose());
             if let Err(err) = replay.observe(&e, &mut next_approval) {
@@ -82,7 +83,7 @@ pub fn verify_log(conn: &rusqlite::Connection, high_water: Option<&Path>) -> Res
                 return false;
             }
             while let Some(cp) = next_checkpoint.take_if(|cp| cp.0 <= e.seq) {
-                replay.check_checkpoint(&cp, e.seq, &e.hash);
+                replay.check_checkpoint(&cp, e.seq, e.hash);
                 match read_checkpoint(&mut checkpoints) {
                     Ok(next) => next_checkpoint = next,
                     Err(err) => {
@@ -218,29 +219,95 @@ struct Track {
 }
 
 /// The parts of `details` the replay reads (everything else is skipped unparsed).
+/// Strings borrow from the entry's text unless they contain escapes.
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct Details {
-    checkout: Option<String>,
+struct Details<'a> {
+    #[serde(borrow)]
+    checkout: Option<Text<'a>>,
     approvals_required: Option<u64>,
     veto: Option<bool>,
-    approvers: Option<Approvers>,
-    challenge: Option<String>,
-    rp_id: Option<String>,
-    origin: Option<String>,
-    decision: Option<String>,
-    comment: Option<String>,
+    #[serde(borrow)]
+    approvers: Option<Approvers<'a>>,
+    #[serde(borrow)]
+    challenge: Option<Text<'a>>,
+    #[serde(borrow)]
+    rp_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    origin: Option<Text<'a>>,
+    #[serde(borrow)]
+    decision: Option<Text<'a>>,
+    #[serde(borrow)]
+    comment: Option<Text<'a>>,
     evidence: Option<serde_json::Value>,
-    credential_id: Option<String>,
+    #[serde(borrow)]
+    credential_id: Option<Text<'a>>,
     public_key: Option<serde_json::Value>,
-    verifier_key: Option<String>,
+    #[serde(borrow)]
+    verifier_key: Option<Text<'a>>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Approvers {
-    All(String),
-    Listed(Vec<String>),
+/// `"all"`, or the listed custodian ids. Untagged enums buffer their input, so this
+/// reads either form by hand, borrowing the strings.
+enum Approvers<'a> {
+    All(Cow<'a, str>),
+    Listed(Vec<Text<'a>>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Approvers<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Approvers<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"all\" or a list of custodian ids")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Approvers::All(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Approvers::All(Cow::Owned(v.to_owned())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut ids = Vec::new();
+                while let Some(id) = seq.next_element::<Text<'a>>()? {
+                    ids.push(id);
+                }
+                Ok(Approvers::Listed(ids))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// A JSON string that borrows from the entry's text unless it has escapes (serde's
+/// `Cow<str>` copies when wrapped in an `Option` or a `Vec`).
+struct Text<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Text<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
 }
 
 /// Actions whose details the replay reads.
@@ -292,10 +359,32 @@ fn decision_of(action: &str) -> &'static str {
     if action == "checkout.approval_recorded" { "approve" } else { "deny" }
 }
 
+/// Unpadded base64url that decodes and re-encodes to itself: only alphabet
+/// characters, a length that is not 1 mod 4, and zero bits after the last whole
+/// byte. Checked without decoding (this runs for every challenge in the log).
 fn is_canonical_b64url(s: &str) -> bool {
-    !s.is_empty()
-        && base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s)
-            .is_ok_and(|raw| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw) == s)
+    fn value(c: u8) -> Option<u8> {
+        match c {
+            b'A'..=b'Z' => Some(c - b'A'),
+            b'a'..=b'z' => Some(c - b'a' + 26),
+            b'0'..=b'9' => Some(c - b'0' + 52),
+            b'-' => Some(62),
+            b'_' => Some(63),
+            _ => None,
+        }
+    }
+    let bytes = s.as_bytes();
+    let Some(&last) = bytes.last() else { return false };
+    if !bytes.iter().all(|&c| value(c).is_some()) {
+        return false;
+    }
+    let unused_bits_mask = match bytes.len() % 4 {
+        0 => 0,
+        2 => 0b1111,
+        3 => 0b11,
+        _ => return false,
+    };
+    value(last).is_some_and(|v| v & unused_bits_mask == 0)
 }
 
 impl Replay {
@@ -338,26 +427,26 @@ impl Replay {
 
     fn observe(
         &mut self,
-        e: &AuditEntry,
+        e: &EntryRef<'_>,
         next_approval: &mut dyn FnMut() -> rusqlite::Result<Option<checkouts::ApprovalRow>>,
     ) -> rusqlite::Result<()> {
-        if !REPLAYED.contains(&e.action.as_str()) {
+        if !REPLAYED.contains(&e.action) {
             return Ok(());
         }
-        let d: Details = match serde_json::from_str(&e.details) {
+        let d: Details = match serde_json::from_str(e.details) {
             Ok(d) => d,
             Err(_) => {
                 self.problem(e.seq, format!("the details of this {} entry are not readable", e.action));
                 Details::default()
             }
         };
-        let checkout = d.checkout.clone().unwrap_or_default();
-        match e.action.as_str() {
+        let checkout: &str = d.checkout.as_deref().unwrap_or_default();
+        match e.action {
             "custodian.enrolled" | "credential.added" => {
-                let cred = d.credential_id.clone().unwrap_or_default();
+                let cred = d.credential_id.as_deref().unwrap_or_default();
                 match d.public_key.clone().map(serde_json::from_value::<PublicKeyRecord>) {
-                    Some(Ok(key)) if !self.keys.contains_key(&cred) => {
-                        self.keys.insert(cred, EnrolledKey { owner: e.subject.clone(), key });
+                    Some(Ok(key)) if !self.keys.contains_key(cred) => {
+                        self.keys.insert(cred.to_owned(), EnrolledKey { owner: e.subject.to_owned(), key });
                     }
                     Some(Ok(_)) => {
                         self.problem(e.seq, format!("credential {cred} was already enrolled earlier in the log"))
@@ -366,7 +455,7 @@ impl Replay {
                 }
             }
             "custodian.disabled" => {
-                self.disabled.insert(e.subject.clone());
+                self.disabled.insert(e.subject.to_owned());
             }
             "log_key.created" => {
                 let parsed = d.verifier_key.as_deref().map(crate::crypto::checkpoint::parse_verifier_key);
@@ -386,24 +475,24 @@ impl Replay {
             }
             "checkout.requested" => {
                 // One open checkout per account: a new request means the last one ended.
-                if let Some(old) = self.open_by_subject.remove(&e.subject) {
+                if let Some(old) = self.open_by_subject.remove(e.subject) {
                     self.tracks.remove(&old);
                 }
                 let required = d.approvals_required.map_or(u32::MAX, |r| r.min(u64::from(u32::MAX)) as u32);
                 let approvers = match d.approvers {
-                    Some(Approvers::Listed(ids)) => Some(ids.into_iter().map(|id| format!("custodian:{id}")).collect()),
-                    Some(Approvers::All(ref all)) if all != "all" => {
+                    Some(Approvers::Listed(ids)) => Some(ids.iter().map(|id| format!("custodian:{}", &**id)).collect()),
+                    Some(Approvers::All(ref all)) if all.as_ref() != "all" => {
                         self.problem(e.seq, format!("approvers {all:?} is neither \"all\" nor a list"));
                         Some(HashSet::new())
                     }
                     _ => None,
                 };
-                self.open_by_subject.insert(e.subject.clone(), checkout.clone());
+                self.open_by_subject.insert(e.subject.to_owned(), checkout.to_owned());
                 self.tracks.insert(
-                    checkout,
+                    checkout.to_owned(),
                     Track {
-                        subject: e.subject.clone(),
-                        requester: e.actor.clone(),
+                        subject: e.subject.to_owned(),
+                        requester: e.actor.to_owned(),
                         required,
                         veto: d.veto,
                         approvers,
@@ -417,8 +506,8 @@ impl Replay {
             }
             "approval.challenge_issued" | "release.challenge_issued" => {
                 let purpose = if e.action.starts_with("approval") { Purpose::Approve } else { Purpose::Release };
-                let challenge = d.challenge.clone().unwrap_or_default();
-                if !is_canonical_b64url(&challenge) {
+                let challenge: &str = d.challenge.as_deref().unwrap_or_default();
+                if !is_canonical_b64url(challenge) {
                     self.problem(e.seq, "its challenge is not canonical base64url");
                 }
                 let fingerprint = {
@@ -428,19 +517,19 @@ impl Replay {
                     h.finish()
                 };
                 if !self.issued_fingerprints.insert(fingerprint) && self.suspects.len() < MAX_PROBLEMS {
-                    self.suspects.push((e.seq, challenge.clone()));
+                    self.suspects.push((e.seq, challenge.to_owned()));
                 }
                 let issued = Issued {
                     seq: e.seq,
-                    actor: e.actor.clone(),
+                    actor: e.actor.to_owned(),
                     purpose,
-                    challenge,
-                    rp_id: d.rp_id.clone().unwrap_or_default(),
-                    origin: d.origin.clone(),
-                    decision: d.decision.clone(),
+                    challenge: challenge.to_owned(),
+                    rp_id: d.rp_id.as_deref().unwrap_or_default().to_owned(),
+                    origin: d.origin.as_deref().map(str::to_owned),
+                    decision: d.decision.as_deref().map(str::to_owned),
                     used_at: None,
                 };
-                match self.tracks.get_mut(&checkout) {
+                match self.tracks.get_mut(checkout) {
                     Some(t) => t.issued.push(issued),
                     None => {
                         self.problem(e.seq, format!("a challenge issued for checkout {checkout}, which is not open"))
@@ -448,7 +537,7 @@ impl Replay {
                 }
             }
             "checkout.approval_recorded" | "checkout.denial_recorded" => {
-                let decision = decision_of(&e.action);
+                let decision = decision_of(e.action);
                 if d.decision.as_deref() != Some(decision) {
                     self.problem(
                         e.seq,
@@ -459,26 +548,19 @@ impl Replay {
                         ),
                     );
                 }
-                let evidence = d.evidence.clone().and_then(|v| serde_json::from_value::<AssertionEvidence>(v).ok());
-                self.match_approval_row(
-                    e,
-                    &checkout,
-                    decision,
-                    d.comment.as_deref(),
-                    evidence.as_ref(),
-                    next_approval,
-                )?;
+                let evidence = d.evidence.and_then(|v| serde_json::from_value::<AssertionEvidence>(v).ok());
+                self.match_approval_row(e, checkout, decision, d.comment.as_deref(), evidence.as_ref(), next_approval)?;
                 let Some(evidence) = evidence else {
                     self.problem(e.seq, format!("a decision on checkout {checkout} carries no readable evidence"));
                     return Ok(());
                 };
                 self.checked += 1;
-                match self.check_assertion(e.seq, &checkout, &e.actor, Purpose::Approve, Some(decision), &evidence) {
-                    Ok(()) => self.count_decision(e, &checkout, decision),
+                match self.check_assertion(e.seq, checkout, e.actor, Purpose::Approve, Some(decision), &evidence) {
+                    Ok(()) => self.count_decision(e, checkout, decision),
                     Err(why) => self.problem(e.seq, format!("{decision} evidence (checkout {checkout}): {why}")),
                 }
             }
-            "checkout.approved" => match self.tracks.get_mut(&checkout) {
+            "checkout.approved" => match self.tracks.get_mut(checkout) {
                 Some(track) => {
                     let (n, required) = (track.approved_by.len(), track.required);
                     track.approved = true;
@@ -497,7 +579,7 @@ impl Replay {
                 ),
             },
             "checkout.denied" => {
-                match self.tracks.get(&checkout) {
+                match self.tracks.get(checkout) {
                     Some(t) if t.denied_by.is_empty() => {
                         self.problem(e.seq, format!("checkout {checkout} was denied without a verified denial"))
                     }
@@ -510,35 +592,34 @@ impl Replay {
                     Some(_) => {}
                     None => self.problem(e.seq, format!("checkout {checkout} was denied but is not open")),
                 }
-                self.end(&checkout);
+                self.end(checkout);
             }
             "checkout.cancelled" => {
-                if self.tracks.get(&checkout).is_some_and(|t| t.requester != e.actor) {
+                if self.tracks.get(checkout).is_some_and(|t| t.requester != e.actor) {
                     self.problem(
                         e.seq,
                         format!("checkout {checkout} was cancelled by someone other than its requester"),
                     );
                 }
-                self.end(&checkout);
+                self.end(checkout);
             }
-            "checkout.expired" | "checkout.closed" => self.end(&checkout),
-            "checkout.released" if !self.tracks.get(&checkout).is_some_and(|t| t.approved) => {
+            "checkout.expired" | "checkout.closed" => self.end(checkout),
+            "checkout.released" if !self.tracks.get(checkout).is_some_and(|t| t.approved) => {
                 self.problem(e.seq, format!("checkout {checkout} was released without being approved"));
             }
             // A reshare's release step: the requester's assertion, checked like a reveal's.
             "checkout.revealed" | "account.reshared" => {
-                let ok = self.tracks.get(&checkout).is_some_and(|t| t.approved && t.requester == e.actor);
+                let ok = self.tracks.get(checkout).is_some_and(|t| t.approved && t.requester == e.actor);
                 if !ok {
                     self.problem(
                         e.seq,
                         format!("a reveal on checkout {checkout} by someone other than its approved requester"),
                     );
                 }
-                match d.evidence.clone().and_then(|v| serde_json::from_value::<AssertionEvidence>(v).ok()) {
+                match d.evidence.and_then(|v| serde_json::from_value::<AssertionEvidence>(v).ok()) {
                     Some(ev) => {
                         self.checked += 1;
-                        if let Err(why) = self.check_assertion(e.seq, &checkout, &e.actor, Purpose::Release, None, &ev)
-                        {
+                        if let Err(why) = self.check_assertion(e.seq, checkout, e.actor, Purpose::Release, None, &ev) {
                             self.problem(e.seq, format!("release evidence (checkout {checkout}): {why}"));
                         }
                     }
@@ -554,28 +635,28 @@ impl Replay {
 
     /// A verified decision counts toward quorum (or a veto) only when the rules
     /// recorded with the request allow this person to decide.
-    fn count_decision(&mut self, e: &AuditEntry, checkout: &str, decision: &str) {
-        let disabled = self.disabled.contains(&e.actor);
+    fn count_decision(&mut self, e: &EntryRef<'_>, checkout: &str, decision: &str) {
+        let disabled = self.disabled.contains(e.actor);
         let Some(track) = self.tracks.get_mut(checkout) else { return };
         let why_not = if e.actor == track.requester {
             Some(format!("the requester decided on their own checkout {checkout}"))
-        } else if track.decided.contains(&e.actor) {
+        } else if track.decided.contains(e.actor) {
             Some(format!("{} decided twice on checkout {checkout}", e.actor))
-        } else if track.approvers.as_ref().is_some_and(|set| !set.contains(&e.actor)) {
+        } else if track.approvers.as_ref().is_some_and(|set| !set.contains(e.actor)) {
             Some(format!("{} is not in the approver set recorded for checkout {checkout}", e.actor))
         } else if disabled {
             Some(format!("{} decided on checkout {checkout} after being disabled", e.actor))
         } else {
             None
         };
-        track.decided.insert(e.actor.clone());
+        track.decided.insert(e.actor.to_owned());
         match why_not {
             Some(why) => self.problem(e.seq, why),
             None if decision == "approve" => {
-                track.approved_by.insert(e.actor.clone());
+                track.approved_by.insert(e.actor.to_owned());
             }
             None => {
-                track.denied_by.insert(e.actor.clone());
+                track.denied_by.insert(e.actor.to_owned());
             }
         }
     }
@@ -645,7 +726,7 @@ impl Replay {
     /// decision. A missing row (deleted) is reported once and the walk realigns.
     fn match_approval_row(
         &mut self,
-        e: &AuditEntry,
+        e: &EntryRef<'_>,
         checkout: &str,
         decision: &str,
         comment: Option<&str>,
@@ -828,7 +909,30 @@ pub fn extract_note(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::extract_note;
+    use super::{extract_note, is_canonical_b64url};
+
+    #[test]
+    fn canonical_base64url_is_exactly_what_decodes_and_re_encodes_to_itself() {
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        let round_trips =
+            |s: &str| !s.is_empty() && URL_SAFE_NO_PAD.decode(s).is_ok_and(|raw| URL_SAFE_NO_PAD.encode(raw) == s);
+        let alphabet = "ABEQg-_9=+.";
+        let mut cases: Vec<String> = vec![String::new()];
+        for len in 1..=5 {
+            let mut next = Vec::new();
+            for prefix in cases.iter().filter(|c| c.len() == len - 1) {
+                for c in alphabet.chars() {
+                    next.push(format!("{prefix}{c}"));
+                }
+            }
+            cases.extend(next);
+        }
+        cases.push(URL_SAFE_NO_PAD.encode([0xffu8; 32]));
+        cases.push(format!("{}=", URL_SAFE_NO_PAD.encode([1u8; 31])));
+        for s in &cases {
+            assert_eq!(is_canonical_b64url(s), round_trips(s), "{s:?}");
+        }
+    }
 
     #[test]
     fn a_note_is_found_in_a_bare_note_a_checkpoint_an_announcement_and_an_sns_envelope() {

@@ -4,8 +4,11 @@
 //! A ceremony is **issued** inside the use case's transaction: a row with its
 //! purpose, what it is bound to (a person, an invite, a checkout), the webauthn-rs
 //! state and a short expiry (`security.ceremony_ttl_seconds`). It is **taken** —
-//! deleted in its own committed transaction — before its answer is verified, so it
-//! works at most once whatever happens next. Then its purpose, binding and expiry are
+//! deleted before its answer is verified, in a committed transaction — so it works at
+//! most once whatever happens next: sign-in and enrolment take it in a transaction of
+//! its own; approvals and releases take it in the step's own transaction
+//! ([`App::with_ceremony`]: the deletion is kept even when the step fails), which saves
+//! a commit and its fsync per step. Then its purpose, binding and expiry are
 //! checked, in that order, each with its own error code. A verified assertion's
 //! signature counter is written back to the credential (`record_use`), so a cloned
 //! authenticator whose counter goes backwards is refused next time.
@@ -18,7 +21,10 @@ use super::{App, b64url};
 use crate::{
     crypto::evidence::AssertionEvidence,
     error::AppError,
-    store::people::{self, CeremonyRow, CredentialRow},
+    store::{
+        StoreError,
+        people::{self, CeremonyRow, CredentialRow},
+    },
 };
 
 /// What a ceremony is for; stored as its text.
@@ -179,6 +185,46 @@ impl App {
     pub(crate) async fn take_ceremony(&self, id: String, purpose: Purpose) -> Result<CeremonyRow, AppError> {
         let row = self.db.transact(move |tx| Ok::<_, AppError>(people::take_ceremony(tx, &id)?)).await?;
         row.filter(|r| r.purpose == purpose.as_str()).ok_or_else(ceremony_unknown)
+    }
+
+    /// Take a ceremony and run the step it authorises, in **one** transaction (one
+    /// commit, one WAL fsync): the ceremony row is deleted first, then `step` runs
+    /// inside a savepoint. When `step` fails (a refused assertion, a binding or expiry
+    /// check, a refused decision) only the savepoint is rolled back: the deletion is
+    /// still committed, so the ceremony is spent whatever happens, as with
+    /// [`App::take_ceremony`]. The transaction is IMMEDIATE, so of two concurrent uses
+    /// the second finds no row (`ceremony_not_found`).
+    pub(crate) async fn with_ceremony<T, F>(&self, id: String, purpose: Purpose, step: F) -> Result<T, AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection, CeremonyRow) -> Result<T, AppError> + Send + 'static,
+    {
+        self.db
+            .call(move |conn| {
+                let mut tx = conn
+                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                    .map_err(StoreError::from)?;
+                let taken = people::take_ceremony(&tx, &id)?.filter(|r| r.purpose == purpose.as_str());
+                let out = match taken {
+                    None => Err(ceremony_unknown()),
+                    Some(row) => {
+                        let sp = tx.savepoint().map_err(StoreError::from)?;
+                        let out = step(&sp, row);
+                        if out.is_ok() {
+                            sp.commit().map_err(StoreError::from)?;
+                        } else {
+                            drop(sp); // rolls back to the savepoint: the step's writes only
+                        }
+                        out
+                    }
+                };
+                match tx.commit() {
+                    Ok(()) => out,
+                    // The step's own error says more than a failed commit after it.
+                    Err(e) => out.and(Err(StoreError::from(e).into())),
+                }
+            })
+            .await
     }
 }
 

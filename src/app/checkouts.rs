@@ -661,21 +661,20 @@ impl App {
         self.issue_ceremony(tx, purpose, binding, Some(ceremony::state_json(state)?), now)
     }
 
-    /// Take a checkout-bound ceremony and verify the assertion. The ceremony is gone
-    /// afterwards whatever the outcome.
-    async fn verified_assertion(
+    /// Verify the assertion against a ceremony already taken (inside the step's own
+    /// transaction, `App::with_ceremony`): bound to this checkout and person, unexpired.
+    fn verified_assertion(
         &self,
+        row: &people::CeremonyRow,
         purpose: Purpose,
         p: &Principal,
         checkout_id: &str,
-        ceremony_id: String,
         credential: &PublicKeyCredential,
+        now: i64,
     ) -> Result<(webauthn_rs::prelude::AuthenticationResult, AssertionEvidence), AppError> {
-        let now = self.now().unix_timestamp();
-        let row = self.take_ceremony(ceremony_id, purpose).await?;
-        ceremony::bound_to_checkout(&row, purpose, checkout_id, &p.custodian.id)?;
-        ceremony::unexpired(&row, now)?;
-        let state: PasskeyAuthentication = ceremony::state(&row)?;
+        ceremony::bound_to_checkout(row, purpose, checkout_id, &p.custodian.id)?;
+        ceremony::unexpired(row, now)?;
+        let state: PasskeyAuthentication = ceremony::state(row)?;
         let result =
             self.webauthn.finish_passkey_authentication(credential, &state).map_err(|e| ceremony::refused(&e))?;
         let evidence = ceremony::evidence(credential, &result);
@@ -697,13 +696,13 @@ impl App {
             .filter(|c| !c.trim().is_empty())
             .map(|c| display_text("comment", &c, checkout::NOTE_MAX_CHARS))
             .transpose()?;
-        let (result, evidence) = self.verified_assertion(Purpose::Approve, &p, &id, ceremony_id, &credential).await?;
         let now = self.now();
         let approved_ttl = Duration::minutes(i64::from(self.config.security.request_approved_ttl_minutes));
         let app = self.clone();
         let out = self
-            .db
-            .transact(move |tx| {
+            .with_ceremony(ceremony_id, Purpose::Approve, move |tx, ceremony| {
+                let (result, evidence) =
+                    app.verified_assertion(&ceremony, Purpose::Approve, &p, &id, &credential, now.unix_timestamp())?;
                 let mut c = load(tx, &id, now)?;
                 // Re-check everything: the request or the person may have changed since start.
                 let me = people::custodian(tx, &p.custodian.id)?.ok_or_else(|| internal("custodian vanished"))?;
@@ -838,12 +837,12 @@ impl App {
         credential: PublicKeyCredential,
         share: Option<String>,
     ) -> Result<ReleaseOutcome, AppError> {
-        let (result, evidence) = self.verified_assertion(Purpose::Release, &p, &id, ceremony_id, &credential).await?;
         let now = self.now();
         let app = self.clone();
         let out = self
-            .db
-            .transact(move |tx| {
+            .with_ceremony(ceremony_id, Purpose::Release, move |tx, ceremony| {
+                let (result, evidence) =
+                    app.verified_assertion(&ceremony, Purpose::Release, &p, &id, &credential, now.unix_timestamp())?;
                 let mut c = load(tx, &id, now)?;
                 check_revealable(&c, &p, now.unix_timestamp())?;
                 let mut standing = check_quorum_still_holds(tx, &c, now.unix_timestamp())?;

@@ -39,6 +39,12 @@ pub struct Context {
     pub person: Option<String>,
 }
 
+/// Whether `event` is announced at all (the same decision as [`announcement`], which
+/// never looks at the context for it), so the caller can skip looking the context up.
+pub fn is_announced(event: &Event) -> bool {
+    announcement(event, &Context::default()).is_some()
+}
+
 /// `None` when the event is not announced (sign-ins, challenges issued…). Every
 /// event is decided here: the match is exhaustive, so a new event cannot be
 /// forgotten silently.

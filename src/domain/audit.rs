@@ -33,6 +33,35 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
+/// One entry borrowed from the row being read: what verification walks, with no copy
+/// of its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    pub seq: u64,
+    pub at: &'a str,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub subject: &'a str,
+    pub details: &'a str,
+    pub prev_hash: &'a str,
+    pub hash: &'a str,
+}
+
+impl<'a> From<&'a AuditEntry> for EntryRef<'a> {
+    fn from(e: &'a AuditEntry) -> Self {
+        Self {
+            seq: e.seq,
+            at: &e.at,
+            actor: &e.actor,
+            action: &e.action,
+            subject: &e.subject,
+            details: &e.details,
+            prev_hash: &e.prev_hash,
+            hash: &e.hash,
+        }
+    }
+}
+
 pub fn entry_hash(
     seq: u64,
     prev_hash: &[u8; 32],
@@ -193,21 +222,22 @@ impl ChainVerifier {
         Self { next_seq: size + 1, prev: head, prev_hex: hex64(&head) }
     }
 
-    pub fn push(&mut self, e: &AuditEntry) -> Result<(), ChainBreak> {
+    pub fn push<'a>(&mut self, e: impl Into<EntryRef<'a>>) -> Result<(), ChainBreak> {
+        let e = e.into();
         if e.seq != self.next_seq {
             return Err(ChainBreak::SequenceGap { expected: self.next_seq, found: e.seq });
         }
         if e.prev_hash.as_bytes() != self.prev_hex {
-            return Err(if is_hash_text(&e.prev_hash) {
+            return Err(if is_hash_text(e.prev_hash) {
                 ChainBreak::PrevHashMismatch { seq: e.seq }
             } else {
                 ChainBreak::MalformedHash { seq: e.seq }
             });
         }
-        let computed = entry_hash(e.seq, &self.prev, &e.at, &e.actor, &e.action, &e.subject, &e.details);
+        let computed = entry_hash(e.seq, &self.prev, e.at, e.actor, e.action, e.subject, e.details);
         let computed_hex = hex64(&computed);
         if e.hash.as_bytes() != computed_hex {
-            return Err(if is_hash_text(&e.hash) {
+            return Err(if is_hash_text(e.hash) {
                 ChainBreak::HashMismatch { seq: e.seq }
             } else {
                 ChainBreak::MalformedHash { seq: e.seq }

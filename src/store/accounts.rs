@@ -2,7 +2,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::StoreError;
+use super::{Cached, StoreError};
 
 pub use crate::domain::AccountState;
 
@@ -96,7 +96,7 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
 }
 
 pub fn insert_account(conn: &Connection, a: &AccountRow) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         &format!(
             "INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
         ),
@@ -121,7 +121,7 @@ pub fn insert_account(conn: &Connection, a: &AccountRow) -> Result<(), StoreErro
 
 pub fn account(conn: &Connection, account_id: &str) -> Result<Option<AccountRow>, StoreError> {
     Ok(conn
-        .query_row(
+        .row(
             &format!("SELECT {ACCOUNT_COLS}, {LATER_COLS} FROM accounts WHERE account_id = ?1"),
             [account_id],
             account_from_row,
@@ -131,7 +131,7 @@ pub fn account(conn: &Connection, account_id: &str) -> Result<Option<AccountRow>
 
 pub fn list_accounts(conn: &Connection) -> Result<Vec<AccountRow>, StoreError> {
     let mut stmt =
-        conn.prepare(&format!("SELECT {ACCOUNT_COLS}, {LATER_COLS} FROM accounts ORDER BY alias, account_id"))?;
+        conn.prepare_cached(&format!("SELECT {ACCOUNT_COLS}, {LATER_COLS} FROM accounts ORDER BY alias, account_id"))?;
     let rows = stmt.query_map([], account_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -145,7 +145,7 @@ pub struct SecretVersionRow {
 }
 
 pub fn next_secret_version(conn: &Connection, account_id: &str, kind: &str) -> Result<u64, StoreError> {
-    let max: i64 = conn.query_row(
+    let max: i64 = conn.row(
         "SELECT coalesce(max(version), 0) FROM secret_versions WHERE account_id = ?1 AND kind = ?2",
         params![account_id, kind],
         |r| r.get(0),
@@ -162,7 +162,7 @@ pub fn insert_secret_version(
     at: i64,
     by: &str,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "INSERT INTO secret_versions (account_id, kind, version, ciphertext, deposited_at, deposited_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![account_id, kind, version as i64, ciphertext, at, by],
     )?;
@@ -170,7 +170,7 @@ pub fn insert_secret_version(
 }
 
 pub fn secret_versions(conn: &Connection, account_id: &str) -> Result<Vec<SecretVersionRow>, StoreError> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT kind, version, deposited_at, deposited_by FROM secret_versions WHERE account_id = ?1 ORDER BY kind, version",
     )?;
     let rows = stmt.query_map([account_id], |r| {
@@ -187,7 +187,7 @@ pub fn secret_versions(conn: &Connection, account_id: &str) -> Result<Vec<Secret
 /// The newest ciphertext of one kind, with its version.
 pub fn latest_secret(conn: &Connection, account_id: &str, kind: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
     Ok(conn
-        .query_row(
+        .row(
             "SELECT version, ciphertext FROM secret_versions WHERE account_id = ?1 AND kind = ?2 ORDER BY version DESC LIMIT 1",
             params![account_id, kind],
             |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
@@ -210,7 +210,7 @@ pub struct VaultRow {
 
 pub fn vault(conn: &Connection) -> Result<Option<VaultRow>, StoreError> {
     Ok(conn
-        .query_row(
+        .row(
             "SELECT seal_kind, dev_mode, kdf_params, kdf_salt, sealed_key, recipient, created_at FROM vault WHERE id = 1",
             [],
             |r| {
@@ -229,7 +229,7 @@ pub fn vault(conn: &Connection) -> Result<Option<VaultRow>, StoreError> {
 }
 
 pub fn insert_vault(conn: &Connection, v: &VaultRow) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "INSERT INTO vault (id, seal_kind, dev_mode, kdf_params, kdf_salt, sealed_key, recipient, created_at) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![v.seal_kind, v.dev_mode as i64, v.kdf_params, v.kdf_salt, v.sealed_key, v.recipient, v.created_at],
     )?;
@@ -237,16 +237,16 @@ pub fn insert_vault(conn: &Connection, v: &VaultRow) -> Result<(), StoreError> {
 }
 
 pub fn setting(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    Ok(conn.row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)
 }
 
 pub fn set_setting_if_absent(conn: &Connection, key: &str, value: &[u8]) -> Result<(), StoreError> {
-    conn.execute("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![key, value])?;
+    conn.exec("INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)", params![key, value])?;
     Ok(())
 }
 
 pub fn update_policy(conn: &Connection, account_id: &str, p: &crate::domain::Policy) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "UPDATE accounts SET approvals_required = ?2, reveal_window_minutes = ?3, max_checkout_minutes = ?4, veto = ?5, \
          drill_schedule = ?6 WHERE account_id = ?1",
         params![account_id, p.approvals_required, p.reveal_window_minutes, p.max_checkout_minutes, p.veto as i64, p.drill_schedule],
@@ -255,23 +255,23 @@ pub fn update_policy(conn: &Connection, account_id: &str, p: &crate::domain::Pol
 }
 
 pub fn set_approver_mode(conn: &Connection, account_id: &str, mode: ApproverMode) -> Result<(), StoreError> {
-    conn.execute("UPDATE accounts SET approver_set = ?2 WHERE account_id = ?1", params![account_id, mode])?;
+    conn.exec("UPDATE accounts SET approver_set = ?2 WHERE account_id = ?1", params![account_id, mode])?;
     Ok(())
 }
 
 pub fn set_next_drill_due(conn: &Connection, account_id: &str, at: Option<i64>) -> Result<(), StoreError> {
-    conn.execute("UPDATE accounts SET next_drill_due_at = ?2 WHERE account_id = ?1", params![account_id, at])?;
+    conn.exec("UPDATE accounts SET next_drill_due_at = ?2 WHERE account_id = ?1", params![account_id, at])?;
     Ok(())
 }
 
 pub fn set_drill_flag(conn: &Connection, account_id: &str, flag: Option<&str>) -> Result<(), StoreError> {
-    conn.execute("UPDATE accounts SET drill_flag = ?2 WHERE account_id = ?1", params![account_id, flag])?;
+    conn.exec("UPDATE accounts SET drill_flag = ?2 WHERE account_id = ?1", params![account_id, flag])?;
     Ok(())
 }
 
 /// A new root password was deposited: no rotation is due any more.
 pub fn complete_rotation(conn: &Connection, account_id: &str) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "UPDATE accounts SET rotation_due_since = NULL, \
          state = CASE WHEN state = 'rotation_due' THEN 'available' ELSE state END WHERE account_id = ?1",
         [account_id],
@@ -282,7 +282,7 @@ pub fn complete_rotation(conn: &Connection, account_id: &str) -> Result<(), Stor
 /// Credentials are out; an emergency release also makes a rotation due (from the
 /// first such release until a new password is deposited).
 pub fn mark_checked_out(conn: &Connection, account_id: &str, rotation_due: bool, now: i64) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "UPDATE accounts SET state = 'checked_out', \
          rotation_due_since = CASE WHEN ?2 THEN coalesce(rotation_due_since, ?3) ELSE rotation_due_since END \
          WHERE account_id = ?1",
@@ -293,7 +293,7 @@ pub fn mark_checked_out(conn: &Connection, account_id: &str, rotation_due: bool,
 
 /// The account's state once no checkout is open on it.
 pub fn settle(conn: &Connection, account_id: &str) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "UPDATE accounts SET state = CASE WHEN rotation_due_since IS NULL THEN 'available' ELSE 'rotation_due' END \
          WHERE account_id = ?1",
         [account_id],

@@ -2,8 +2,8 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use time::OffsetDateTime;
 
-use super::StoreError;
-use crate::domain::audit::{AuditEntry, GENESIS_PREV_HASH, canonical_details, entry_hash, format_at};
+use super::{Cached, StoreError};
+use crate::domain::audit::{AuditEntry, EntryRef, GENESIS_PREV_HASH, canonical_details, entry_hash, format_at};
 
 /// Append one entry. Must be called inside the transaction that makes the change it
 /// records, so that either both are written or neither is.
@@ -16,7 +16,7 @@ pub fn append(
     details: &serde_json::Value,
 ) -> Result<AuditEntry, StoreError> {
     let last: Option<(i64, String)> = conn
-        .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (seq, prev) = match last {
         Some((seq, hash)) => {
@@ -41,7 +41,7 @@ pub fn append(
         prev_hash: hex::encode(prev),
         hash: hex::encode(hash),
     };
-    conn.execute(
+    conn.exec(
         "INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![entry.seq as i64, entry.at, entry.actor, entry.action, entry.subject, entry.details, entry.prev_hash, entry.hash],
     )?;
@@ -82,6 +82,7 @@ pub struct AuditFilter {
 
 pub fn list(conn: &Connection, f: &AuditFilter, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
     let (sql, args) = list_query(f, limit);
+    // Not cached: the limit is part of the text, and pages are not the hot path.
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -143,8 +144,38 @@ pub fn for_each_after(
     Ok(())
 }
 
+/// Visit every entry after `after_seq`, in `seq` order, borrowed from SQLite's row
+/// buffer (no allocation per entry): what `audit verify` and checkpoint signing walk.
+pub fn for_each_ref_after(
+    conn: &Connection,
+    after_seq: u64,
+    mut f: impl FnMut(EntryRef<'_>) -> bool,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq"))?;
+    let mut rows = stmt.query([after_seq as i64])?;
+    while let Some(r) = rows.next()? {
+        // Text columns read as `&str`, exactly as `String` would read them (a NULL or a
+        // blob is an error either way).
+        let text = |i: usize| -> rusqlite::Result<&str> { Ok(r.get_ref(i)?.as_str()?) };
+        let e = EntryRef {
+            seq: r.get::<_, i64>(0)? as u64,
+            at: text(1)?,
+            actor: text(2)?,
+            action: text(3)?,
+            subject: text(4)?,
+            details: text(5)?,
+            prev_hash: text(6)?,
+            hash: text(7)?,
+        };
+        if !f(e) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 pub fn count(conn: &Connection) -> Result<u64, StoreError> {
-    Ok(conn.query_row("SELECT count(*) FROM audit_log", [], |r| r.get::<_, i64>(0))? as u64)
+    Ok(conn.row("SELECT count(*) FROM audit_log", [], |r| r.get::<_, i64>(0))? as u64)
 }
 
 #[cfg(test)]

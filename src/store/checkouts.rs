@@ -1,7 +1,7 @@
 //! Checkouts, approvals and account approver sets.
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::StoreError;
+use super::{Cached, StoreError};
 pub use crate::domain::checkout::CheckoutState;
 
 /// A checkout row is the domain's `Checkout`: its transitions live there.
@@ -35,7 +35,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<CheckoutRow> {
 }
 
 pub fn insert(conn: &Connection, c: &CheckoutRow) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         &format!("INSERT INTO checkouts ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
         params![
             c.id,
@@ -64,7 +64,7 @@ pub fn insert(conn: &Connection, c: &CheckoutRow) -> Result<(), StoreError> {
 
 /// Write back the mutable fields of a checkout.
 pub fn update(conn: &Connection, c: &CheckoutRow) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "UPDATE checkouts SET state = ?2, expires_at = ?3, approved_at = ?4, released_at = ?5, window_ends_at = ?6, \
          ended_at = ?7, ended_by = ?8, end_note = ?9 WHERE id = ?1",
         params![
@@ -83,12 +83,12 @@ pub fn update(conn: &Connection, c: &CheckoutRow) -> Result<(), StoreError> {
 }
 
 pub fn get(conn: &Connection, id: &str) -> Result<Option<CheckoutRow>, StoreError> {
-    Ok(conn.query_row(&format!("SELECT {COLS} FROM checkouts WHERE id = ?1"), [id], from_row).optional()?)
+    Ok(conn.row(&format!("SELECT {COLS} FROM checkouts WHERE id = ?1"), [id], from_row).optional()?)
 }
 
 pub fn open_for_account(conn: &Connection, account_id: &str) -> Result<Option<CheckoutRow>, StoreError> {
     Ok(conn
-        .query_row(
+        .row(
             &format!(
                 "SELECT {COLS} FROM checkouts WHERE account_id = ?1 AND state IN ('pending', 'approved', 'released')"
             ),
@@ -100,7 +100,7 @@ pub fn open_for_account(conn: &Connection, account_id: &str) -> Result<Option<Ch
 
 /// Open checkouts whose deadline may have passed (the caller decides with the domain rule).
 pub fn open_checkouts(conn: &Connection) -> Result<Vec<CheckoutRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLS} FROM checkouts WHERE state IN ('pending', 'approved', 'released') ORDER BY created_at"
     ))?;
     let rows = stmt.query_map([], from_row)?;
@@ -115,7 +115,7 @@ pub struct CheckoutFilter {
 }
 
 pub fn list(conn: &Connection, f: &CheckoutFilter, limit: u32) -> Result<Vec<CheckoutRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLS} FROM checkouts WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR account_id = ?2) \
          AND (?3 IS NULL OR requester_id = ?3) ORDER BY created_at DESC, id LIMIT ?4"
     ))?;
@@ -161,7 +161,7 @@ pub fn approval_from_row(r: &Row<'_>) -> rusqlite::Result<ApprovalRow> {
 /// Insert a decision. `Ok(false)` when this person already decided (the UNIQUE
 /// constraint is the last line of defence for "one person counts once").
 pub fn insert_approval(conn: &Connection, a: &ApprovalRow) -> Result<bool, StoreError> {
-    let r = conn.execute(
+    let r = conn.exec(
         "INSERT INTO approvals (checkout_id, custodian_id, credential_id, decision, comment, at, challenge, client_data_json, \
          authenticator_data, signature) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![a.checkout_id, a.custodian_id, a.credential_id, a.decision, a.comment, a.at, a.challenge, a.client_data_json, a.authenticator_data, a.signature],
@@ -175,7 +175,7 @@ pub fn insert_approval(conn: &Connection, a: &ApprovalRow) -> Result<bool, Store
 
 pub fn approvals_of(conn: &Connection, checkout_id: &str) -> Result<Vec<ApprovalRow>, StoreError> {
     let mut stmt =
-        conn.prepare(&format!("SELECT {APPROVAL_COLS} FROM approvals WHERE checkout_id = ?1 ORDER BY at, id"))?;
+        conn.prepare_cached(&format!("SELECT {APPROVAL_COLS} FROM approvals WHERE checkout_id = ?1 ORDER BY at, id"))?;
     let rows = stmt.query_map([checkout_id], approval_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -187,14 +187,14 @@ pub const APPROVALS_IN_LOG_ORDER: &str = "SELECT id, checkout_id, custodian_id, 
      challenge, client_data_json, authenticator_data, signature FROM approvals ORDER BY id";
 
 pub fn all_approvals(conn: &Connection) -> Result<Vec<ApprovalRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!("SELECT {APPROVAL_COLS} FROM approvals ORDER BY id"))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT {APPROVAL_COLS} FROM approvals ORDER BY id"))?;
     let rows = stmt.query_map([], approval_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Distinct people who approved (never credentials).
 pub fn count_distinct_approvers(conn: &Connection, checkout_id: &str) -> Result<u32, StoreError> {
-    Ok(conn.query_row(
+    Ok(conn.row(
         "SELECT count(DISTINCT custodian_id) FROM approvals WHERE checkout_id = ?1 AND decision = 'approve'",
         [checkout_id],
         |r| r.get(0),
@@ -202,7 +202,7 @@ pub fn count_distinct_approvers(conn: &Connection, checkout_id: &str) -> Result<
 }
 
 pub fn has_decided(conn: &Connection, checkout_id: &str, custodian_id: &str) -> Result<bool, StoreError> {
-    Ok(conn.query_row(
+    Ok(conn.row(
         "SELECT EXISTS (SELECT 1 FROM approvals WHERE checkout_id = ?1 AND custodian_id = ?2)",
         params![checkout_id, custodian_id],
         |r| r.get(0),
@@ -213,7 +213,7 @@ pub fn has_decided(conn: &Connection, checkout_id: &str, custodian_id: &str) -> 
 
 pub fn approvers(conn: &Connection, account_id: &str) -> Result<Vec<String>, StoreError> {
     let mut stmt =
-        conn.prepare("SELECT custodian_id FROM account_approvers WHERE account_id = ?1 ORDER BY custodian_id")?;
+        conn.prepare_cached("SELECT custodian_id FROM account_approvers WHERE account_id = ?1 ORDER BY custodian_id")?;
     let rows = stmt.query_map([account_id], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -222,7 +222,7 @@ pub fn approvers(conn: &Connection, account_id: &str) -> Result<Vec<String>, Sto
 /// set, the listed people who are active custodians; for `all`, every active custodian
 /// (the requester among them).
 pub fn approver_pool(conn: &Connection, account_id: &str) -> Result<(bool, u32), StoreError> {
-    Ok(conn.query_row(
+    Ok(conn.row(
         "SELECT a.approver_set = 'listed', CASE a.approver_set WHEN 'listed' THEN \
            (SELECT count(*) FROM account_approvers x JOIN custodians c ON c.id = x.custodian_id \
               JOIN custodian_roles r ON r.custodian_id = c.id \
@@ -236,23 +236,20 @@ pub fn approver_pool(conn: &Connection, account_id: &str) -> Result<(bool, u32),
 }
 
 pub fn set_approvers(conn: &Connection, account_id: &str, ids: &[String]) -> Result<(), StoreError> {
-    conn.execute("DELETE FROM account_approvers WHERE account_id = ?1", [account_id])?;
+    conn.exec("DELETE FROM account_approvers WHERE account_id = ?1", [account_id])?;
     for id in ids {
-        conn.execute(
-            "INSERT INTO account_approvers (account_id, custodian_id) VALUES (?1, ?2)",
-            params![account_id, id],
-        )?;
+        conn.exec("INSERT INTO account_approvers (account_id, custodian_id) VALUES (?1, ?2)", params![account_id, id])?;
     }
     Ok(())
 }
 
 pub fn public_key_of(conn: &Connection, credential_id: &str) -> Result<Option<String>, StoreError> {
-    Ok(conn.query_row("SELECT public_key FROM credentials WHERE id = ?1", [credential_id], |r| r.get(0)).optional()?)
+    Ok(conn.row("SELECT public_key FROM credentials WHERE id = ?1", [credential_id], |r| r.get(0)).optional()?)
 }
 
 /// Whether a checkout of the account was released after `at`.
 pub fn released_after(conn: &Connection, account_id: &str, at: i64) -> Result<bool, StoreError> {
-    Ok(conn.query_row(
+    Ok(conn.row(
         "SELECT EXISTS (SELECT 1 FROM checkouts WHERE account_id = ?1 AND released_at > ?2)",
         params![account_id, at],
         |r| r.get(0),

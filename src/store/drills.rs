@@ -2,7 +2,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::StoreError;
+use super::{Cached, StoreError};
 pub use crate::domain::drill::DrillState;
 
 #[derive(Debug, Clone, Serialize)]
@@ -52,18 +52,18 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<DrillRow> {
 
 /// Insert a drill for a period; `false` when that period already has one.
 pub fn insert(conn: &Connection, d: &DrillRow) -> Result<bool, StoreError> {
-    Ok(conn.execute(
+    Ok(conn.exec(
         "INSERT OR IGNORE INTO drills (id, account_id, period, due_at, grace_ends_at, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![d.id, d.account_id, d.period, d.due_at, d.grace_ends_at, d.state],
     )? == 1)
 }
 
 pub fn get(conn: &Connection, id: &str) -> Result<Option<DrillRow>, StoreError> {
-    Ok(conn.query_row(&format!("SELECT {COLS} FROM drills WHERE id = ?1"), [id], from_row).optional()?)
+    Ok(conn.row(&format!("SELECT {COLS} FROM drills WHERE id = ?1"), [id], from_row).optional()?)
 }
 
 pub fn open_for_account(conn: &Connection, account_id: &str) -> Result<Vec<DrillRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLS} FROM drills WHERE account_id = ?1 AND state IN ('due', 'overdue') ORDER BY due_at"
     ))?;
     let rows = stmt.query_map([account_id], from_row)?;
@@ -74,7 +74,7 @@ pub fn open_for_account(conn: &Connection, account_id: &str) -> Result<Vec<Drill
 /// begins, and it reminds weekly meanwhile.
 pub fn failed_latest(conn: &Connection, account_id: &str) -> Result<Option<DrillRow>, StoreError> {
     Ok(conn
-        .query_row(
+        .row(
             &format!("SELECT {COLS} FROM drills WHERE account_id = ?1 ORDER BY due_at DESC LIMIT 1"),
             [account_id],
             from_row,
@@ -85,7 +85,7 @@ pub fn failed_latest(conn: &Connection, account_id: &str) -> Result<Option<Drill
 
 /// Every account's latest drill that failed.
 pub fn failed_latest_all(conn: &Connection) -> Result<Vec<DrillRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLS} FROM drills WHERE state = 'failed' AND due_at = (SELECT max(due_at) FROM drills x WHERE x.account_id = drills.account_id) \
          ORDER BY account_id"
     ))?;
@@ -102,7 +102,7 @@ pub fn open_drills(conn: &Connection) -> Result<Vec<DrillRow>, StoreError> {
 
 /// Drills due in `[since, until)`, optionally for one account, oldest first.
 pub fn list(conn: &Connection, account_id: Option<&str>, since: i64, until: i64) -> Result<Vec<DrillRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLS} FROM drills WHERE (?1 IS NULL OR account_id = ?1) AND due_at >= ?2 AND due_at < ?3 ORDER BY due_at, account_id"
     ))?;
     let rows = stmt.query_map(params![account_id, since, until], from_row)?;
@@ -110,7 +110,7 @@ pub fn list(conn: &Connection, account_id: Option<&str>, since: i64, until: i64)
 }
 
 pub fn set_state(conn: &Connection, id: &str, state: DrillState, escalated_at: Option<i64>) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "UPDATE drills SET state = ?2, last_escalated_at = coalesce(?3, last_escalated_at) WHERE id = ?1",
         params![id, state, escalated_at],
     )?;
@@ -129,13 +129,13 @@ pub fn complete(
     checklist: &str,
     failed_items: &str,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "UPDATE drills SET state = ?2, checkout_id = ?3, completed_at = ?4, completed_by = ?5, checklist = ?6, failed_items = ?7 \
          WHERE id = ?1",
         params![id, state, checkout_id, at, by, checklist, failed_items],
     )?;
     // A re-run of a failed drill replaces who took part.
-    conn.execute("DELETE FROM drill_participants WHERE drill_id = ?1", [id])?;
+    conn.exec("DELETE FROM drill_participants WHERE drill_id = ?1", [id])?;
     let mut insert = conn.prepare_cached("INSERT INTO drill_participants (drill_id, custodian_id) VALUES (?1, ?2)")?;
     for p in participants {
         insert.execute(params![id, p])?;

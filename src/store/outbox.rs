@@ -2,7 +2,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::StoreError;
+use super::{Cached, StoreError};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboxRow {
@@ -84,7 +84,7 @@ pub fn insert(
     audit_seq: u64,
     now: i64,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "INSERT INTO outbox (event_id, event, severity, account_id, checkout_id, subject, message, audit_seq, created_at, next_attempt_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
         params![event_id, event, severity, account_id, checkout_id, subject, message, audit_seq as i64, now],
@@ -95,12 +95,12 @@ pub fn insert(
 /// The oldest undelivered row (pending), whether or not it is due yet.
 pub fn oldest_pending(conn: &Connection) -> Result<Option<OutboxRow>, StoreError> {
     Ok(conn
-        .query_row(&format!("SELECT {COLS} FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1"), [], from_row)
+        .row(&format!("SELECT {COLS} FROM outbox WHERE state = 'pending' ORDER BY id LIMIT 1"), [], from_row)
         .optional()?)
 }
 
 pub fn mark_delivered(conn: &Connection, id: i64, message_id: &str, at: i64) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, sns_message_id = ?2, delivered_at = ?3, last_error = NULL WHERE id = ?1",
         params![id, message_id, at],
     )?;
@@ -108,7 +108,7 @@ pub fn mark_delivered(conn: &Connection, id: i64, message_id: &str, at: i64) -> 
 }
 
 pub fn mark_attempt_failed(conn: &Connection, id: i64, error: &str, next_attempt_at: i64) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
         params![id, error, next_attempt_at],
     )?;
@@ -117,7 +117,7 @@ pub fn mark_attempt_failed(conn: &Connection, id: i64, error: &str, next_attempt
 
 /// Messages past their attempts (and any legacy `failed` rows) back to a fresh start, due now.
 pub fn retry_failed(conn: &Connection, now: i64, max_attempts: i64) -> Result<usize, StoreError> {
-    Ok(conn.execute(
+    Ok(conn.exec(
         "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?1 WHERE state = 'failed' OR (state = 'pending' AND attempts >= ?2)",
         params![now, max_attempts],
     )?)
@@ -174,7 +174,7 @@ fn list_query(state: Option<&str>, by_checkout: bool) -> (String, bool) {
 /// `(undelivered, oldest undelivered created_at, failed)`; failed = undelivered after
 /// `max_attempts` attempts (still retried, in order).
 pub fn backlog(conn: &Connection, max_attempts: i64) -> Result<(i64, Option<i64>, i64), StoreError> {
-    Ok(conn.query_row(
+    Ok(conn.row(
         "SELECT sum(state = 'pending'), min(CASE WHEN state = 'pending' THEN created_at END), \
          sum(state = 'failed' OR (state = 'pending' AND attempts >= ?1)) FROM outbox",
         [max_attempts],
@@ -192,14 +192,14 @@ pub struct LogKeyRow {
 
 pub fn log_key(conn: &Connection) -> Result<Option<LogKeyRow>, StoreError> {
     Ok(conn
-        .query_row("SELECT key_name, public_key, sealed_key FROM log_key WHERE id = 1", [], |r| {
+        .row("SELECT key_name, public_key, sealed_key FROM log_key WHERE id = 1", [], |r| {
             Ok(LogKeyRow { key_name: r.get(0)?, public_key: r.get(1)?, sealed_key: r.get(2)? })
         })
         .optional()?)
 }
 
 pub fn insert_log_key(conn: &Connection, k: &LogKeyRow, now: i64) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "INSERT INTO log_key (id, key_name, public_key, sealed_key, created_at) VALUES (1, ?1, ?2, ?3, ?4)",
         params![k.key_name, k.public_key, k.sealed_key, now],
     )?;
@@ -209,7 +209,7 @@ pub fn insert_log_key(conn: &Connection, k: &LogKeyRow, now: i64) -> Result<(), 
 /// The largest checkpoint signed so far: `(size, head)`.
 pub fn latest_checkpoint(conn: &Connection) -> Result<Option<(u64, String, String)>, StoreError> {
     Ok(conn
-        .query_row("SELECT size, head, note FROM checkpoints ORDER BY size DESC LIMIT 1", [], |r| {
+        .row("SELECT size, head, note FROM checkpoints ORDER BY size DESC LIMIT 1", [], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
         })
         .optional()?)
@@ -221,7 +221,7 @@ pub const CHECKPOINTS_IN_ORDER: &str = "SELECT size, head, note FROM checkpoints
 
 /// Whether the append-only triggers on `audit_log` are both present.
 pub fn audit_triggers_present(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(conn.query_row(
+    Ok(conn.row(
         "SELECT count(*) = 2 FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log' \
          AND name IN ('audit_log_no_update', 'audit_log_no_delete')",
         [],
@@ -237,7 +237,7 @@ pub fn earlier_issue_of_challenge(
     before_seq: u64,
 ) -> Result<Option<u64>, StoreError> {
     Ok(conn
-        .query_row(
+        .row(
             "SELECT min(seq) FROM audit_log
          WHERE action IN ('approval.challenge_issued', 'release.challenge_issued') AND seq < ?2
            AND json_valid(details) AND json_extract(details, '$.challenge') = ?1",
@@ -248,7 +248,7 @@ pub fn earlier_issue_of_challenge(
 }
 
 pub fn insert_checkpoint(conn: &Connection, size: u64, head: &str, note: &str, now: i64) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "INSERT OR IGNORE INTO checkpoints (size, head, note, signed_at) VALUES (?1, ?2, ?3, ?4)",
         params![size as i64, head, note, now],
     )?;
@@ -257,13 +257,13 @@ pub fn insert_checkpoint(conn: &Connection, size: u64, head: &str, note: &str, n
 
 /// `(hash)` of the audit entry at `seq`.
 pub fn audit_hash_at(conn: &Connection, seq: u64) -> Result<Option<String>, StoreError> {
-    Ok(conn.query_row("SELECT hash FROM audit_log WHERE seq = ?1", [seq as i64], |r| r.get(0)).optional()?)
+    Ok(conn.row("SELECT hash FROM audit_log WHERE seq = ?1", [seq as i64], |r| r.get(0)).optional()?)
 }
 
 /// `(size, head)` of the log now.
 pub fn audit_head(conn: &Connection) -> Result<(u64, Option<String>), StoreError> {
     Ok(conn
-        .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| {
+        .row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| {
             Ok((r.get::<_, i64>(0)? as u64, Some(r.get(1)?)))
         })
         .optional()?

@@ -2,7 +2,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::StoreError;
+use super::{Cached, StoreError};
 use crate::domain::{Role, roles_from_string, roles_to_string};
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,41 +44,37 @@ fn custodian_from_row(r: &Row<'_>) -> rusqlite::Result<CustodianRow> {
 }
 
 pub fn insert_custodian(conn: &Connection, c: &CustodianRow) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "INSERT INTO custodians (id, name, email, status, enrolled_at, approve_after) VALUES (?1, ?2, ?3, 'active', ?4, ?5)",
         params![c.id, c.name, c.email, c.enrolled_at, c.approve_after],
     )?;
     for role in &c.roles {
-        conn.execute("INSERT INTO custodian_roles (custodian_id, role) VALUES (?1, ?2)", params![c.id, role.as_str()])?;
+        conn.exec("INSERT INTO custodian_roles (custodian_id, role) VALUES (?1, ?2)", params![c.id, role.as_str()])?;
     }
     Ok(())
 }
 
 pub fn custodian(conn: &Connection, id: &str) -> Result<Option<CustodianRow>, StoreError> {
     Ok(conn
-        .query_row(&format!("SELECT {CUSTODIAN_COLS} FROM custodians c WHERE c.id = ?1"), [id], custodian_from_row)
+        .row(&format!("SELECT {CUSTODIAN_COLS} FROM custodians c WHERE c.id = ?1"), [id], custodian_from_row)
         .optional()?)
 }
 
 pub fn custodian_by_email(conn: &Connection, email: &str) -> Result<Option<CustodianRow>, StoreError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {CUSTODIAN_COLS} FROM custodians c WHERE c.email = ?1"),
-            [email],
-            custodian_from_row,
-        )
+        .row(&format!("SELECT {CUSTODIAN_COLS} FROM custodians c WHERE c.email = ?1"), [email], custodian_from_row)
         .optional()?)
 }
 
 pub fn list_custodians(conn: &Connection) -> Result<Vec<CustodianRow>, StoreError> {
     let mut stmt =
-        conn.prepare(&format!("SELECT {CUSTODIAN_COLS} FROM custodians c ORDER BY c.enrolled_at, c.email"))?;
+        conn.prepare_cached(&format!("SELECT {CUSTODIAN_COLS} FROM custodians c ORDER BY c.enrolled_at, c.email"))?;
     let rows = stmt.query_map([], custodian_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn count_active_with_role(conn: &Connection, role: Role) -> Result<i64, StoreError> {
-    Ok(conn.query_row(
+    Ok(conn.row(
         "SELECT count(*) FROM custodians c JOIN custodian_roles r ON r.custodian_id = c.id WHERE c.status = 'active' AND r.role = ?1",
         [role.as_str()],
         |r| r.get(0),
@@ -86,11 +82,11 @@ pub fn count_active_with_role(conn: &Connection, role: Role) -> Result<i64, Stor
 }
 
 pub fn disable_custodian(conn: &Connection, id: &str, at: i64, by: &str) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "UPDATE custodians SET status = 'disabled', disabled_at = ?2, disabled_by = ?3 WHERE id = ?1",
         params![id, at, by],
     )?;
-    conn.execute("DELETE FROM sessions WHERE custodian_id = ?1", [id])?;
+    conn.exec("DELETE FROM sessions WHERE custodian_id = ?1", [id])?;
     Ok(())
 }
 
@@ -131,7 +127,7 @@ const CREDENTIAL_COLS: &str =
     "id, custodian_id, label, passkey, prf_capable, created_at, last_used_at, prf_status, prf_recipient";
 
 pub fn insert_credential(conn: &Connection, c: &CredentialRow, public_key: &str) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "INSERT INTO credentials (id, custodian_id, label, passkey, public_key, prf_capable, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![c.id, c.custodian_id, c.label, c.passkey, public_key, c.prf_capable as i64, c.created_at],
     )?;
@@ -139,11 +135,11 @@ pub fn insert_credential(conn: &Connection, c: &CredentialRow, public_key: &str)
 }
 
 pub fn credential_exists(conn: &Connection, id: &str) -> Result<bool, StoreError> {
-    Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM credentials WHERE id = ?1)", [id], |r| r.get(0))?)
+    Ok(conn.row("SELECT EXISTS (SELECT 1 FROM credentials WHERE id = ?1)", [id], |r| r.get(0))?)
 }
 
 pub fn credentials_of(conn: &Connection, custodian_id: &str) -> Result<Vec<CredentialRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {CREDENTIAL_COLS} FROM credentials WHERE custodian_id = ?1 ORDER BY created_at, id"
     ))?;
     let rows = stmt.query_map([custodian_id], credential_from_row)?;
@@ -153,7 +149,7 @@ pub fn credentials_of(conn: &Connection, custodian_id: &str) -> Result<Vec<Crede
 /// Active custodians who hold at least one credential, by id: the population the
 /// decoy sign-in answers are drawn from.
 pub fn custodians_with_credentials(conn: &Connection) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT DISTINCT k.custodian_id FROM credentials k JOIN custodians c ON c.id = k.custodian_id \
          WHERE c.status = 'active' ORDER BY k.custodian_id",
     )?;
@@ -162,7 +158,7 @@ pub fn custodians_with_credentials(conn: &Connection) -> Result<Vec<String>, Sto
 }
 
 pub fn update_credential_use(conn: &Connection, id: &str, passkey: &str, at: i64) -> Result<(), StoreError> {
-    conn.execute("UPDATE credentials SET passkey = ?2, last_used_at = ?3 WHERE id = ?1", params![id, passkey, at])?;
+    conn.exec("UPDATE credentials SET passkey = ?2, last_used_at = ?3 WHERE id = ?1", params![id, passkey, at])?;
     Ok(())
 }
 
@@ -194,7 +190,7 @@ pub fn share_recipients_of(conn: &Connection, custodian_id: &str) -> Result<Vec<
 }
 
 pub fn rename_credential(conn: &Connection, custodian_id: &str, id: &str, label: &str) -> Result<bool, StoreError> {
-    Ok(conn.execute(
+    Ok(conn.exec(
         "UPDATE credentials SET label = ?3 WHERE id = ?2 AND custodian_id = ?1",
         params![custodian_id, id, label],
     )? == 1)
@@ -212,7 +208,7 @@ pub struct SessionRow {
 }
 
 pub fn insert_session(conn: &Connection, token_hash: &[u8], s: &SessionRow) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "INSERT INTO sessions (token_hash, custodian_id, credential_id, created_at, last_seen_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![token_hash, s.custodian_id, s.credential_id, s.created_at, s.last_seen_at, s.expires_at],
     )?;
@@ -221,7 +217,7 @@ pub fn insert_session(conn: &Connection, token_hash: &[u8], s: &SessionRow) -> R
 
 pub fn session(conn: &Connection, token_hash: &[u8]) -> Result<Option<SessionRow>, StoreError> {
     Ok(conn
-        .query_row(
+        .row(
             "SELECT custodian_id, credential_id, created_at, last_seen_at, expires_at FROM sessions WHERE token_hash = ?1",
             [token_hash],
             |r| {
@@ -238,12 +234,12 @@ pub fn session(conn: &Connection, token_hash: &[u8]) -> Result<Option<SessionRow
 }
 
 pub fn touch_session(conn: &Connection, token_hash: &[u8], at: i64) -> Result<(), StoreError> {
-    conn.execute("UPDATE sessions SET last_seen_at = ?2 WHERE token_hash = ?1", params![token_hash, at])?;
+    conn.exec("UPDATE sessions SET last_seen_at = ?2 WHERE token_hash = ?1", params![token_hash, at])?;
     Ok(())
 }
 
 pub fn delete_session(conn: &Connection, token_hash: &[u8]) -> Result<bool, StoreError> {
-    Ok(conn.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])? == 1)
+    Ok(conn.exec("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])? == 1)
 }
 
 // ---- invites ----
@@ -277,7 +273,7 @@ fn invite_from_row(r: &Row<'_>) -> rusqlite::Result<InviteRow> {
 }
 
 pub fn insert_invite(conn: &Connection, token_hash: &[u8], i: &InviteRow) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "INSERT INTO invites (id, token_hash, roles, created_by, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![i.id, token_hash, roles_to_string(&i.roles), i.created_by, i.created_at, i.expires_at],
     )?;
@@ -286,30 +282,30 @@ pub fn insert_invite(conn: &Connection, token_hash: &[u8], i: &InviteRow) -> Res
 
 pub fn invite_by_token_hash(conn: &Connection, token_hash: &[u8]) -> Result<Option<InviteRow>, StoreError> {
     Ok(conn
-        .query_row(&format!("SELECT {INVITE_COLS} FROM invites WHERE token_hash = ?1"), [token_hash], invite_from_row)
+        .row(&format!("SELECT {INVITE_COLS} FROM invites WHERE token_hash = ?1"), [token_hash], invite_from_row)
         .optional()?)
 }
 
 pub fn invite(conn: &Connection, id: &str) -> Result<Option<InviteRow>, StoreError> {
-    Ok(conn.query_row(&format!("SELECT {INVITE_COLS} FROM invites WHERE id = ?1"), [id], invite_from_row).optional()?)
+    Ok(conn.row(&format!("SELECT {INVITE_COLS} FROM invites WHERE id = ?1"), [id], invite_from_row).optional()?)
 }
 
 pub fn list_invites(conn: &Connection) -> Result<Vec<InviteRow>, StoreError> {
-    let mut stmt = conn.prepare(&format!("SELECT {INVITE_COLS} FROM invites ORDER BY created_at DESC, id"))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT {INVITE_COLS} FROM invites ORDER BY created_at DESC, id"))?;
     let rows = stmt.query_map([], invite_from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Mark an invite used; false if it was already used or revoked (single use).
 pub fn use_invite(conn: &Connection, id: &str, at: i64, by: &str) -> Result<bool, StoreError> {
-    Ok(conn.execute(
+    Ok(conn.exec(
         "UPDATE invites SET used_at = ?2, used_by = ?3 WHERE id = ?1 AND used_at IS NULL AND revoked_at IS NULL",
         params![id, at, by],
     )? == 1)
 }
 
 pub fn revoke_invite(conn: &Connection, id: &str, at: i64) -> Result<bool, StoreError> {
-    Ok(conn.execute(
+    Ok(conn.exec(
         "UPDATE invites SET revoked_at = ?2 WHERE id = ?1 AND used_at IS NULL AND revoked_at IS NULL",
         params![id, at],
     )? == 1)
@@ -331,7 +327,7 @@ pub struct CeremonyRow {
 }
 
 pub fn insert_ceremony(conn: &Connection, c: &CeremonyRow) -> Result<(), StoreError> {
-    conn.execute(
+    conn.exec(
         "INSERT INTO ceremonies (id, purpose, custodian_id, invite_id, checkout_id, pending, state, created_at, expires_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![c.id, c.purpose, c.custodian_id, c.invite_id, c.checkout_id, c.pending, c.state, c.created_at, c.expires_at],
@@ -342,7 +338,7 @@ pub fn insert_ceremony(conn: &Connection, c: &CeremonyRow) -> Result<(), StoreEr
 /// Remove and return a ceremony: whatever happens next, it cannot be used again.
 pub fn take_ceremony(conn: &Connection, id: &str) -> Result<Option<CeremonyRow>, StoreError> {
     Ok(conn
-        .query_row(
+        .row(
             "DELETE FROM ceremonies WHERE id = ?1 \
              RETURNING id, purpose, custodian_id, invite_id, checkout_id, pending, state, created_at, expires_at",
             [id],
@@ -365,8 +361,8 @@ pub fn take_ceremony(conn: &Connection, id: &str) -> Result<Option<CeremonyRow>,
 
 /// Housekeeping: drop expired ceremonies and sessions.
 pub fn purge_expired(conn: &Connection, now: i64, idle_secs: i64) -> Result<usize, StoreError> {
-    let a = conn.execute("DELETE FROM ceremonies WHERE expires_at <= ?1", [now])?;
-    let b = conn
-        .execute("DELETE FROM sessions WHERE expires_at <= ?1 OR last_seen_at + ?2 <= ?1", params![now, idle_secs])?;
+    let a = conn.exec("DELETE FROM ceremonies WHERE expires_at <= ?1", [now])?;
+    let b =
+        conn.exec("DELETE FROM sessions WHERE expires_at <= ?1 OR last_seen_at + ?2 <= ?1", params![now, idle_secs])?;
     Ok(a + b)
 }

@@ -421,6 +421,68 @@ async fn only_the_accounts_approver_set_counts_and_denials_follow_the_veto_polic
     assert_eq!(c["state"], "approved", "{c}");
 }
 
+/// Sign a started approval ceremony; returns the finish body (to send more than once).
+fn signed_approval(s: &TestServer, p: &mut Person, start: Value) -> (String, Value) {
+    let st: AuthStart = serde_json::from_value(start).unwrap();
+    let cred = p.key.do_authentication(s.origin_url(), st.options).unwrap();
+    (st.ceremony_id.clone(), json!({"ceremony_id": st.ceremony_id, "credential": cred, "decision": "approve"}))
+}
+
+fn ceremony_rows(s: &TestServer, id: &str) -> i64 {
+    s.db().query_row("SELECT count(*) FROM ceremonies WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+}
+
+/// Approvals and releases take their ceremony in the step's own transaction (one
+/// commit): a refused attempt, whether refused before or after the assertion verified,
+/// still spends it, and of two concurrent uses exactly one gets through.
+#[tokio::test]
+async fn a_checkout_ceremony_works_once_whatever_happens_in_its_step() {
+    let Team { s, mut ada, bo, mut cy } = team().await;
+    let a = request_id(&s, &bo, ACCOUNT).await;
+    let b = request_id(&s, &bo, OTHER).await;
+    let finish = |id: &str| s.url(format!("/api/v1/checkouts/{id}/approvals/finish"));
+
+    // Refused before verification (issued for A, sent for B): spent, A refuses it too.
+    let (ceremony, body) = {
+        let start = approval_start(&s, &cy, &a).await.1;
+        signed_approval(&s, &mut cy, start)
+    };
+    assert_error(
+        &post(&cy.client, finish(&b), body.clone()).await,
+        StatusCode::BAD_REQUEST,
+        "challenge_not_for_this_request",
+    );
+    assert_eq!(ceremony_rows(&s, &ceremony), 0);
+    assert_error(&post(&cy.client, finish(&a), body).await, StatusCode::BAD_REQUEST, "ceremony_not_found");
+
+    // A valid assertion refused by the step (the request was cancelled meanwhile):
+    // nothing of the step is kept, and the ceremony is spent all the same.
+    let (ceremony, body) = {
+        let start = approval_start(&s, &ada, &a).await.1;
+        signed_approval(&s, &mut ada, start)
+    };
+    assert_eq!(post(&bo.client, s.url(format!("/api/v1/checkouts/{a}/cancel")), json!({})).await.0, StatusCode::OK);
+    let actions = audit_actions(&s.db()).len();
+    assert_error(&post(&ada.client, finish(&a), body.clone()).await, StatusCode::CONFLICT, "not_pending");
+    assert_eq!(ceremony_rows(&s, &ceremony), 0);
+    assert_eq!(audit_actions(&s.db()).len(), actions, "a refused step writes no audit entry");
+    let approvals: i64 =
+        s.db().query_row("SELECT count(*) FROM approvals WHERE checkout_id = ?1", [&a], |r| r.get(0)).unwrap();
+    assert_eq!(approvals, 0);
+    assert_error(&post(&ada.client, finish(&a), body).await, StatusCode::BAD_REQUEST, "ceremony_not_found");
+
+    // The same signed answer sent twice at once: one approval, one `ceremony_not_found`.
+    let (_, body) = {
+        let start = approval_start(&s, &cy, &b).await.1;
+        signed_approval(&s, &mut cy, start)
+    };
+    let (x, y) = tokio::join!(post(&cy.client, finish(&b), body.clone()), post(&cy.client, finish(&b), body));
+    let (ok, refused) = if x.0 == StatusCode::OK { (x, y) } else { (y, x) };
+    assert_eq!(ok.0, StatusCode::OK, "{}", ok.1);
+    assert_error(&refused, StatusCode::BAD_REQUEST, "ceremony_not_found");
+    assert_eq!(ok.1["approvals_received"], 1);
+}
+
 #[tokio::test]
 async fn racing_approvals_count_correctly_and_racing_requests_leave_exactly_one() {
     let Team { s, mut ada, bo, mut cy } = team().await;
