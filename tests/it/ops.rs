@@ -365,3 +365,70 @@ async fn metrics_need_the_token_parse_as_prometheus_text_and_move_when_a_checkou
     let res = reqwest::Client::new().get(plain.url("/metrics")).bearer_auth(token).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn scheduled_backups_run_when_due_keep_the_newest_and_a_failure_is_announced_once_an_hour() {
+    use breakglass::app::backup::BackupStep;
+    let keys = tempfile::tempdir().unwrap();
+    let (identity, recipient) = backup_key(keys.path(), "backup.key");
+    let dir = keys.path().join("scheduled");
+    let (d, r) = (dir.clone(), recipient.clone());
+    let s = TestServer::start_with(move |c| {
+        c.backup.dir = d;
+        c.backup.recipients = vec![r];
+        c.backup.keep = 2;
+    })
+    .await;
+    let made = |step: BackupStep| match step {
+        BackupStep::Made { path, pruned } => (path, pruned),
+        other => panic!("expected a backup, got {other:?}"),
+    };
+    let (first, pruned) = made(s.app.run_backup_due().await.unwrap());
+    assert_eq!(pruned, 0);
+    assert_eq!(first.file_name().unwrap(), "breakglass-20261121T090000Z.db.age");
+    assert_eq!(s.app.run_backup_due().await.unwrap(), BackupStep::NotDue);
+    for hours in [24, 24] {
+        s.clock.advance(time::Duration::hours(hours));
+        made(s.app.run_backup_due().await.unwrap());
+    }
+    let names: Vec<String> = breakglass::app::backup::scheduled_backups(&dir)
+        .iter()
+        .map(|(_, p)| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["breakglass-20261123T090000Z.db.age", "breakglass-20261122T090000Z.db.age"], "keep = 2");
+    let newest = dir.join(&names[0]);
+    let out = bg(
+        &s.config.data_dir,
+        &recipient,
+        &[os("backup"), os("verify"), newest.as_os_str(), os("--identity"), identity.as_os_str()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A backup that cannot be written: recorded and announced, then retried an hour later.
+    let blocked = keys.path().join("not-a-dir");
+    std::fs::write(&blocked, b"a file where the backup directory should be").unwrap();
+    let mut config = s.config.clone();
+    config.backup.dir = blocked.join("backups");
+    let app = breakglass::app::App::new(
+        breakglass::store::Db::open(&s.config.db_path()).unwrap(),
+        std::sync::Arc::new(s.clock.clone()),
+        std::sync::Arc::new(config),
+        None,
+    )
+    .unwrap();
+    assert!(matches!(app.run_backup_due().await.unwrap(), BackupStep::Failed { .. }));
+    assert_eq!(app.run_backup_due().await.unwrap(), BackupStep::NotDue, "not again within the hour");
+    s.clock.advance(time::Duration::minutes(61));
+    assert!(matches!(app.run_backup_due().await.unwrap(), BackupStep::Failed { .. }));
+    let conn = s.db();
+    let rows: Vec<(String, String)> = conn
+        .prepare("SELECT o.severity, a.details FROM outbox o JOIN audit_log a ON a.seq = o.audit_seq WHERE o.event = 'backup.failed'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].0, "high");
+    assert!(rows[0].1.contains("not-a-dir"), "{}", rows[0].1);
+}
