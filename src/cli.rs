@@ -85,6 +85,49 @@ enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Encrypted backups: `backup --to FILE` (safe while the service runs), `backup verify FILE`.
+    #[command(args_conflicts_with_subcommands = true)]
+    Backup {
+        /// Write a consistent snapshot, age-encrypted to backup.recipients, to this file.
+        #[arg(long)]
+        to: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<BackupCommand>,
+    },
+    /// Put a backup (or a `litestream restore` output) in place as this host's database,
+    /// checked against published checkpoints (deploy/RUNBOOK.md section 8).
+    Restore {
+        /// An encrypted backup, or a plain SQLite file from `litestream restore -o`.
+        #[arg(long)]
+        from: PathBuf,
+        /// The offline age identity file that opens encrypted backups.
+        #[arg(long)]
+        identity: Option<PathBuf>,
+        /// A saved checkpoint (signed note, checkpoint JSON, announcement, SNS envelope); repeat for several.
+        #[arg(long = "checkpoint")]
+        checkpoints: Vec<PathBuf>,
+        /// The log's verifier key, if the checkpoints should not be checked with the key in the restored database.
+        #[arg(long)]
+        log_key: Option<String>,
+        /// Restore even though the log is older than a published checkpoint (recorded and announced).
+        #[arg(long)]
+        accept_loss: bool,
+        /// Restore with no saved checkpoint to compare with (recorded and announced).
+        #[arg(long, conflicts_with = "checkpoints")]
+        no_checkpoint: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Decrypt a backup with an identity into a private scratch directory, check the
+    /// file and the whole audit chain, and delete the plaintext.
+    Verify {
+        file: PathBuf,
+        /// The offline age identity file (AGE-SECRET-KEY-1…).
+        #[arg(long)]
+        identity: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -270,6 +313,74 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Account { command } => account(config, command).await,
         Command::Audit { command } => audit(config, command),
         Command::Drill { command } => drill(config, command).await,
+        Command::Backup { to: Some(dest), command: None } => {
+            let db_path = config.db_path();
+            if !bootstrap::is_initialized(&db_path)? {
+                bail!("{} has no vault to back up.", db_path.display());
+            }
+            let started = std::time::Instant::now();
+            let made = crate::app::backup::write_backup(&db_path, &config.data_dir, &dest, &config.backup.recipients)?;
+            println!(
+                "Backup written to {} ({} bytes encrypted to {} recipient(s); database {} bytes, {} audit entries, head {}) in {} ms.",
+                made.path.display(),
+                made.bytes,
+                made.recipients,
+                made.plain_bytes,
+                made.entries,
+                made.head,
+                started.elapsed().as_millis()
+            );
+            println!(
+                "Check it with the offline key: breakglass backup verify {} --identity KEYFILE",
+                made.path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { command: Some(BackupCommand::Verify { file, identity }), .. } => {
+            let v = crate::app::backup::verify_backup(&file, Some(&identity))?;
+            println!(
+                "ok: {} opens with {}; schema version {}; {} audit entries, head {}; {} WebAuthn signatures and {} stored checkpoints verified; vault {}",
+                file.display(),
+                identity.display(),
+                v.schema_version,
+                v.entries,
+                v.head,
+                v.approvals_checked,
+                v.checkpoints_checked,
+                v.vault_recipient.unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { .. } => bail!("give --to FILE, or `backup verify FILE --identity KEYFILE`"),
+        Command::Restore { from, identity, checkpoints, log_key, accept_loss, no_checkpoint } => {
+            let request =
+                crate::app::backup::RestoreRequest { from, identity, checkpoints, log_key, accept_loss, no_checkpoint };
+            let started = std::time::Instant::now();
+            let r = crate::app::backup::restore(&config, &request, &mut OperatorInput(&config), SystemClock.now())?;
+            for c in &r.checkpoints {
+                println!(
+                    "checkpoint {} (size {}): {}",
+                    c["source"].as_str().unwrap_or_default(),
+                    c["size"],
+                    c["verdict"].as_str().unwrap_or_default()
+                );
+            }
+            if let Some(lost) = r.lost_entries {
+                println!(
+                    "LOSS ACCEPTED: {lost} published audit entries are not in this database (recorded, announced as critical)."
+                );
+            }
+            println!(
+                "Restored {} ({} audit entries, head {}; the chain verifies and the seal opens the vault); recorded as entry {} in {} ms.",
+                config.db_path().display(),
+                r.entries,
+                r.head,
+                r.recorded_seq,
+                started.elapsed().as_millis()
+            );
+            println!("Next: start the service, then `breakglass audit verify`.");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Outbox { command } => {
             let app = host_app(config)?;
             match command {

@@ -30,6 +30,47 @@ pub struct Config {
     pub http: HttpConfig,
     pub policy: PolicyDefaults,
     pub sns: SnsConfig,
+    pub backup: BackupConfig,
+    pub metrics: MetricsConfig,
+    pub replication: ReplicationConfig,
+}
+
+/// Encrypted backups (`breakglass backup`, and scheduled ones in `serve`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// age recipients (`age1…`) every backup is encrypted to: an offline key the
+    /// organisation keeps, never on this host.
+    pub recipients: Vec<String>,
+    /// Where `serve` writes scheduled backups. Empty: no scheduled backups.
+    pub dir: PathBuf,
+    /// A scheduled backup is taken when the newest one in `dir` is this old.
+    pub every_hours: u32,
+    /// Scheduled backups kept in `dir` (older ones are deleted).
+    pub keep: u32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self { recipients: Vec::new(), dir: PathBuf::new(), every_hours: 24, keep: 14 }
+    }
+}
+
+/// `GET /metrics` (Prometheus).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A file holding the bearer token scrapers must send. Empty: `/metrics` is off (404).
+    pub token_file: PathBuf,
+}
+
+/// Continuous replication by an external engine (Litestream).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Litestream replicates the database: breakglass leaves WAL checkpoints to it
+    /// (no `wal_checkpoint(TRUNCATE)` after quorum checkouts; docs/reliability.md).
+    pub litestream: bool,
 }
 
 /// Announcements. Region, credentials and endpoint come from the standard AWS chain
@@ -138,6 +179,9 @@ impl Default for Config {
             http: HttpConfig::default(),
             policy: PolicyDefaults::default(),
             sns: SnsConfig::default(),
+            backup: BackupConfig::default(),
+            metrics: MetricsConfig::default(),
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -310,6 +354,12 @@ pub const ENV_VARS: &[&str] = &[
     "BREAKGLASS_HTTP_CEREMONY_RATE_PER_MINUTE",
     "BREAKGLASS_HTTP_CEREMONY_BURST",
     "BREAKGLASS_HTTP_TRUSTED_PROXIES",
+    "BREAKGLASS_BACKUP_RECIPIENTS",
+    "BREAKGLASS_BACKUP_DIR",
+    "BREAKGLASS_BACKUP_EVERY_HOURS",
+    "BREAKGLASS_BACKUP_KEEP",
+    "BREAKGLASS_METRICS_TOKEN_FILE",
+    "BREAKGLASS_REPLICATION_LITESTREAM",
 ];
 
 /// `BREAKGLASS_<SECTION>_<KEY>` for a whole number, or a problem naming the variable.
@@ -408,6 +458,26 @@ impl Config {
         if let Some(v) = env.get("BREAKGLASS_HTTP_TRUSTED_PROXIES") {
             http.trusted_proxies = v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect();
         }
+        if let Some(v) = env.get("BREAKGLASS_BACKUP_RECIPIENTS") {
+            config.backup.recipients =
+                v.split(',').map(str::trim).filter(|r| !r.is_empty()).map(str::to_owned).collect();
+        }
+        if let Some(v) = env.get("BREAKGLASS_BACKUP_DIR") {
+            config.backup.dir = PathBuf::from(v);
+        }
+        env_number(&env, "BREAKGLASS_BACKUP_EVERY_HOURS", &mut config.backup.every_hours, &mut problems);
+        env_number(&env, "BREAKGLASS_BACKUP_KEEP", &mut config.backup.keep, &mut problems);
+        if let Some(v) = env.get("BREAKGLASS_METRICS_TOKEN_FILE") {
+            config.metrics.token_file = PathBuf::from(v);
+        }
+        if let Some(v) = env.get("BREAKGLASS_REPLICATION_LITESTREAM") {
+            match v.trim() {
+                "true" | "1" => config.replication.litestream = true,
+                "false" | "0" | "" => config.replication.litestream = false,
+                other => problems
+                    .push(format!("BREAKGLASS_REPLICATION_LITESTREAM={other:?} is not a boolean: use true or false.")),
+            }
+        }
         problems.extend(config.problems());
         if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
     }
@@ -464,6 +534,8 @@ impl Config {
             ("sns.max_attempts", self.sns.max_attempts, 1, 1000),
             ("sns.base_backoff_seconds", self.sns.base_backoff_seconds, 1, 3600),
             ("sns.max_backoff_seconds", self.sns.max_backoff_seconds, 1, 24 * 3600),
+            ("backup.every_hours", self.backup.every_hours, 1, 24 * 31),
+            ("backup.keep", self.backup.keep, 1, 10_000),
         ] {
             if value < min || value > max {
                 p.push(format!("{name} = {value} is out of range: use a value from {min} to {max}."));
@@ -489,6 +561,16 @@ impl Config {
                 "http.idle_timeout_seconds = {} must be longer than http.request_timeout_seconds = {}: a request may be silent while it is being answered.",
                 self.http.idle_timeout_seconds, self.http.request_timeout_seconds
             ));
+        }
+        for r in &self.backup.recipients {
+            if r.parse::<age::x25519::Recipient>().is_err() {
+                p.push(format!(
+                    "backup.recipients: {r:?} is not an age X25519 recipient: give the age1… public key printed by `age-keygen -y KEYFILE`."
+                ));
+            }
+        }
+        if !self.backup.dir.as_os_str().is_empty() && self.backup.recipients.is_empty() {
+            p.push("backup.dir is set but backup.recipients is empty: scheduled backups are encrypted to the recipients; add the age1… key the organisation keeps offline.".into());
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
             p.push(format!(
@@ -694,6 +776,40 @@ mod tests {
             e.to_string().contains("http.ceremony_burst = 0"),
             "values from the environment are range-checked: {e}"
         );
+    }
+
+    #[test]
+    fn every_backup_metrics_and_replication_setting_has_an_environment_variable() {
+        let recipient = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+        let env: Vec<(String, String)> = vec![
+            ("BREAKGLASS_BACKUP_RECIPIENTS".into(), format!("{recipient}, {recipient}")),
+            ("BREAKGLASS_BACKUP_DIR".into(), "/srv/backups".into()),
+            ("BREAKGLASS_BACKUP_EVERY_HOURS".into(), "6".into()),
+            ("BREAKGLASS_BACKUP_KEEP".into(), "30".into()),
+            ("BREAKGLASS_METRICS_TOKEN_FILE".into(), "/etc/breakglass/metrics.token".into()),
+            ("BREAKGLASS_REPLICATION_LITESTREAM".into(), "true".into()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        let d = Config::default();
+        assert_eq!(c.backup.recipients, [recipient, recipient]);
+        assert_eq!((c.backup.dir.to_str().unwrap(), c.backup.every_hours, c.backup.keep), ("/srv/backups", 6, 30));
+        assert!(c.replication.litestream);
+        let changed = |a: toml::Value, b: toml::Value| {
+            let (a, b) = (a.as_table().unwrap().clone(), b.as_table().unwrap().clone());
+            a.iter().filter(|(k, v)| b.get(*k) != Some(v)).count() == a.len()
+        };
+        assert!(changed(toml::Value::try_from(&c.backup).unwrap(), toml::Value::try_from(&d.backup).unwrap()));
+        assert!(changed(toml::Value::try_from(&c.metrics).unwrap(), toml::Value::try_from(&d.metrics).unwrap()));
+        assert!(changed(
+            toml::Value::try_from(&c.replication).unwrap(),
+            toml::Value::try_from(&d.replication).unwrap()
+        ));
+        let e = Config::load(None, [("BREAKGLASS_BACKUP_RECIPIENTS".into(), "age1nope".into())]).unwrap_err();
+        assert!(e.to_string().contains("not an age X25519 recipient"), "{e}");
+        let e = Config::load(None, [("BREAKGLASS_BACKUP_DIR".into(), "/srv/b".into())]).unwrap_err();
+        assert!(e.to_string().contains("backup.recipients is empty"), "{e}");
+        let e = Config::load(None, [("BREAKGLASS_REPLICATION_LITESTREAM".into(), "yes".into())]).unwrap_err();
+        assert!(e.to_string().contains("not a boolean"), "{e}");
     }
 
     #[test]

@@ -136,6 +136,10 @@ async fn scheduler(app: App, heartbeat: Arc<SchedulerHeartbeat>, every: Duration
     loop {
         tick.tick().await;
         let outcome = app.housekeeping().await;
+        // Backups are their own step: a failed backup is announced, not a stuck scheduler.
+        if let Err(e) = app.run_backup_due().await {
+            tracing::warn!(error = %crate::error::chain(&e), "backup step failed");
+        }
         let now = app.now().unix_timestamp();
         match outcome {
             Ok(_) => heartbeat.ticked(now, None),

@@ -233,3 +233,95 @@ impl App {
         })
     }
 }
+
+impl App {
+    /// The gauges of `/metrics`, read now (times from the `Clock`).
+    #[tracing::instrument(skip_all)]
+    pub async fn metrics_snapshot(&self) -> Result<crate::metrics::Snapshot, AppError> {
+        let now = self.now().unix_timestamp();
+        let max = i64::from(self.config.sns.max_attempts);
+        let mut s = self
+            .db
+            .call(move |conn| {
+                let (undelivered, oldest, failed) = store::outbox::backlog(conn, max)?;
+                let (drills_open, drills_overdue) = store::drills::count_open(conn)?;
+                let (entries, _) = store::outbox::audit_head(conn)?;
+                Ok::<_, AppError>(crate::metrics::Snapshot {
+                    outbox_undelivered: undelivered,
+                    outbox_failed: failed,
+                    outbox_oldest_undelivered_age_seconds: oldest.map_or(0, |t| (now - t).max(0)),
+                    checkouts_by_state: store::checkouts::count_by_state(conn)?,
+                    drills_open,
+                    drills_overdue,
+                    audit_entries: i64::try_from(entries).unwrap_or(i64::MAX),
+                    ..Default::default()
+                })
+            })
+            .await?;
+        s.vault_unsealed = self.vault.is_some();
+        s.litestream = self.config.replication.litestream;
+        let dir = self.config.backup.dir.clone();
+        s.backup_configured = !dir.as_os_str().is_empty();
+        let newest = if s.backup_configured {
+            tokio::task::spawn_blocking(move || super::backup::scheduled_backups(&dir).first().map(|(at, _)| *at))
+                .await
+                .map_err(|_| AppError::Internal("metrics worker stopped".into()))?
+        } else {
+            None
+        };
+        s.backup_last_success_timestamp = newest.unwrap_or(0);
+        s.backup_last_success_age_seconds = newest.map_or(-1, |at| (now - at).max(0));
+        s.backup_last_failure_timestamp = self.backup_failure.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(0);
+        Ok(s)
+    }
+}
+
+/// The shortest bearer token `/metrics` accepts.
+pub const METRICS_TOKEN_MIN_LEN: usize = 32;
+
+impl App {
+    /// Whether `presented` (the bearer token a scraper sent) opens `/metrics`. The token
+    /// is read from `metrics.token_file` at each scrape (so it can be rotated without a
+    /// restart) and compared by SHA-256 digest in constant time.
+    pub fn check_metrics_token(&self, presented: Option<&str>) -> Result<(), AppError> {
+        use std::os::unix::fs::PermissionsExt;
+        use subtle_eq::eq;
+        let path = &self.config.metrics.token_file;
+        if path.as_os_str().is_empty() {
+            return Err(AppError::not_found("metrics_disabled", "/metrics is off: set metrics.token_file."));
+        }
+        let unreadable = |why: String| {
+            tracing::error!(path = %path.display(), "metrics token file: {why}");
+            AppError::unavailable(
+                "metrics_token_unreadable",
+                "The metrics token file cannot be used; see the service log.",
+            )
+        };
+        let meta = std::fs::metadata(path).map_err(|e| unreadable(e.to_string()))?;
+        if meta.permissions().mode() & 0o007 != 0 {
+            return Err(unreadable("it is readable by other users: chmod 600".into()));
+        }
+        let token = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?);
+        let token = token.trim();
+        if token.len() < METRICS_TOKEN_MIN_LEN {
+            return Err(unreadable(format!("the token is shorter than {METRICS_TOKEN_MIN_LEN} characters")));
+        }
+        match presented {
+            Some(p) if eq(p.as_bytes(), token.as_bytes()) => Ok(()),
+            _ => Err(AppError::unauthenticated(
+                "metrics_unauthorized",
+                "Send the metrics token: Authorization: Bearer <token from metrics.token_file>.",
+            )),
+        }
+    }
+}
+
+mod subtle_eq {
+    use sha2::{Digest, Sha256};
+
+    /// Equal without an early exit on the first differing byte (digests of both sides).
+    pub fn eq(a: &[u8], b: &[u8]) -> bool {
+        let (da, db) = (Sha256::digest(a), Sha256::digest(b));
+        da.iter().zip(db.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}

@@ -5,6 +5,7 @@ pub mod announce;
 pub mod audit;
 pub mod audit_export;
 pub mod auth;
+pub mod backup;
 pub mod bootstrap;
 pub(crate) mod ceremony;
 pub mod checkouts;
@@ -88,6 +89,10 @@ pub struct App {
     pub(crate) sink: Option<Arc<dyn crate::notify::Sink>>,
     /// Signs audit checkpoints; present when the vault is unsealed.
     pub(crate) log_signer: Option<Arc<announce::LogSigner>>,
+    /// When the last scheduled backup failed (retried an hour later); `None` after a success.
+    pub(crate) backup_failure: Arc<std::sync::Mutex<Option<i64>>>,
+    /// Request counters and latencies for `/metrics`.
+    pub metrics: Arc<crate::metrics::HttpMetrics>,
 }
 
 impl App {
@@ -125,6 +130,8 @@ impl App {
             sign_in_failures: Arc::default(),
             sink: None,
             log_signer,
+            backup_failure: Arc::default(),
+            metrics: Arc::default(),
         })
     }
 
@@ -160,15 +167,31 @@ impl App {
     /// (old page images stay there until a checkpoint copies the pages back and the
     /// WAL is reset). With any quorum-mode account, each housekeeping tick checkpoints
     /// and truncates the WAL; `secure_delete` has already zeroed the pages.
+    ///
+    /// With `replication.litestream`, checkpoints are Litestream's: its long read
+    /// transaction would make a TRUNCATE wait (blocking writers) and then give up, and
+    /// its replica keeps the page images anyway for its retention (docs/reliability.md).
+    /// A TRUNCATE that could not finish (a reader held the WAL) is an error naming that.
     pub async fn truncate_wal_if_quorum(&self) -> Result<(), AppError> {
+        if self.config.replication.litestream {
+            return Ok(());
+        }
+        let metrics = self.metrics.clone();
         self.db
-            .call(|conn| {
+            .call(move |conn| {
                 let any: bool =
                     conn.query_row("SELECT EXISTS (SELECT 1 FROM accounts WHERE custody = 'quorum')", [], |r| {
                         r.get(0)
                     })?;
                 if any {
-                    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+                    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+                    if busy != 0 {
+                        metrics.wal_truncate_incomplete();
+                        return Err(AppError::unavailable(
+                            "wal_not_truncated",
+                            "the WAL could not be truncated after quorum material was deleted: another process holds a read transaction (Litestream? then set replication.litestream = true, docs/reliability.md).",
+                        ));
+                    }
                 }
                 Ok::<_, AppError>(())
             })

@@ -110,6 +110,30 @@ pub fn announcement(event: &Event, ctx: &Context) -> Option<(Severity, String)> 
         Event::InviteCreated { roles: r, .. } => (Info, format!("{actor} created an invite for roles {}.", roles(r))),
         Event::InviteRevoked { .. } => (Info, format!("{actor} revoked an invite.")),
         Event::LogKeyCreated { .. } => (Info, "A new audit-log signing key was created.".to_owned()),
+        Event::DatabaseRestored { source, entries, lost_entries: Some(lost), .. } => (
+            Critical,
+            format!(
+                "The breakglass database was RESTORED from {source} ({entries} audit entries) and {lost} audited events that were already announced are LOST: {actor} accepted the loss. Compare with your saved announcements and ask what happened in them."
+            ),
+        ),
+        Event::DatabaseRestored { source, entries, unchecked: true, .. } => (
+            Critical,
+            format!(
+                "The breakglass database was RESTORED from {source} ({entries} audit entries) WITHOUT a published checkpoint to compare with: check that your last saved announcement is covered by this log."
+            ),
+        ),
+        Event::DatabaseRestored { source, entries, .. } => (
+            High,
+            format!(
+                "The breakglass database was restored from {source} ({entries} audit entries); it contains every published checkpoint it was compared with."
+            ),
+        ),
+        Event::BackupFailed { error, .. } => (
+            High,
+            format!(
+                "A scheduled backup of breakglass FAILED: {error}. Until one succeeds, losing this host loses everything since the last good backup."
+            ),
+        ),
         Event::DrillDue { expected, grace_ends_at, .. } => (
             Warning,
             format!(

@@ -75,6 +75,30 @@ pub enum Event {
     #[serde(rename = "log_key.created")]
     LogKeyCreated { key_name: String, verifier_key: String },
 
+    // --- operations: backups and restores -----------------------------------------
+    /// A database was put in place by `breakglass restore`: what it was checked
+    /// against, and — when the operator accepted it — how many published entries it lacks.
+    #[serde(rename = "database.restored")]
+    DatabaseRestored {
+        /// The file restored from (its name, not its directory).
+        source: String,
+        /// Audit entries in the restored log before this one, and the head hash.
+        entries: u64,
+        head: String,
+        /// Each outside checkpoint compared: `{source, size, head, verdict}` with verdict
+        /// `contained` (the log has it) or `lost` (the log is older).
+        checkpoints: Vec<Value>,
+        /// Entries already covered by a published checkpoint that the restored log
+        /// lacks; present only when the operator ran with `--accept-loss`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lost_entries: Option<u64>,
+        /// No outside checkpoint was available (`--no-checkpoint`).
+        unchecked: bool,
+    },
+    /// A scheduled backup failed (at most one entry an hour while it keeps failing).
+    #[serde(rename = "backup.failed")]
+    BackupFailed { dir: String, error: String },
+
     // --- accounts and secrets --------------------------------------------------
     #[serde(rename = "account.created")]
     AccountCreated { alias: String, root_email: String, policy: Value, recipient: String },
@@ -291,6 +315,8 @@ impl Event {
         match self {
             Event::VaultInitialized { .. } => "vault.initialized",
             Event::LogKeyCreated { .. } => "log_key.created",
+            Event::DatabaseRestored { .. } => "database.restored",
+            Event::BackupFailed { .. } => "backup.failed",
             Event::AccountCreated { .. } => "account.created",
             Event::AccountPolicyChanged { .. } => "account.policy_changed",
             Event::SecretDeposited { .. } => "secret.deposited",

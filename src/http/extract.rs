@@ -134,3 +134,20 @@ impl FromRequestParts<AppState> for AuditReader {
         Ok(Self(require(p, &[Role::Auditor, Role::Admin])?))
     }
 }
+
+/// A Prometheus scraper that presented the metrics bearer token (`metrics.token_file`).
+pub struct MetricsScraper;
+
+impl FromRequestParts<AppState> for MetricsScraper {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        state.app.check_metrics_token(presented)?;
+        Ok(Self)
+    }
+}

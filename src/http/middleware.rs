@@ -269,6 +269,20 @@ pub fn limit_account(state: &AppState, email: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Count every answered request and its latency for `/metrics`, labelled by the
+/// matched route pattern (never the raw path, which may carry ids or tokens).
+pub async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    state.app.metrics.observe(&route, &method, res.status().as_u16(), started.elapsed().as_secs_f64());
+    res
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

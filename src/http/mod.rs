@@ -110,6 +110,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/static/vendor/age-encryption.js", get(pages::static_age_encryption_js))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
         .nest("/api/v1", api)
         .fallback(error::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -117,6 +118,8 @@ pub fn build_router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), middleware::refuse_oversized_body))
         .layer(from_fn_with_state(state.clone(), middleware::request_timeout))
         .layer(from_fn_with_state(state.clone(), middleware::security_headers))
+        // Outside the timeout and the origin check: their refusals are counted too.
+        .layer(from_fn_with_state(state.clone(), middleware::record_metrics))
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
         // Outermost: every request gets an id and a log span before anything else runs.
         .layer(request_id::trace_layer())

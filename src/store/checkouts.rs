@@ -342,3 +342,22 @@ pub fn with_stale_quorum_material(conn: &Connection, now: i64) -> Result<Vec<Str
     let rows = stmt.query_map([now], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Every checkout state with its count (zeros included), for `/metrics`.
+pub fn count_by_state(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut counts: Vec<(String, i64)> =
+        ["pending", "approved", "released", "closed", "denied", "cancelled", "expired"]
+            .iter()
+            .map(|s| ((*s).to_owned(), 0))
+            .collect();
+    let mut stmt = conn.prepare("SELECT state, count(*) FROM checkouts GROUP BY state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (state, n) = row?;
+        match counts.iter_mut().find(|(s, _)| *s == state) {
+            Some(slot) => slot.1 = n,
+            None => counts.push((state, n)),
+        }
+    }
+    Ok(counts)
+}

@@ -142,3 +142,12 @@ pub fn complete(
     }
     Ok(())
 }
+
+/// Drills open (due or overdue) and overdue, for `/metrics`.
+pub fn count_open(conn: &Connection) -> Result<(i64, i64), StoreError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FILTER (WHERE state IN ('due', 'overdue')), count(*) FILTER (WHERE state = 'overdue') FROM drills",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}

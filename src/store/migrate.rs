@@ -93,7 +93,7 @@ fn apply(conn: &Connection, version: i64, name: &str, sql: &str, rebuild: bool) 
 /// `VACUUM INTO` a file created first with mode 0600 (SQLite would create it under the
 /// process umask, 0644 by default: a readable copy of every sealed secret and the log).
 /// A failed copy leaves no empty file behind that a later run would take for a backup.
-fn backup_into(conn: &Connection, backup: &Path) -> Result<(), StoreError> {
+pub(crate) fn backup_into(conn: &Connection, backup: &Path) -> Result<(), StoreError> {
     let io = |source| StoreError::DataDir { path: backup.to_owned(), source };
     super::create_private_file(backup).map_err(io)?;
     let copied = conn.execute("VACUUM INTO ?1", [backup.to_string_lossy()]).map_err(StoreError::from).and_then(|_| {

@@ -370,6 +370,25 @@ where
     Ok(out)
 }
 
+/// A consistent snapshot of the live database at `db_path` into `dest` (created 0600,
+/// flushed): `VACUUM INTO` on a connection of its own, so a running server keeps
+/// serving (WAL readers do not block its writer). The copy holds no WAL.
+pub fn snapshot(db_path: &Path, dest: &Path) -> Result<(), StoreError> {
+    if !db_path.exists() {
+        return Err(StoreError::Missing(db_path.to_owned()));
+    }
+    let conn =
+        Connection::open_with_flags(db_path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    migrate::backup_into(&conn, dest)
+}
+
+/// `PRAGMA integrity_check`: `None` when the file is sound, else SQLite's first complaint.
+pub fn integrity_problem(conn: &Connection) -> Result<Option<String>, StoreError> {
+    let first: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    Ok((first != "ok").then_some(first))
+}
+
 /// Prove the database takes writes now: in an IMMEDIATE transaction that is always
 /// rolled back, write a row large enough to need new pages. Fails on a full disk
 /// (or `max_page_count`), a read-only file or mount, or a lock held past the busy

@@ -15,6 +15,7 @@ mod events;
 mod hardening;
 mod http_hygiene;
 mod migrations;
+mod ops;
 mod quorum;
 mod server;
 mod web_crypto;
