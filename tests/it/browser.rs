@@ -800,3 +800,110 @@ async fn custodians_run_a_quorum_release_in_a_real_browser_with_prf_keys() {
     assert_same_origin(&s, &[&ada, &bo, &cy]);
     drop(browser);
 }
+
+// ---- keyboard only ----
+
+/// One key press through the DevTools protocol, as a keyboard would send it.
+async fn press(page: &Page, key: &str, shift: bool) {
+    use chromiumoxide::cdp::browser_protocol::input::{DispatchKeyEventParams, DispatchKeyEventType};
+    let (code, vk, text) = match key {
+        "Tab" => ("Tab", 9, None),
+        "Enter" => ("Enter", 13, Some("\r")),
+        " " => ("Space", 32, Some(" ")),
+        other => panic!("no key {other}"),
+    };
+    for kind in [DispatchKeyEventType::KeyDown, DispatchKeyEventType::KeyUp] {
+        let mut b = DispatchKeyEventParams::builder()
+            .r#type(kind.clone())
+            .key(key)
+            .code(code)
+            .windows_virtual_key_code(vk)
+            .native_virtual_key_code(vk)
+            .modifiers(if shift { 8 } else { 0 });
+        if let (Some(t), DispatchKeyEventType::KeyDown) = (text, &kind) {
+            b = b.text(t);
+        }
+        page.execute(b.build().unwrap()).await.unwrap();
+    }
+}
+
+/// Type text into whatever has the focus (what a keyboard's characters do).
+async fn type_keys(page: &Page, text: &str) {
+    use chromiumoxide::cdp::browser_protocol::input::InsertTextParams;
+    page.execute(InsertTextParams::new(text)).await.unwrap();
+}
+
+/// Press Tab until `selector` has the focus: it must be reachable from the keyboard,
+/// in a bounded number of presses.
+async fn tab_to(page: &Page, selector: &str) {
+    for _ in 0..60 {
+        let here: bool = eval(page, &format!("document.activeElement?.matches({selector:?}) ?? false")).await;
+        if here {
+            return;
+        }
+        press(page, "Tab", false).await;
+    }
+    let at: String = eval(page, "document.activeElement?.outerHTML?.slice(0, 120) ?? 'nothing'").await;
+    panic!("{selector} cannot be reached with Tab (focus stays on {at})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_person_release_can_be_done_with_the_keyboard_alone() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let browser = launch(dir.path()).await;
+    let (ada, bo, cy) = (person(&browser).await, person(&browser).await, person(&browser).await);
+    enrol(&s, &ada, &[Role::Admin, Role::Custodian], "Ada Admin", "ada@example.com").await;
+    enrol(&s, &bo, &[Role::Custodian], "Bo Requester", "bo@example.com").await;
+    enrol(&s, &cy, &[Role::Custodian], "Cy Approver", "cy@example.com").await;
+    put_account_in_custody(&s, &ada).await;
+    s.clock.advance(Duration::hours(25));
+
+    // Sign in: type the address, Enter submits.
+    for (p, email) in [(&bo, "bo@example.com"), (&cy, "cy@example.com")] {
+        goto(&p.page, &format!("{}/login", s.origin)).await;
+        tab_to(&p.page, "#email").await;
+        type_keys(&p.page, email).await;
+        press(&p.page, "Enter", false).await;
+        wait(&p.page, "location.pathname === '/' && document.readyState === 'complete'").await;
+    }
+
+    // Bo asks: every field reached with Tab, the form sent with Enter on its button.
+    tab_to(&bo.page, "#reason").await;
+    type_keys(&bo.page, "Keyboard-only drill of the release path").await;
+    tab_to(&bo.page, "#ticket").await;
+    type_keys(&bo.page, "INC-42").await;
+    tab_to(&bo.page, "#request-form button[type=submit]").await;
+    press(&bo.page, "Enter", false).await;
+    wait(&bo.page, "location.pathname.startsWith('/checkouts/') && document.readyState === 'complete'").await;
+    let checkout_url: String = eval(&bo.page, "location.href").await;
+
+    // Cy approves with the keyboard: Tab to "Approve with my key", Enter.
+    goto(&cy.page, &checkout_url).await;
+    tab_to(&cy.page, "button[data-decision=approve]").await;
+    press(&cy.page, "Enter", false).await;
+    wait(&cy.page, "document.getElementById('checkout-state')?.textContent === 'approved'").await;
+
+    // Bo's page follows; he reveals with the keyboard, and checks in.
+    wait(&bo.page, "document.getElementById('checkout-state')?.textContent === 'approved' && !document.getElementById('release').hidden").await;
+    tab_to(&bo.page, "#reveal-button").await;
+    press(&bo.page, "Enter", false).await;
+    wait(&bo.page, "!document.getElementById('revealed').hidden").await;
+    tab_to(&bo.page, "button[data-toggle=password]").await;
+    press(&bo.page, " ", false).await;
+    wait(&bo.page, "!document.getElementById('password').hidden").await;
+    assert_eq!(text(&bo.page, "#password").await, PASSWORD);
+    wait(&bo.page, "!document.getElementById('close-form').hidden").await;
+    tab_to(&bo.page, "#note").await;
+    type_keys(&bo.page, "Checked, nothing changed.").await;
+    tab_to(&bo.page, "#close-form button[type=submit]").await;
+    press(&bo.page, "Enter", false).await;
+    wait(
+        &bo.page,
+        "document.readyState === 'complete' && document.getElementById('checkout-state')?.textContent === 'closed'",
+    )
+    .await;
+    let id = checkout_url.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(s.app.get_checkout(id).await.unwrap().state, "closed");
+    shoot(&bo.page, "keyboard-closed").await;
+}
