@@ -30,6 +30,32 @@ pub struct Config {
     pub http: HttpConfig,
     pub policy: PolicyDefaults,
     pub sns: SnsConfig,
+    pub aws: AwsConfig,
+}
+
+/// The AWS side beyond announcements (deploy/aws/): the root activity feed. Region,
+/// credentials and endpoint come from the standard AWS chain (`AWS_ENDPOINT_URL_SQS`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// The central SQS queue EventBridge routes CloudTrail root events to (the central
+    /// stack's `RootActivityQueueUrl` output). Empty: no feed.
+    pub root_activity_queue_url: String,
+    /// Tolerance around a release window when explaining a root event (clock skew and
+    /// CloudTrail's delay), in seconds.
+    pub root_activity_slack_seconds: u32,
+    /// Long-poll wait of each receive, in seconds (0 to 20).
+    pub root_activity_wait_seconds: u32,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            root_activity_queue_url: String::new(),
+            root_activity_slack_seconds: 300,
+            root_activity_wait_seconds: 20,
+        }
+    }
 }
 
 /// Announcements. Region, credentials and endpoint come from the standard AWS chain
@@ -138,6 +164,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             policy: PolicyDefaults::default(),
             sns: SnsConfig::default(),
+            aws: AwsConfig::default(),
         }
     }
 }
@@ -295,6 +322,8 @@ pub const ENV_VARS: &[&str] = &[
     "BREAKGLASS_SEAL_KEY_FILE",
     "BREAKGLASS_SEAL_PASSPHRASE_FILE",
     "BREAKGLASS_SNS_TOPIC_ARN",
+    "BREAKGLASS_AWS_ROOT_ACTIVITY_QUEUE_URL",
+    "BREAKGLASS_AWS_ROOT_ACTIVITY_SLACK_SECONDS",
     "BREAKGLASS_SECURITY_INVITE_TTL_HOURS",
     "BREAKGLASS_SECURITY_COOLING_OFF_HOURS",
     "BREAKGLASS_SECURITY_CEREMONY_TTL_SECONDS",
@@ -378,6 +407,15 @@ impl Config {
         if let Some(v) = env.get("BREAKGLASS_SNS_TOPIC_ARN") {
             config.sns.topic_arn = v.clone();
         }
+        if let Some(v) = env.get("BREAKGLASS_AWS_ROOT_ACTIVITY_QUEUE_URL") {
+            config.aws.root_activity_queue_url = v.clone();
+        }
+        env_number(
+            &env,
+            "BREAKGLASS_AWS_ROOT_ACTIVITY_SLACK_SECONDS",
+            &mut config.aws.root_activity_slack_seconds,
+            &mut problems,
+        );
         if let Some(v) = env.get("BREAKGLASS_SEAL_PASSPHRASE_FILE") {
             config.seal.passphrase_file = Some(PathBuf::from(v));
         }
@@ -464,6 +502,8 @@ impl Config {
             ("sns.max_attempts", self.sns.max_attempts, 1, 1000),
             ("sns.base_backoff_seconds", self.sns.base_backoff_seconds, 1, 3600),
             ("sns.max_backoff_seconds", self.sns.max_backoff_seconds, 1, 24 * 3600),
+            ("aws.root_activity_slack_seconds", self.aws.root_activity_slack_seconds, 0, 3600),
+            ("aws.root_activity_wait_seconds", self.aws.root_activity_wait_seconds, 0, 20),
         ] {
             if value < min || value > max {
                 p.push(format!("{name} = {value} is out of range: use a value from {min} to {max}."));
@@ -694,6 +734,21 @@ mod tests {
             e.to_string().contains("http.ceremony_burst = 0"),
             "values from the environment are range-checked: {e}"
         );
+    }
+
+    #[test]
+    fn the_root_activity_feed_is_set_from_the_environment_and_range_checked() {
+        let env = [
+            ("BREAKGLASS_AWS_ROOT_ACTIVITY_QUEUE_URL".to_owned(), "https://sqs.us-east-1.amazonaws.com/1/q".to_owned()),
+            ("BREAKGLASS_AWS_ROOT_ACTIVITY_SLACK_SECONDS".to_owned(), "120".to_owned()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.aws.root_activity_queue_url, "https://sqs.us-east-1.amazonaws.com/1/q");
+        assert_eq!(c.aws.root_activity_slack_seconds, 120);
+        let c = Config::from_toml("[aws]\nroot_activity_wait_seconds = 21\n").unwrap();
+        assert!(c.problems().iter().any(|p| p.contains("aws.root_activity_wait_seconds = 21")), "{:?}", c.problems());
+        let e = Config::load(None, [("BREAKGLASS_AWS_ROOT_ACTIVITY_SLACK_SECONDS".into(), "7200".into())]).unwrap_err();
+        assert!(e.to_string().contains("aws.root_activity_slack_seconds = 7200"), "{e}");
     }
 
     #[test]

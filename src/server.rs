@@ -93,6 +93,9 @@ impl Server {
         if app.has_sink() {
             background.spawn(notify::worker::run(app.clone()));
         }
+        if let Some(feed) = app.root_feed() {
+            background.spawn(crate::aws::feed::run(app.clone(), feed));
+        }
 
         let (stop, stopping) = watch::channel(false);
         let mut connections = JoinSet::new();

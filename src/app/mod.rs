@@ -13,6 +13,7 @@ pub mod drills;
 pub mod health;
 pub mod invites;
 pub mod quorum;
+pub mod root_activity;
 
 use std::sync::Arc;
 
@@ -88,6 +89,8 @@ pub struct App {
     pub(crate) sink: Option<Arc<dyn crate::notify::Sink>>,
     /// Signs audit checkpoints; present when the vault is unsealed.
     pub(crate) log_signer: Option<Arc<announce::LogSigner>>,
+    /// The root-activity queue and its poller's health (`None`: no feed configured).
+    pub(crate) root_feed: Option<Arc<crate::aws::RootFeed>>,
 }
 
 impl App {
@@ -125,7 +128,18 @@ impl App {
             sign_in_failures: Arc::default(),
             sink: None,
             log_signer,
+            root_feed: None,
         })
+    }
+
+    /// Poll this root-activity queue while serving (`aws::feed::run`).
+    pub fn with_root_feed(mut self, feed: Arc<crate::aws::RootFeed>) -> Self {
+        self.root_feed = Some(feed);
+        self
+    }
+
+    pub fn root_feed(&self) -> Option<Arc<crate::aws::RootFeed>> {
+        self.root_feed.clone()
     }
 
     pub fn now(&self) -> OffsetDateTime {

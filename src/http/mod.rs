@@ -92,6 +92,8 @@ pub fn build_router(state: AppState) -> Router {
         .route("/drills/status", get(drills::drills_status))
         .route("/drills/export", get(drills::drills_export))
         .route("/drills/{id}/checklist", post(drills::drills_checklist))
+        .route("/root-activity", get(root_activity::root_activity_list))
+        .route("/root-activity/{event_id}/acknowledge", post(root_activity::root_activity_acknowledge))
         .fallback(error::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed);
 
