@@ -28,3 +28,13 @@ CREATE INDEX root_events_by_account ON root_events (account_id, event_time);
 -- The dashboard banner: unexplained, unacknowledged successful root use.
 CREATE INDEX root_events_open ON root_events (event_time)
     WHERE checkout_id IS NULL AND acknowledged_by IS NULL;
+
+-- Root posture per account, as last read from AWS without root (iam:GetAccountSummary,
+-- account:GetAlternateContact, organizations:DescribeAccount). One row per account.
+CREATE TABLE account_posture (
+    account_id  TEXT    PRIMARY KEY REFERENCES accounts (account_id),
+    checked_at  INTEGER NOT NULL,
+    report      TEXT    NOT NULL,   -- JSON: what was read (domain::posture::Report)
+    findings    TEXT    NOT NULL,   -- JSON array of finding codes, sorted
+    audit_seq   INTEGER             -- the entry of the last change
+) STRICT;

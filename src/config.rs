@@ -46,6 +46,14 @@ pub struct AwsConfig {
     pub root_activity_slack_seconds: u32,
     /// Long-poll wait of each receive, in seconds (0 to 20).
     pub root_activity_wait_seconds: u32,
+    /// Read each account's root posture from AWS (IAM account summary, alternate
+    /// contacts, root e-mail in Organizations) on a schedule and on demand.
+    pub posture_enabled: bool,
+    /// The read-only role assumed in each account (the member stack's posture role);
+    /// empty: the service's own credentials.
+    pub posture_role_name: String,
+    /// Hours between scheduled checks of every account (0: on demand only).
+    pub posture_interval_hours: u32,
 }
 
 impl Default for AwsConfig {
@@ -54,6 +62,9 @@ impl Default for AwsConfig {
             root_activity_queue_url: String::new(),
             root_activity_slack_seconds: 300,
             root_activity_wait_seconds: 20,
+            posture_enabled: false,
+            posture_role_name: String::new(),
+            posture_interval_hours: 24,
         }
     }
 }
@@ -324,6 +335,7 @@ pub const ENV_VARS: &[&str] = &[
     "BREAKGLASS_SNS_TOPIC_ARN",
     "BREAKGLASS_AWS_ROOT_ACTIVITY_QUEUE_URL",
     "BREAKGLASS_AWS_ROOT_ACTIVITY_SLACK_SECONDS",
+    "BREAKGLASS_AWS_POSTURE_ROLE_NAME",
     "BREAKGLASS_SECURITY_INVITE_TTL_HOURS",
     "BREAKGLASS_SECURITY_COOLING_OFF_HOURS",
     "BREAKGLASS_SECURITY_CEREMONY_TTL_SECONDS",
@@ -409,6 +421,9 @@ impl Config {
         }
         if let Some(v) = env.get("BREAKGLASS_AWS_ROOT_ACTIVITY_QUEUE_URL") {
             config.aws.root_activity_queue_url = v.clone();
+        }
+        if let Some(v) = env.get("BREAKGLASS_AWS_POSTURE_ROLE_NAME") {
+            config.aws.posture_role_name = v.clone();
         }
         env_number(
             &env,
@@ -504,6 +519,7 @@ impl Config {
             ("sns.max_backoff_seconds", self.sns.max_backoff_seconds, 1, 24 * 3600),
             ("aws.root_activity_slack_seconds", self.aws.root_activity_slack_seconds, 0, 3600),
             ("aws.root_activity_wait_seconds", self.aws.root_activity_wait_seconds, 0, 20),
+            ("aws.posture_interval_hours", self.aws.posture_interval_hours, 0, 24 * 31),
         ] {
             if value < min || value > max {
                 p.push(format!("{name} = {value} is out of range: use a value from {min} to {max}."));
@@ -745,6 +761,8 @@ mod tests {
         let c = Config::load(None, env).unwrap();
         assert_eq!(c.aws.root_activity_queue_url, "https://sqs.us-east-1.amazonaws.com/1/q");
         assert_eq!(c.aws.root_activity_slack_seconds, 120);
+        let c = Config::load(None, [("BREAKGLASS_AWS_POSTURE_ROLE_NAME".into(), "reader".into())]).unwrap();
+        assert_eq!(c.aws.posture_role_name, "reader");
         let c = Config::from_toml("[aws]\nroot_activity_wait_seconds = 21\n").unwrap();
         assert!(c.problems().iter().any(|p| p.contains("aws.root_activity_wait_seconds = 21")), "{:?}", c.problems());
         let e = Config::load(None, [("BREAKGLASS_AWS_ROOT_ACTIVITY_SLACK_SECONDS".into(), "7200".into())]).unwrap_err();

@@ -12,6 +12,7 @@ pub mod custodians;
 pub mod drills;
 pub mod health;
 pub mod invites;
+pub mod posture;
 pub mod quorum;
 pub mod root_activity;
 
@@ -91,6 +92,8 @@ pub struct App {
     pub(crate) log_signer: Option<Arc<announce::LogSigner>>,
     /// The root-activity queue and its poller's health (`None`: no feed configured).
     pub(crate) root_feed: Option<Arc<crate::aws::RootFeed>>,
+    /// Reads root posture from AWS (`None`: posture checks are off).
+    pub(crate) posture: Option<Arc<crate::aws::PostureReader>>,
 }
 
 impl App {
@@ -129,6 +132,7 @@ impl App {
             sink: None,
             log_signer,
             root_feed: None,
+            posture: None,
         })
     }
 

@@ -201,6 +201,30 @@ pub fn announcement(event: &Event, ctx: &Context) -> Option<(Severity, String)> 
             Warning,
             format!("{actor} acknowledged unexplained root use in {acct} (CloudTrail event {event_id}): {reason}"),
         ),
+        Event::AccountPostureChanged { new, resolved, findings, .. } if !new.is_empty() => (
+            High,
+            format!(
+                "Root posture of {acct} got worse: {}.{}",
+                new.join(", "),
+                if resolved.is_empty() { String::new() } else { format!(" Resolved: {}.", resolved.join(", ")) }
+            )
+            .replace(".. ", ". ")
+                + if findings.len() > new.len() { " Other findings remain." } else { "" },
+        ),
+        Event::AccountPostureChanged { resolved, findings, .. } => (
+            Info,
+            if findings.is_empty() {
+                format!(
+                    "Root posture of {acct} is clean (MFA on, no root access keys, contacts set, root e-mail as on file)."
+                )
+            } else {
+                format!(
+                    "Root posture of {acct} improved: resolved {}; remaining: {}.",
+                    resolved.join(", "),
+                    findings.join(", ")
+                )
+            },
+        ),
         Event::VaultInitialized { .. }
         | Event::CredentialShareRecipient { .. }
         | Event::ShareHandedOver { .. }

@@ -281,6 +281,10 @@ pub enum Event {
     /// An admin acknowledged unexplained root use, with a reason.
     #[serde(rename = "root_activity.acknowledged")]
     RootActivityAcknowledged { event_id: String, reason: String },
+    /// The account's root posture, read from AWS, has other findings than before
+    /// (`first`: the first reading). `new` and `resolved` are the difference.
+    #[serde(rename = "account.posture_changed")]
+    AccountPostureChanged { findings: Vec<String>, new: Vec<String>, resolved: Vec<String>, first: bool },
 }
 
 /// The CloudTrail facts recorded with a root event (the full record stays in the
@@ -362,6 +366,7 @@ impl Event {
             Event::RootActivityUnexplained { .. } => "root_activity.unexplained",
             Event::RootSignInFailed { .. } => "root_activity.sign_in_failed",
             Event::RootActivityAcknowledged { .. } => "root_activity.acknowledged",
+            Event::AccountPostureChanged { .. } => "account.posture_changed",
         }
     }
 

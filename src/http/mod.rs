@@ -78,6 +78,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/accounts/{account_id}/secrets/{kind}", put(accounts::secrets_deposit))
         .route("/accounts/{account_id}/policy", put(accounts::policy_update))
         .route("/accounts/{account_id}/quorum", post(accounts::quorum_enable))
+        .route("/accounts/{account_id}/posture", get(posture::posture_get).post(posture::posture_check))
         .route("/checkouts", get(checkouts::checkouts_list).post(checkouts::checkouts_create))
         .route("/checkouts/{id}", get(checkouts::checkouts_get))
         .route("/checkouts/{id}/cancel", post(checkouts::checkouts_cancel))

@@ -13,7 +13,7 @@ use super::{AppState, extract::SignedIn};
 use crate::{
     app::{
         Principal, accounts::AccountView, checkouts::CheckoutView, custodians::CustodianView, drills::DrillStatus,
-        root_activity::RootActivityView,
+        posture::PostureView, root_activity::RootActivityView,
     },
     domain::{Role, audit::AuditEntry, drill::CHECKLIST},
     error::AppError,
@@ -190,6 +190,8 @@ struct DashboardPage {
     outbox_sink: String,
     /// Unexplained root use nobody has acknowledged: a red banner for everyone.
     root_alerts: Vec<RootActivityView>,
+    /// Accounts whose root posture, as last read from AWS, has findings.
+    posture_findings: Vec<PostureView>,
 }
 
 fn days_until(now: i64, rfc: &str) -> Option<i64> {
@@ -217,6 +219,7 @@ pub async fn page_dashboard(State(state): State<AppState>, PageUser(p): PageUser
             .collect();
         let outbox = app.outbox_status().await?;
         let root_alerts = app.root_alerts().await?;
+        let posture_findings = app.posture_findings().await?;
         let rows = accounts
             .iter()
             .map(|a| {
@@ -282,6 +285,7 @@ pub async fn page_dashboard(State(state): State<AppState>, PageUser(p): PageUser
             outbox_undelivered: outbox.undelivered,
             outbox_sink: outbox.sink.into(),
             root_alerts,
+            posture_findings,
         }))
     }
     .await;

@@ -7,6 +7,7 @@ pub mod drills;
 pub mod migrate;
 pub mod outbox;
 pub mod people;
+pub mod posture;
 pub mod root_activity;
 pub mod shares;
 mod sql_enums;

@@ -32,7 +32,7 @@ use std::{
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use breakglass::{
-    aws::{RootActivityQueue, RootFeed},
+    aws::{PostureReader, RootActivityQueue, RootFeed},
     clock::Clock,
     notify::SnsSink,
 };
@@ -488,6 +488,12 @@ async fn messages_that_are_not_root_events_are_dropped_or_left_for_the_dead_lett
         tokio::time::sleep(StdDuration::from_millis(100)).await;
     }
     assert!(root_activity(&t.s, &t.ada).await["events"].as_array().unwrap().is_empty());
+    let (status, body) = post(&t.ada.client, t.s.url(format!("/api/v1/accounts/{ACCOUNT}/posture")), json!({})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("posture_not_configured")),
+        "without aws.posture_enabled"
+    );
     let ready = readyz(&t.s).await;
     assert_eq!(ready["root_activity"]["status"], "degraded", "a malformed message is worth a look: {ready}");
     assert!(
@@ -584,4 +590,113 @@ async fn with_the_queue_unreachable_the_service_works_says_so_and_loses_nothing_
         tokio::time::sleep(StdDuration::from_millis(100)).await;
     }
     assert_eq!(body["events"].as_array().unwrap().len(), 3);
+}
+
+// ---- root posture ----------------------------------------------------------------------
+
+/// The standard SDK configuration (`aws_config::defaults`, as `serve` loads it) pointed
+/// at moto with static credentials.
+async fn moto_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "static"))
+        .load()
+        .await
+}
+
+#[tokio::test]
+async fn root_posture_is_read_from_iam_account_and_organizations_through_the_posture_role_and_changes_are_announced() {
+    let moto = Moto::start().await;
+    let stacks = deploy_stacks(&moto).await;
+    assert!(stacks.member["PostureRoleArn"].ends_with(":role/breakglass-posture-reader"));
+    // An organization (moto's account 123456789012 = ACCOUNT is its management account,
+    // root e-mail master@example.com) and two of the three alternate contacts.
+    boto(
+        &moto.endpoint,
+        "c('organizations').create_organization(FeatureSet='ALL')
+for t in ['BILLING', 'OPERATIONS']:
+    c('account').put_alternate_contact(AlternateContactType=t, EmailAddress=t.lower() + '@example.com', Name='Team', PhoneNumber='+1 555 0100', Title='Team')
+out = True",
+        json!({}),
+    )
+    .await;
+    let reader = PostureReader::with_config(moto_sdk_config(&moto.endpoint).await, "breakglass-posture-reader");
+    let s = TestServer::start_with_app(start_time(), |_| {}, |_| {}, move |app| app.with_posture_reader(reader)).await;
+    let t = team_on(s).await;
+    let url = t.s.url(format!("/api/v1/accounts/{ACCOUNT}/posture"));
+
+    let (status, body) = get(&t.bo.client, &url).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("posture_not_checked")));
+    let (status, body) = post(&t.bo.client, &url, json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden_role")));
+    let (status, body) = post(&t.ada.client, t.s.url("/api/v1/accounts/111111111111/posture"), json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("account_not_found")));
+
+    let (status, first) = post(&t.ada.client, &url, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let r = &first["report"];
+    // moto's root user has no MFA device and no access keys.
+    assert_eq!((r["root_mfa_enabled"].as_bool(), r["root_access_keys_present"].as_bool()), (Some(false), Some(false)));
+    assert_eq!(r["root_email"], "master@example.com", "from organizations:DescribeAccount");
+    assert_eq!(r["alternate_contacts"]["BILLING"], "billing@example.com");
+    assert!(r["alternate_contacts"]["SECURITY"].is_null(), "ResourceNotFound is a missing contact: {r}");
+    // moto does not implement iam:ListOrganizationsFeatures: unknown, and said so.
+    assert!(r["centralized_root_access"].is_null());
+    assert!(
+        r["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().starts_with("iam:ListOrganizationsFeatures")),
+        "{r}"
+    );
+    assert_eq!(
+        first["findings"],
+        json!(["alternate_contact_missing:security", "root_email_mismatch", "root_mfa_off"]),
+        "the root e-mail on file is root+prod-payer@example.com"
+    );
+    assert_eq!(first["changed"], true);
+    assert_eq!(
+        first["checklist_evidence"],
+        json!([{"item": "no_root_access_keys", "passes": true}, {"item": "alternate_contacts_correct", "passes": false}])
+    );
+
+    // Someone sets the security contact: the next reading resolves that finding and is
+    // announced; a reading with nothing new writes nothing.
+    boto(
+        &moto.endpoint,
+        "c('account').put_alternate_contact(AlternateContactType='SECURITY', EmailAddress='security@example.com', Name='Sec', PhoneNumber='+1 555 0101', Title='Sec')
+out = True",
+        json!({}),
+    )
+    .await;
+    let (status, second) = post(&t.ada.client, &url, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(second["findings"], json!(["root_email_mismatch", "root_mfa_off"]));
+    assert_eq!(second["changed"], true);
+    assert_eq!(t.s.app.check_all_postures().await, 1, "the scheduled run: the sandbox account's first reading only");
+    assert_eq!(t.s.app.check_all_postures().await, 0, "nothing changed since");
+
+    let (_, outbox) = get(&t.ada.client, t.s.url("/api/v1/outbox")).await;
+    let posture: Vec<&Value> =
+        outbox["messages"].as_array().unwrap().iter().filter(|m| m["event"] == "account.posture_changed").collect();
+    let posture: Vec<&Value> = posture.into_iter().filter(|m| m["account_id"] == ACCOUNT).collect();
+    assert_eq!(posture.len(), 2, "one per change: {posture:?}");
+    let severities: Vec<&str> = posture.iter().map(|m| m["severity"].as_str().unwrap()).collect();
+    assert!(severities.contains(&"high") && severities.contains(&"info"), "{severities:?}");
+    let (_, log) = get(&t.ada.client, t.s.url("/api/v1/audit?action_prefix=account.posture_changed")).await;
+    let details: Vec<Value> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str(e["details"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(details.iter().any(|d| d["resolved"] == json!(["alternate_contact_missing:security"])), "{details:?}");
+
+    // Every custodian sees the findings on the dashboard.
+    let page = t.bo.client.get(t.s.url("/")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("id=\"posture-findings\"") && page.contains("root_email_mismatch, root_mfa_off"), "{page}");
+    let (status, got) = get(&t.bo.client, &url).await;
+    assert_eq!((status, got["findings"].clone()), (StatusCode::OK, second["findings"].clone()));
 }
