@@ -122,6 +122,24 @@ fn view(conn: &rusqlite::Connection, r: rows::RootEventRow) -> Result<RootActivi
     })
 }
 
+/// A root console sign-in that AWS reported inside a checkout's window.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignInEvidence {
+    pub event_id: String,
+    pub event_time: String,
+    pub source_ip: Option<String>,
+    pub mfa_used: bool,
+}
+
+/// What AWS itself says happened during a checkout (drill evidence).
+#[derive(Debug, Clone, Serialize)]
+pub struct AwsEvidence {
+    pub checkout: String,
+    pub sign_ins: Vec<SignInEvidence>,
+    /// Checklist item → the sign-in that evidences it (`null`: none seen).
+    pub items: std::collections::BTreeMap<&'static str, Option<SignInEvidence>>,
+}
+
 /// The feed's state as `/readyz` and the audit page show it. Times from the `Clock`.
 #[derive(Debug, Default)]
 pub struct FeedHealth {
@@ -316,6 +334,39 @@ impl App {
                 let row = rows::get(tx, &event_id)?
                     .ok_or_else(|| AppError::Internal("acknowledged root event vanished".into()))?;
                 Ok(view(tx, row)?)
+            })
+            .await
+    }
+
+    /// Evidence from AWS itself for a drill: the successful root console sign-ins of
+    /// the account inside the checkout's window (± the slack). The checklist items
+    /// "root password accepted" and "MFA accepted" point to the first sign-in (with
+    /// `MFAUsed: Yes` for MFA); the drill's people still confirm them.
+    pub async fn checkout_aws_evidence(&self, checkout_id: String) -> Result<AwsEvidence, AppError> {
+        let slack = self.root_slack();
+        let now = self.now().unix_timestamp();
+        self.db
+            .call(move |conn| {
+                let c = store::checkouts::get(conn, &checkout_id)?
+                    .ok_or_else(|| AppError::not_found("checkout_not_found", "No checkout with this id."))?;
+                let Some(released_at) = c.released_at else {
+                    return Ok(AwsEvidence { checkout: c.id, sign_ins: vec![], items: Default::default() });
+                };
+                let until = c.ended_at.unwrap_or(now) + slack;
+                let found = rows::sign_ins_between(conn, &c.account_id, released_at - slack, until)?;
+                let sign_ins: Vec<SignInEvidence> = found
+                    .into_iter()
+                    .map(|r| SignInEvidence {
+                        event_id: r.event_id,
+                        event_time: rfc3339(r.event_time),
+                        source_ip: r.source_ip,
+                        mfa_used: r.mfa_used.as_deref() == Some("Yes"),
+                    })
+                    .collect();
+                let mut items = std::collections::BTreeMap::new();
+                items.insert("root_password_accepted", sign_ins.first().cloned());
+                items.insert("mfa_accepted", sign_ins.iter().find(|s| s.mfa_used).cloned());
+                Ok::<_, AppError>(AwsEvidence { checkout: c.id, sign_ins, items })
             })
             .await
     }

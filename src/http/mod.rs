@@ -94,6 +94,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/drills/export", get(drills::drills_export))
         .route("/drills/{id}/checklist", post(drills::drills_checklist))
         .route("/root-activity", get(root_activity::root_activity_list))
+        .route("/checkouts/{id}/aws-evidence", get(root_activity::checkouts_aws_evidence))
         .route("/root-activity/{event_id}/acknowledge", post(root_activity::root_activity_acknowledge))
         .fallback(error::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed);

@@ -700,3 +700,67 @@ out = True",
     let (status, got) = get(&t.bo.client, &url).await;
     assert_eq!((status, got["findings"].clone()), (StatusCode::OK, second["findings"].clone()));
 }
+
+// ---- drill evidence ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_drill_checkout_shows_the_root_sign_in_aws_reported_inside_its_window_as_evidence() {
+    let mut t = team().await;
+    open_drills(&mut t).await;
+    let (status, body) = post(
+        &t.bo.client,
+        t.s.url("/api/v1/checkouts"),
+        json!({"account_id": ACCOUNT, "kind": "drill", "reason": "monthly drill", "duration_minutes": 30}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let url = t.s.url(format!("/api/v1/checkouts/{id}/aws-evidence"));
+    let (status, before) = get(&t.bo.client, &url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(before["sign_ins"].as_array().unwrap().is_empty() && before["items"].as_object().unwrap().is_empty());
+    assert_eq!(decide(&t.s, &mut t.cy, &id, "approve").await.1["state"], "approved");
+    assert_eq!(reveal(&t.s, &mut t.bo, &id).await.0, StatusCode::OK);
+    let released = t.s.clock.now();
+
+    // A sign-in without MFA a day before (not this drill's), a failed one, and the
+    // drill's sign-in with MFA three minutes after the release, as the feed delivers them.
+    let envelope = |detail: Value| {
+        json!({"version": "0", "id": uuid::Uuid::new_v4().to_string(), "detail-type": SIGN_IN, "source": "aws.signin",
+               "account": ACCOUNT, "time": "2026-12-01T09:05:00Z", "region": "us-east-1", "resources": [], "detail": detail})
+        .to_string()
+    };
+    let mut earlier = root_sign_in(
+        ACCOUNT,
+        "0c3f6a2e-4444-4a8b-9d6e-000000000001",
+        released - Duration::days(1),
+        "Success",
+        "192.0.2.5",
+    );
+    earlier["additionalEventData"]["MFAUsed"] = json!("No");
+    let failed = root_sign_in(
+        ACCOUNT,
+        "0c3f6a2e-4444-4a8b-9d6e-000000000002",
+        released + Duration::minutes(2),
+        "Failure",
+        "192.0.2.5",
+    );
+    let drill = root_sign_in(
+        ACCOUNT,
+        "0c3f6a2e-4444-4a8b-9d6e-000000000003",
+        released + Duration::minutes(3),
+        "Success",
+        "192.0.2.5",
+    );
+    for d in [earlier, failed, drill] {
+        t.s.app.ingest_root_event(&envelope(d)).await.unwrap();
+    }
+    let (status, got) = get(&t.bo.client, &url).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    let ids: Vec<&str> = got["sign_ins"].as_array().unwrap().iter().map(|s| s["event_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["0c3f6a2e-4444-4a8b-9d6e-000000000003"], "only successful sign-ins inside the window");
+    assert_eq!(got["items"]["root_password_accepted"]["event_id"], "0c3f6a2e-4444-4a8b-9d6e-000000000003");
+    assert_eq!(got["items"]["mfa_accepted"]["event_time"], "2026-12-01T09:03:00Z");
+    let (status, body) = get(&t.bo.client, t.s.url("/api/v1/checkouts/nope/aws-evidence")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("checkout_not_found")));
+}

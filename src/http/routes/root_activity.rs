@@ -45,3 +45,12 @@ pub async fn root_activity_acknowledge(
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(state.app.acknowledge_root_event(&p, event_id, b.reason).await?))
 }
+
+/// Root sign-ins AWS reported during a checkout: a drill's evidence.
+pub async fn checkouts_aws_evidence(
+    State(state): State<AppState>,
+    SignedIn(_): SignedIn,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(state.app.checkout_aws_evidence(id).await?))
+}
