@@ -142,6 +142,14 @@ fn at(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap()
 }
 
+/// A CloudTrail record in its EventBridge envelope, as the queue delivers it.
+pub fn envelope(detail_type: &str, account: &str, detail: Value) -> String {
+    json!({"version": "0", "id": uuid::Uuid::new_v4().to_string(), "detail-type": detail_type,
+           "source": if detail_type == SIGN_IN { "aws.signin" } else { "aws.iam" }, "account": account,
+           "time": detail["eventTime"], "region": "us-east-1", "resources": [], "detail": detail})
+    .to_string()
+}
+
 /// A root console sign-in record (`Success` or `Failure`).
 pub fn root_sign_in(account: &str, event_id: &str, when: OffsetDateTime, outcome: &str, ip: &str) -> Value {
     let mut d = json!({
