@@ -778,12 +778,29 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     let listen: SocketAddr = config.listen.parse().context("listen address")?;
     let topic = config.sns.topic_arn.clone();
+    let root_queue = config.aws.root_activity_queue_url.clone();
+    let root_wait = config.aws.root_activity_wait_seconds;
+    let posture = config.aws.posture_enabled.then(|| config.aws.posture_role_name.clone());
     let mut app = App::new(db, clock, Arc::new(config), Some(vault))?;
     if topic.is_empty() {
         eprintln!("warning: no sns.topic_arn: announcements are kept in the outbox (no_sink) and not published.");
     } else {
         app = app.with_sink(SnsSink::from_environment(&topic).await);
         println!("announcing to {topic}");
+    }
+    if root_queue.is_empty() {
+        eprintln!("warning: no aws.root_activity_queue_url: root sign-ins in AWS are not reconciled with checkouts.");
+    } else {
+        let queue = crate::aws::RootActivityQueue::from_environment(&root_queue).await;
+        app = app.with_root_feed(crate::aws::RootFeed::new(queue, root_wait));
+        println!("reconciling root activity from {root_queue}");
+    }
+    if let Some(role) = posture {
+        app = app.with_posture_reader(crate::aws::PostureReader::from_environment(&role).await);
+        println!(
+            "checking root posture{}",
+            if role.is_empty() { String::new() } else { format!(" through role {role}") }
+        );
     }
     if let Some(vkey) = app.log_verifier_key() {
         println!("audit checkpoints are signed by {vkey}");

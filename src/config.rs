@@ -33,6 +33,7 @@ pub struct Config {
     pub backup: BackupConfig,
     pub metrics: MetricsConfig,
     pub replication: ReplicationConfig,
+    pub aws: AwsConfig,
 }
 
 /// Encrypted backups (`breakglass backup`, and scheduled ones in `serve`).
@@ -71,6 +72,42 @@ pub struct ReplicationConfig {
     /// Litestream replicates the database: breakglass leaves WAL checkpoints to it
     /// (no `wal_checkpoint(TRUNCATE)` after quorum checkouts; docs/reliability.md).
     pub litestream: bool,
+}
+
+/// The AWS side beyond announcements (deploy/aws/): the root activity feed. Region,
+/// credentials and endpoint come from the standard AWS chain (`AWS_ENDPOINT_URL_SQS`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    /// The central SQS queue EventBridge routes CloudTrail root events to (the central
+    /// stack's `RootActivityQueueUrl` output). Empty: no feed.
+    pub root_activity_queue_url: String,
+    /// Tolerance around a release window when explaining a root event (clock skew and
+    /// CloudTrail's delay), in seconds.
+    pub root_activity_slack_seconds: u32,
+    /// Long-poll wait of each receive, in seconds (0 to 20).
+    pub root_activity_wait_seconds: u32,
+    /// Read each account's root posture from AWS (IAM account summary, alternate
+    /// contacts, root e-mail in Organizations) on a schedule and on demand.
+    pub posture_enabled: bool,
+    /// The read-only role assumed in each account (the member stack's posture role);
+    /// empty: the service's own credentials.
+    pub posture_role_name: String,
+    /// Hours between scheduled checks of every account (0: on demand only).
+    pub posture_interval_hours: u32,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            root_activity_queue_url: String::new(),
+            root_activity_slack_seconds: 300,
+            root_activity_wait_seconds: 20,
+            posture_enabled: false,
+            posture_role_name: String::new(),
+            posture_interval_hours: 24,
+        }
+    }
 }
 
 /// Announcements. Region, credentials and endpoint come from the standard AWS chain
@@ -182,6 +219,7 @@ impl Default for Config {
             backup: BackupConfig::default(),
             metrics: MetricsConfig::default(),
             replication: ReplicationConfig::default(),
+            aws: AwsConfig::default(),
         }
     }
 }
@@ -339,6 +377,9 @@ pub const ENV_VARS: &[&str] = &[
     "BREAKGLASS_SEAL_KEY_FILE",
     "BREAKGLASS_SEAL_PASSPHRASE_FILE",
     "BREAKGLASS_SNS_TOPIC_ARN",
+    "BREAKGLASS_AWS_ROOT_ACTIVITY_QUEUE_URL",
+    "BREAKGLASS_AWS_ROOT_ACTIVITY_SLACK_SECONDS",
+    "BREAKGLASS_AWS_POSTURE_ROLE_NAME",
     "BREAKGLASS_SECURITY_INVITE_TTL_HOURS",
     "BREAKGLASS_SECURITY_COOLING_OFF_HOURS",
     "BREAKGLASS_SECURITY_CEREMONY_TTL_SECONDS",
@@ -428,6 +469,18 @@ impl Config {
         if let Some(v) = env.get("BREAKGLASS_SNS_TOPIC_ARN") {
             config.sns.topic_arn = v.clone();
         }
+        if let Some(v) = env.get("BREAKGLASS_AWS_ROOT_ACTIVITY_QUEUE_URL") {
+            config.aws.root_activity_queue_url = v.clone();
+        }
+        if let Some(v) = env.get("BREAKGLASS_AWS_POSTURE_ROLE_NAME") {
+            config.aws.posture_role_name = v.clone();
+        }
+        env_number(
+            &env,
+            "BREAKGLASS_AWS_ROOT_ACTIVITY_SLACK_SECONDS",
+            &mut config.aws.root_activity_slack_seconds,
+            &mut problems,
+        );
         if let Some(v) = env.get("BREAKGLASS_SEAL_PASSPHRASE_FILE") {
             config.seal.passphrase_file = Some(PathBuf::from(v));
         }
@@ -536,6 +589,9 @@ impl Config {
             ("sns.max_backoff_seconds", self.sns.max_backoff_seconds, 1, 24 * 3600),
             ("backup.every_hours", self.backup.every_hours, 1, 24 * 31),
             ("backup.keep", self.backup.keep, 1, 10_000),
+            ("aws.root_activity_slack_seconds", self.aws.root_activity_slack_seconds, 0, 3600),
+            ("aws.root_activity_wait_seconds", self.aws.root_activity_wait_seconds, 0, 20),
+            ("aws.posture_interval_hours", self.aws.posture_interval_hours, 0, 24 * 31),
         ] {
             if value < min || value > max {
                 p.push(format!("{name} = {value} is out of range: use a value from {min} to {max}."));
@@ -810,6 +866,23 @@ mod tests {
         assert!(e.to_string().contains("backup.recipients is empty"), "{e}");
         let e = Config::load(None, [("BREAKGLASS_REPLICATION_LITESTREAM".into(), "yes".into())]).unwrap_err();
         assert!(e.to_string().contains("not a boolean"), "{e}");
+    }
+
+    #[test]
+    fn the_root_activity_feed_is_set_from_the_environment_and_range_checked() {
+        let env = [
+            ("BREAKGLASS_AWS_ROOT_ACTIVITY_QUEUE_URL".to_owned(), "https://sqs.us-east-1.amazonaws.com/1/q".to_owned()),
+            ("BREAKGLASS_AWS_ROOT_ACTIVITY_SLACK_SECONDS".to_owned(), "120".to_owned()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.aws.root_activity_queue_url, "https://sqs.us-east-1.amazonaws.com/1/q");
+        assert_eq!(c.aws.root_activity_slack_seconds, 120);
+        let c = Config::load(None, [("BREAKGLASS_AWS_POSTURE_ROLE_NAME".into(), "reader".into())]).unwrap();
+        assert_eq!(c.aws.posture_role_name, "reader");
+        let c = Config::from_toml("[aws]\nroot_activity_wait_seconds = 21\n").unwrap();
+        assert!(c.problems().iter().any(|p| p.contains("aws.root_activity_wait_seconds = 21")), "{:?}", c.problems());
+        let e = Config::load(None, [("BREAKGLASS_AWS_ROOT_ACTIVITY_SLACK_SECONDS".into(), "7200".into())]).unwrap_err();
+        assert!(e.to_string().contains("aws.root_activity_slack_seconds = 7200"), "{e}");
     }
 
     #[test]

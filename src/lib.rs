@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod aws;
 pub mod cli;
 pub mod clock;
 pub mod config;

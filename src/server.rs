@@ -93,6 +93,13 @@ impl Server {
         if app.has_sink() {
             background.spawn(notify::worker::run(app.clone()));
         }
+        if let Some(feed) = app.root_feed() {
+            background.spawn(crate::aws::feed::run(app.clone(), feed));
+        }
+        let posture_hours = app.config.aws.posture_interval_hours;
+        if app.has_posture_reader() && posture_hours > 0 {
+            background.spawn(posture_checks(app.clone(), Duration::from_secs(u64::from(posture_hours) * 3600)));
+        }
 
         let (stop, stopping) = watch::channel(false);
         let mut connections = JoinSet::new();
@@ -125,6 +132,17 @@ impl Server {
         connections.shutdown().await;
         background.shutdown().await;
         Ok(())
+    }
+}
+
+/// Every account's root posture, read from AWS on a fixed period (the first at once).
+async fn posture_checks(app: App, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let changed = app.check_all_postures().await;
+        tracing::info!(changed, "root posture checked");
     }
 }
 

@@ -100,6 +100,22 @@ pub struct SchedulerPart {
     pub last_error: Option<&'static str>,
 }
 
+/// The root-activity feed (only when a queue is configured). Never makes the service
+/// unready: a release must work while AWS is unreachable.
+#[derive(Debug, Clone, Serialize)]
+pub struct RootActivityPart {
+    pub status: PartStatus,
+    pub last_poll_ok_at: Option<String>,
+    pub last_poll_ok_age_seconds: Option<i64>,
+    pub consecutive_failures: u32,
+    /// Messages waiting in the queue (approximate, read about once a minute).
+    pub backlog: Option<i64>,
+    pub in_flight: Option<i64>,
+    pub stored: u64,
+    pub duplicates: u64,
+    pub malformed: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Readiness {
     /// `ready` or `not_ready`.
@@ -110,6 +126,8 @@ pub struct Readiness {
     pub vault: VaultPart,
     pub outbox: Option<OutboxPart>,
     pub scheduler: SchedulerPart,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_activity: Option<RootActivityPart>,
 }
 
 impl Readiness {
@@ -223,6 +241,29 @@ impl App {
             }
         };
 
+        let root_activity = match self.root_feed_health() {
+            None => None,
+            Some(s) => {
+                // `/readyz` is public: it says whether the feed works, never what it found.
+                let status = if s.consecutive_failures > 0 || s.malformed > 0 || !s.running {
+                    PartStatus::Degraded
+                } else {
+                    PartStatus::Ok
+                };
+                Some(RootActivityPart {
+                    status,
+                    last_poll_ok_at: s.last_poll_ok_at.map(rfc3339),
+                    last_poll_ok_age_seconds: s.last_poll_ok_at.map(|t| (now - t).max(0)),
+                    consecutive_failures: s.consecutive_failures,
+                    backlog: s.backlog,
+                    in_flight: s.in_flight,
+                    stored: s.stored,
+                    duplicates: s.duplicates,
+                    malformed: s.malformed,
+                })
+            }
+        };
+
         Ok(Readiness {
             status: if failing.is_empty() { "ready" } else { "not_ready" },
             failing,
@@ -230,6 +271,7 @@ impl App {
             vault,
             outbox,
             scheduler,
+            root_activity,
         })
     }
 }

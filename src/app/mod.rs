@@ -13,7 +13,9 @@ pub mod custodians;
 pub mod drills;
 pub mod health;
 pub mod invites;
+pub mod posture;
 pub mod quorum;
+pub mod root_activity;
 
 use std::sync::Arc;
 
@@ -93,6 +95,10 @@ pub struct App {
     pub(crate) backup_failure: Arc<std::sync::Mutex<Option<i64>>>,
     /// Request counters and latencies for `/metrics`.
     pub metrics: Arc<crate::metrics::HttpMetrics>,
+    /// The root-activity queue and its poller's health (`None`: no feed configured).
+    pub(crate) root_feed: Option<Arc<crate::aws::RootFeed>>,
+    /// Reads root posture from AWS (`None`: posture checks are off).
+    pub(crate) posture: Option<Arc<crate::aws::PostureReader>>,
 }
 
 impl App {
@@ -132,7 +138,19 @@ impl App {
             log_signer,
             backup_failure: Arc::default(),
             metrics: Arc::default(),
+            root_feed: None,
+            posture: None,
         })
+    }
+
+    /// Poll this root-activity queue while serving (`aws::feed::run`).
+    pub fn with_root_feed(mut self, feed: Arc<crate::aws::RootFeed>) -> Self {
+        self.root_feed = Some(feed);
+        self
+    }
+
+    pub fn root_feed(&self) -> Option<Arc<crate::aws::RootFeed>> {
+        self.root_feed.clone()
     }
 
     pub fn now(&self) -> OffsetDateTime {

@@ -195,6 +195,66 @@ pub fn announcement(event: &Event, ctx: &Context) -> Option<(Severity, String)> 
         Event::CredentialShareRecipient { status, .. } if status == "ready" => {
             (Info, format!("{person} prepared a security key to hold quorum shares."))
         }
+        Event::RootActivityExplained { root_event: e, .. } => (
+            Info,
+            format!(
+                "Root {} ({}) in {acct} at {}, during {req}'s {kind} checkout.",
+                e.kind.replace('_', " "),
+                e.event_name,
+                e.event_time
+            ),
+        ),
+        Event::RootActivityUnexplained { root_event: e, in_custody } => {
+            let custody = if *in_custody { "" } else { " This account is not in breakglass custody." };
+            (
+                Critical,
+                format!(
+                    "UNEXPLAINED ROOT USE in {acct}: {} at {} from {}, outside any checkout.{custody} Find out who; an admin acknowledges it with a reason.",
+                    e.event_name,
+                    e.event_time,
+                    e.source_ip.as_deref().unwrap_or("an unknown address")
+                ),
+            )
+        }
+        Event::RootSignInFailed { root_event: e, checkout } => {
+            let during = if checkout.is_some() { format!(" (during {req}'s {kind} checkout)") } else { String::new() };
+            (
+                High,
+                format!(
+                    "A root sign-in to {acct} FAILED at {} from {}{during}: someone tried the root password.",
+                    e.event_time,
+                    e.source_ip.as_deref().unwrap_or("an unknown address")
+                ),
+            )
+        }
+        Event::RootActivityAcknowledged { event_id, reason } => (
+            Warning,
+            format!("{actor} acknowledged unexplained root use in {acct} (CloudTrail event {event_id}): {reason}"),
+        ),
+        Event::AccountPostureChanged { new, resolved, findings, .. } if !new.is_empty() => (
+            High,
+            format!(
+                "Root posture of {acct} got worse: {}.{}",
+                new.join(", "),
+                if resolved.is_empty() { String::new() } else { format!(" Resolved: {}.", resolved.join(", ")) }
+            )
+            .replace(".. ", ". ")
+                + if findings.len() > new.len() { " Other findings remain." } else { "" },
+        ),
+        Event::AccountPostureChanged { resolved, findings, .. } => (
+            Info,
+            if findings.is_empty() {
+                format!(
+                    "Root posture of {acct} is clean (MFA on, no root access keys, contacts set, root e-mail as on file)."
+                )
+            } else {
+                format!(
+                    "Root posture of {acct} improved: resolved {}; remaining: {}.",
+                    resolved.join(", "),
+                    findings.join(", ")
+                )
+            },
+        ),
         Event::VaultInitialized { .. }
         | Event::CredentialShareRecipient { .. }
         | Event::ShareHandedOver { .. }

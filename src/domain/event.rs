@@ -291,6 +291,40 @@ pub enum Event {
         failed_items: Vec<String>,
         reasons: Vec<String>,
     },
+
+    // --- root activity in AWS (CloudTrail via the central queue) -------------------
+    /// A root event inside a released checkout of the same account.
+    #[serde(rename = "root_activity.explained")]
+    RootActivityExplained { root_event: RootEventDetails, checkout: String },
+    /// Successful root use no checkout explains: the banner shows until acknowledged.
+    #[serde(rename = "root_activity.unexplained")]
+    RootActivityUnexplained { root_event: RootEventDetails, in_custody: bool },
+    /// A failed root console sign-in (inside a checkout or not).
+    #[serde(rename = "root_activity.sign_in_failed")]
+    RootSignInFailed { root_event: RootEventDetails, checkout: Option<String> },
+    /// An admin acknowledged unexplained root use, with a reason.
+    #[serde(rename = "root_activity.acknowledged")]
+    RootActivityAcknowledged { event_id: String, reason: String },
+    /// The account's root posture, read from AWS, has other findings than before
+    /// (`first`: the first reading). `new` and `resolved` are the difference.
+    #[serde(rename = "account.posture_changed")]
+    AccountPostureChanged { findings: Vec<String>, new: Vec<String>, resolved: Vec<String>, first: bool },
+}
+
+/// The CloudTrail facts recorded with a root event (the full record stays in the
+/// `root_events` table).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootEventDetails {
+    /// CloudTrail `eventID`.
+    pub event_id: String,
+    pub kind: String,
+    pub event_name: String,
+    /// CloudTrail `eventTime` (RFC 3339).
+    pub event_time: String,
+    pub source_ip: Option<String>,
+    pub mfa_used: Option<String>,
+    /// Seconds between `eventTime` and its arrival here.
+    pub delay_seconds: i64,
 }
 
 /// One holder in a dealing: who, which x-coordinate, to how many keys.
@@ -354,6 +388,11 @@ impl Event {
             Event::DrillFlagged { .. } => "drill.flagged",
             Event::DrillPassed { .. } => "drill.passed",
             Event::DrillFailed { .. } => "drill.failed",
+            Event::RootActivityExplained { .. } => "root_activity.explained",
+            Event::RootActivityUnexplained { .. } => "root_activity.unexplained",
+            Event::RootSignInFailed { .. } => "root_activity.sign_in_failed",
+            Event::RootActivityAcknowledged { .. } => "root_activity.acknowledged",
+            Event::AccountPostureChanged { .. } => "account.posture_changed",
         }
     }
 
@@ -391,8 +430,9 @@ impl Event {
             | Event::ShareHandedOver { checkout, .. }
             | Event::QuorumFailed { checkout, .. }
             | Event::DrillPassed { checkout, .. }
-            | Event::DrillFailed { checkout, .. } => Some(checkout),
-            Event::SecretDeposited { checkout, .. } => checkout.as_deref(),
+            | Event::DrillFailed { checkout, .. }
+            | Event::RootActivityExplained { checkout, .. } => Some(checkout),
+            Event::SecretDeposited { checkout, .. } | Event::RootSignInFailed { checkout, .. } => checkout.as_deref(),
             _ => None,
         }
     }

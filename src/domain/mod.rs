@@ -4,6 +4,8 @@ pub mod audit;
 pub mod checkout;
 pub mod drill;
 pub mod event;
+pub mod posture;
+pub mod root_activity;
 pub mod secrets;
 pub mod totp;
 pub mod types;

@@ -78,6 +78,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/accounts/{account_id}/secrets/{kind}", put(accounts::secrets_deposit))
         .route("/accounts/{account_id}/policy", put(accounts::policy_update))
         .route("/accounts/{account_id}/quorum", post(accounts::quorum_enable))
+        .route("/accounts/{account_id}/posture", get(posture::posture_get).post(posture::posture_check))
         .route("/checkouts", get(checkouts::checkouts_list).post(checkouts::checkouts_create))
         .route("/checkouts/{id}", get(checkouts::checkouts_get))
         .route("/checkouts/{id}/cancel", post(checkouts::checkouts_cancel))
@@ -92,6 +93,9 @@ pub fn build_router(state: AppState) -> Router {
         .route("/drills/status", get(drills::drills_status))
         .route("/drills/export", get(drills::drills_export))
         .route("/drills/{id}/checklist", post(drills::drills_checklist))
+        .route("/root-activity", get(root_activity::root_activity_list))
+        .route("/checkouts/{id}/aws-evidence", get(root_activity::checkouts_aws_evidence))
+        .route("/root-activity/{event_id}/acknowledge", post(root_activity::root_activity_acknowledge))
         .fallback(error::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed);
 

@@ -11,7 +11,10 @@ use serde::Deserialize;
 
 use super::{AppState, extract::SignedIn};
 use crate::{
-    app::{Principal, accounts::AccountView, checkouts::CheckoutView, custodians::CustodianView, drills::DrillStatus},
+    app::{
+        Principal, accounts::AccountView, checkouts::CheckoutView, custodians::CustodianView, drills::DrillStatus,
+        posture::PostureView, root_activity::RootActivityView,
+    },
     domain::{Role, audit::AuditEntry, drill::CHECKLIST},
     error::AppError,
     store::{audit::AuditFilter, checkouts::CheckoutFilter},
@@ -202,6 +205,10 @@ struct DashboardPage {
     outbox_failed: i64,
     outbox_undelivered: i64,
     outbox_sink: String,
+    /// Unexplained root use nobody has acknowledged: a red banner for everyone.
+    root_alerts: Vec<RootActivityView>,
+    /// Accounts whose root posture, as last read from AWS, has findings.
+    posture_findings: Vec<PostureView>,
 }
 
 fn seconds_until(now: i64, rfc: &str) -> Option<i64> {
@@ -238,6 +245,8 @@ pub async fn page_dashboard(State(state): State<AppState>, PageUser(p): PageUser
             .cloned()
             .collect();
         let outbox = app.outbox_status().await?;
+        let root_alerts = app.root_alerts().await?;
+        let posture_findings = app.posture_findings().await?;
         let rows = accounts
             .iter()
             .map(|a| {
@@ -303,6 +312,8 @@ pub async fn page_dashboard(State(state): State<AppState>, PageUser(p): PageUser
             outbox_failed: outbox.failed,
             outbox_undelivered: outbox.undelivered,
             outbox_sink: outbox.sink.into(),
+            root_alerts,
+            posture_findings,
         }))
     }
     .await;
@@ -459,6 +470,7 @@ struct AuditPage {
     signatures: u64,
     filter_action: String,
     filter_subject: String,
+    root_activity: Vec<RootActivityView>,
 }
 
 #[derive(Deserialize, Default)]
@@ -481,6 +493,7 @@ pub async fn page_audit(
             ..Default::default()
         };
         let entries = state.app.audit_page(filter, 500).await?.entries;
+        let root_activity = state.app.root_activity(None, 200).await?;
         let s = Shell::of(Some(&p));
         Ok(render(AuditPage {
             signed_in: s.signed_in,
@@ -498,6 +511,7 @@ pub async fn page_audit(
             signatures: status.approvals_checked,
             filter_action: q.action_prefix.unwrap_or_default(),
             filter_subject: q.subject.unwrap_or_default(),
+            root_activity,
         }))
     }
     .await;

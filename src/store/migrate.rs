@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "0005_audit_filters", include_str!("../../migrations/0005_audit_filters.sql")),
     (6, "0006_drill_participants", include_str!("../../migrations/0006_drill_participants.sql")),
     (7, "0007_quorum", include_str!("../../migrations/0007_quorum.sql")),
+    (8, "0008_root_activity", include_str!("../../migrations/0008_root_activity.sql")),
 ];
 
 /// A migration whose first line is this marker rebuilds tables that others reference:

@@ -7,6 +7,8 @@ pub mod drills;
 pub mod migrate;
 pub mod outbox;
 pub mod people;
+pub mod posture;
+pub mod root_activity;
 pub mod shares;
 mod sql_enums;
 

@@ -907,3 +907,43 @@ async fn a_two_person_release_can_be_done_with_the_keyboard_alone() {
     assert_eq!(s.app.get_checkout(id).await.unwrap().state, "closed");
     shoot(&bo.page, "keyboard-closed").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unexplained_root_use_shows_on_the_dashboard_until_an_admin_acknowledges_it_in_a_real_browser() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let browser = launch(dir.path()).await;
+    let ada = person(&browser).await;
+    enrol(&s, &ada, &[Role::Admin, Role::Custodian], "Ada Admin", "ada@example.com").await;
+    put_account_in_custody(&s, &ada).await;
+
+    // A root sign-in outside any checkout, as the feed delivers it (the feed itself is
+    // tested against moto in tests/it/aws.rs).
+    let id = "0c3f6a2e-5555-4a8b-9d6e-000000000001";
+    let when = s.clock.now() - time::Duration::minutes(4);
+    let detail = crate::aws::root_sign_in(ACCOUNT, id, when, "Success", "203.0.113.66");
+    s.app.ingest_root_event(&crate::aws::envelope(crate::aws::SIGN_IN, ACCOUNT, detail)).await.unwrap();
+
+    goto(&ada.page, &format!("{}/", s.origin)).await;
+    let banner = format!("#root-alert-{id}");
+    wait(
+        &ada.page,
+        &format!("(document.querySelector({banner:?})?.textContent ?? '').includes('UNEXPLAINED ROOT USE')"),
+    )
+    .await;
+    let said = text(&ada.page, &banner).await;
+    assert!(said.contains("prod-payer") && said.contains("203.0.113.66") && said.contains("ConsoleLogin"), "{said}");
+    shoot(&ada.page, "root-alert").await;
+
+    fill(&ada.page, &format!("#ack-{id}"), "Test of the root activity feed, RUNBOOK step 5").await;
+    click(&ada.page, &format!("{banner} button[type=submit]")).await;
+    wait(&ada.page, &format!("document.readyState === 'complete' && !document.querySelector({banner:?})")).await;
+
+    goto(&ada.page, &format!("{}/audit", s.origin)).await;
+    let table = text(&ada.page, "#root-activity").await;
+    assert!(
+        table.contains(id) && table.contains("acknowledged by Ada Admin") && table.contains("RUNBOOK step 5"),
+        "{table}"
+    );
+    assert_same_origin(&s, &[&ada]);
+}

@@ -26,7 +26,11 @@ pub async fn team() -> Team {
 }
 
 pub async fn team_with(adjust: impl FnOnce(&mut breakglass::config::Config)) -> Team {
-    let s = TestServer::start_with(adjust).await;
+    team_on(TestServer::start_with(adjust).await).await
+}
+
+/// The same team on a server started by the caller.
+pub async fn team_on(s: TestServer) -> Team {
     let mut ada = s.admin().await;
     let mut bo = s.enrol(&[Role::Custodian], "Bo Requester", "bo@example.com").await;
     let mut cy = s.enrol(&[Role::Custodian], "Cy Approver", "cy@example.com").await;

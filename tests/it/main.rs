@@ -6,6 +6,7 @@ mod accounts;
 mod announcements;
 mod audit_log;
 mod audit_replay;
+mod aws;
 mod browser;
 mod checkouts;
 mod cli;

@@ -99,6 +99,21 @@ impl TestServer {
         adjust_server: impl FnOnce(&mut ServerOptions),
         sink: Option<impl Sink>,
     ) -> Self {
+        Self::start_with_app(at, adjust, adjust_server, |app| match sink {
+            Some(sink) => app.with_sink(sink),
+            None => app,
+        })
+        .await
+    }
+
+    /// As [`TestServer::start_full_at`], with the `App` adjusted before the server is
+    /// built (a sink, a root-activity feed).
+    pub async fn start_with_app(
+        at: OffsetDateTime,
+        adjust: impl FnOnce(&mut Config),
+        adjust_server: impl FnOnce(&mut ServerOptions),
+        adjust_app: impl FnOnce(App) -> App,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -124,10 +139,7 @@ impl TestServer {
         )
         .unwrap();
         let db = Db::open(&config.db_path()).unwrap();
-        let mut app = App::new(db, Arc::new(clock.clone()), Arc::new(config.clone()), Some(vault)).unwrap();
-        if let Some(sink) = sink {
-            app = app.with_sink(sink);
-        }
+        let app = adjust_app(App::new(db, Arc::new(clock.clone()), Arc::new(config.clone()), Some(vault)).unwrap());
         let mut options = ServerOptions::from_config(&config);
         options.scheduler_every = std::time::Duration::from_secs(3600);
         options.scheduler_first_after = options.scheduler_every;

@@ -196,6 +196,10 @@ const actions = {
     await api("POST", "/api/v1/me/credentials/finish", { ceremony_id: start.ceremony_id, credential, label: form(el).label || null });
     location.reload();
   },
+  async "acknowledge-root"(el) {
+    await api("POST", `/api/v1/root-activity/${encodeURIComponent(el.dataset.event)}/acknowledge`, { reason: form(el).reason });
+    location.reload();
+  },
   async logout() {
     await api("POST", "/api/v1/logout", {});
     location.assign("/login");

@@ -7,6 +7,8 @@ pub mod custodians;
 pub mod drills;
 pub mod health;
 pub mod invites;
+pub mod posture;
+pub mod root_activity;
 
 use axum::http::StatusCode;
 

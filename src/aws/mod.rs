@@ -1,0 +1,10 @@
+//! breakglass's side of AWS beyond announcements: the root activity feed (CloudTrail
+//! root events routed by EventBridge to a central SQS queue, long-polled here).
+//! The templates that build the AWS side are in `deploy/aws/`.
+pub mod feed;
+pub mod posture;
+pub mod queue;
+
+pub use feed::RootFeed;
+pub use posture::PostureReader;
+pub use queue::RootActivityQueue;
