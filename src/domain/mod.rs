@@ -5,6 +5,7 @@ pub mod checkout;
 pub mod drill;
 pub mod event;
 pub mod secrets;
+pub mod summary;
 pub mod totp;
 pub mod types;
 
