@@ -35,6 +35,8 @@ pub struct Named {
 pub struct AuditRow {
     pub seq: u64,
     pub at: String,
+    /// `at` for people: `2026-11-22 10:00:00` (UTC).
+    pub when: String,
     pub actor: Named,
     pub action: String,
     pub subject: Named,
@@ -170,6 +172,7 @@ impl Resolver {
             summary: summary(&e.action, &e.details, &names),
             details: serde_json::to_string_pretty(&details).unwrap_or_else(|_| e.details.clone()),
             seq: e.seq,
+            when: e.at.replacen('T', " ", 1).trim_end_matches('Z').trim_end_matches(".000").to_owned(),
             at: e.at,
             actor,
             action: e.action,
@@ -230,7 +233,8 @@ impl App {
                 )?;
                 let mut r = Resolver::default();
                 let rows = entries.into_iter().map(|e| r.row(conn, e)).collect::<Result<Vec<_>, _>>()?;
-                let announcements = outbox::list(conn, None, Some(&cid), 500, max_attempts)?;
+                let mut announcements = outbox::list(conn, None, Some(&cid), 500, max_attempts)?;
+                announcements.sort_by_key(|a| a.id);
                 Ok::<_, AppError>((rows, announcements))
             })
             .await?;
@@ -268,7 +272,7 @@ fn signature_check(report: &super::audit::FocusReport, seq: u64) -> SignatureChe
     } else if report.checked.contains(&seq) {
         SignatureCheck {
             verified: true,
-            text: "Signature verified offline: the key enrolled for this person signed this challenge, for this origin, with user verification.".into(),
+            text: "checked offline: the key enrolled for this person signed the challenge issued for this step, for this origin, with user verification.".into(),
         }
     } else {
         SignatureCheck {
