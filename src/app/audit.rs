@@ -66,9 +66,30 @@ pub fn verify_chain(conn: &rusqlite::Connection) -> Result<ChainStatus, AppError
 /// keeps, and the checkpoint high-water file when its path is given. Memory is bounded
 /// by the open checkouts, the credentials and the people — not by the log's length.
 pub fn verify_log(conn: &rusqlite::Connection, high_water: Option<&Path>) -> Result<ChainStatus, AppError> {
+    verify_log_focused(conn, high_water, None).map(|(status, _)| status)
+}
+
+/// What the replay found about the entries of one checkout (its story page): the
+/// assertions it checked and every problem it found on them, unabridged.
+#[derive(Debug, Clone, Default)]
+pub struct FocusReport {
+    /// `seq` of each entry whose WebAuthn assertion was checked.
+    pub checked: Vec<u64>,
+    /// Problems found on this checkout's entries, with their `seq`.
+    pub problems: Vec<(u64, String)>,
+}
+
+/// [`verify_log`], also reporting on the entries of checkout `focus`: the same replay,
+/// so a story page shows exactly what `audit verify` concludes about each signature.
+pub fn verify_log_focused(
+    conn: &rusqlite::Connection,
+    high_water: Option<&Path>,
+    focus: Option<&str>,
+) -> Result<(ChainStatus, FocusReport), AppError> {
     let mut v = ChainVerifier::default();
     let mut broken: Option<ChainBreak> = None;
     let mut replay = Replay::new(outbox::log_key(conn)?);
+    replay.focus = focus.map(str::to_owned);
     let mut approvals_stmt = conn.prepare_cached(checkouts::APPROVALS_IN_LOG_ORDER)?;
     let mut approvals = approvals_stmt.query([])?;
     let mut checkpoints_stmt = conn.prepare_cached(outbox::CHECKPOINTS_IN_ORDER)?;
@@ -150,7 +171,8 @@ pub fn verify_log(conn: &rusqlite::Connection, high_water: Option<&Path>) -> Res
     if replay.omitted > 0 {
         approval_problems.push(format!("… and {} more problems", replay.omitted));
     }
-    Ok(ChainStatus {
+    let focus_report = std::mem::take(&mut replay.focus_report);
+    let status = ChainStatus {
         ok: broken.is_none() && approval_problems.is_empty(),
         entries: size,
         head: hex::encode(v.head()),
@@ -160,7 +182,8 @@ pub fn verify_log(conn: &rusqlite::Connection, high_water: Option<&Path>) -> Res
         approval_problems,
         checkpoints_checked: replay.checkpoints_checked,
         warnings,
-    })
+    };
+    Ok((status, focus_report))
 }
 
 fn read_checkpoint(rows: &mut rusqlite::Rows<'_>) -> Result<Option<(u64, String, String)>, rusqlite::Error> {
@@ -353,6 +376,11 @@ struct Replay {
     checkpoints_checked: u64,
     problems: Vec<(u64, String)>,
     omitted: u64,
+    /// The checkout reported on in detail ([`verify_log_focused`]), whether the entry
+    /// being observed belongs to it, and what was found on its entries.
+    focus: Option<String>,
+    in_focus: bool,
+    focus_report: FocusReport,
 }
 
 fn decision_of(action: &str) -> &'static str {
@@ -406,10 +434,16 @@ impl Replay {
             checkpoints_checked: 0,
             problems: Vec::new(),
             omitted: 0,
+            focus: None,
+            in_focus: false,
+            focus_report: FocusReport::default(),
         }
     }
 
     fn problem(&mut self, seq: u64, what: impl std::fmt::Display) {
+        if self.in_focus {
+            self.focus_report.problems.push((seq, what.to_string()));
+        }
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push((seq, format!("seq {seq}: {what}")));
         } else {
@@ -430,6 +464,24 @@ impl Replay {
         e: &EntryRef<'_>,
         next_approval: &mut dyn FnMut() -> rusqlite::Result<Option<checkouts::ApprovalRow>>,
     ) -> rusqlite::Result<()> {
+        let result = self.observe_entry(e, next_approval);
+        self.in_focus = false;
+        result
+    }
+
+    /// Count one checked assertion (and note it when it is the focused checkout's).
+    fn count_checked(&mut self, seq: u64) {
+        self.checked += 1;
+        if self.in_focus {
+            self.focus_report.checked.push(seq);
+        }
+    }
+
+    fn observe_entry(
+        &mut self,
+        e: &EntryRef<'_>,
+        next_approval: &mut dyn FnMut() -> rusqlite::Result<Option<checkouts::ApprovalRow>>,
+    ) -> rusqlite::Result<()> {
         if !REPLAYED.contains(&e.action) {
             return Ok(());
         }
@@ -441,6 +493,7 @@ impl Replay {
             }
         };
         let checkout: &str = d.checkout.as_deref().unwrap_or_default();
+        self.in_focus = self.focus.as_deref().is_some_and(|f| !checkout.is_empty() && f == checkout);
         match e.action {
             "custodian.enrolled" | "credential.added" => {
                 let cred = d.credential_id.as_deref().unwrap_or_default();
@@ -554,7 +607,7 @@ impl Replay {
                     self.problem(e.seq, format!("a decision on checkout {checkout} carries no readable evidence"));
                     return Ok(());
                 };
-                self.checked += 1;
+                self.count_checked(e.seq);
                 match self.check_assertion(e.seq, checkout, e.actor, Purpose::Approve, Some(decision), &evidence) {
                     Ok(()) => self.count_decision(e, checkout, decision),
                     Err(why) => self.problem(e.seq, format!("{decision} evidence (checkout {checkout}): {why}")),
@@ -618,7 +671,7 @@ impl Replay {
                 }
                 match d.evidence.and_then(|v| serde_json::from_value::<AssertionEvidence>(v).ok()) {
                     Some(ev) => {
-                        self.checked += 1;
+                        self.count_checked(e.seq);
                         if let Err(why) = self.check_assertion(e.seq, checkout, e.actor, Purpose::Release, None, &ev) {
                             self.problem(e.seq, format!("release evidence (checkout {checkout}): {why}"));
                         }

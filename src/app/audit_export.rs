@@ -30,6 +30,13 @@ impl futures_core::Stream for ExportStream {
 }
 
 impl App {
+    /// The file name an export is saved under: `breakglass-<what>-<YYYY-MM-DD>.<ext>`,
+    /// dated by the service's clock (UTC), e.g. `breakglass-audit-2026-12-01.jsonl`.
+    pub fn export_file_name(&self, what: &str, ext: &str) -> String {
+        let d = self.now().to_offset(time::UtcOffset::UTC).date();
+        format!("breakglass-{what}-{:04}-{:02}-{:02}.{ext}", d.year(), u8::from(d.month()), d.day())
+    }
+
     /// Start streaming the audit log as JSON lines. Opening the database happens
     /// before the first byte, so a missing database is still a clean error; a failure
     /// later ends the body early (the client sees a truncated transfer, never a

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod announce;
 pub mod audit;
 pub mod audit_export;
+pub mod audit_view;
 pub mod auth;
 pub mod backup;
 pub mod bootstrap;

@@ -7,6 +7,7 @@ pub mod event;
 pub mod posture;
 pub mod root_activity;
 pub mod secrets;
+pub mod summary;
 pub mod totp;
 pub mod types;
 

@@ -7,17 +7,22 @@ use axum::{
     http::{HeaderValue, StatusCode, header, request::Parts},
     response::{Html, IntoResponse, Redirect, Response},
 };
-use serde::Deserialize;
 
 use super::{AppState, extract::SignedIn};
 use crate::{
     app::{
-        Principal, accounts::AccountView, checkouts::CheckoutView, custodians::CustodianView, drills::DrillStatus,
-        posture::PostureView, root_activity::RootActivityView,
+        Principal,
+        accounts::AccountView,
+        audit_view::{AuditQuery, AuditView, CheckoutStory},
+        checkouts::CheckoutView,
+        custodians::CustodianView,
+        drills::DrillStatus,
+        posture::PostureView,
+        root_activity::RootActivityView,
     },
-    domain::{Role, audit::AuditEntry, drill::CHECKLIST},
+    domain::{Role, drill::CHECKLIST},
     error::AppError,
-    store::{audit::AuditFilter, checkouts::CheckoutFilter},
+    store::checkouts::CheckoutFilter,
 };
 
 /// A signed-in person on a page; anyone else is sent to the sign-in page.
@@ -49,7 +54,7 @@ async fn page_user_with(
     if roles.iter().any(|r| p.custodian.has_role(*r)) {
         Ok(p)
     } else {
-        Err(page_error(AppError::forbidden("forbidden_role", refusal)))
+        Err(error_page_for(Some(&p), AppError::forbidden("forbidden_role", refusal)))
     }
 }
 
@@ -75,6 +80,21 @@ impl FromRequestParts<AppState> for PageAuditReader {
     }
 }
 
+/// The `{id}` of a page's address; a value that cannot be read becomes a 400 page
+/// (answered by the handler, after its role check), never the API's JSON.
+pub struct PagePath(Result<String, AppError>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PagePath {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            axum::extract::Path::<String>::from_request_parts(parts, state).await.map(|p| p.0).map_err(|_| {
+                AppError::invalid("invalid_path", "A value in this address is not valid: check the link.")
+            }),
+        ))
+    }
+}
+
 /// What every page's header needs.
 struct Shell {
     signed_in: bool,
@@ -94,20 +114,48 @@ impl Shell {
     }
 }
 
+/// What is sent when a template itself fails: a complete page that needs nothing.
+const UNRENDERABLE: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Server error · breakglass</title>\
+<link rel=\"stylesheet\" href=\"/static/app.css\"></head><body><main><h1>Server error</h1>\
+<p>The page could not be rendered; it has been logged.</p><p><a href=\"/\">Back to the dashboard</a></p></main></body></html>";
+
 fn render(t: impl Template) -> Response {
+    render_with(StatusCode::OK, t)
+}
+
+fn render_with(status: StatusCode, t: impl Template) -> Response {
     match t.render() {
-        Ok(html) => Html(html).into_response(),
+        Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "template failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "The page could not be rendered; it has been logged.").into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, Html(UNRENDERABLE)).into_response()
         }
     }
 }
 
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    signed_in: bool,
+    is_admin: bool,
+    is_auditor: bool,
+    user_name: String,
+    status: u16,
+    heading: &'static str,
+    message: String,
+}
+
 fn page_error(e: AppError) -> Response {
+    error_page_for(None, e)
+}
+
+/// An error as a whole page (title, language, navigation), never the API's JSON.
+fn error_page_for(p: Option<&Principal>, e: AppError) -> Response {
     let status = match e {
         AppError::NotFound { .. } => StatusCode::NOT_FOUND,
         AppError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        AppError::Invalid { .. } => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status == StatusCode::INTERNAL_SERVER_ERROR {
@@ -122,11 +170,53 @@ fn page_error(e: AppError) -> Response {
     } else {
         e.to_string()
     };
-    (status, Html(format!("<!doctype html><meta charset=utf-8><link rel=stylesheet href=/static/app.css><main><h1>{status}</h1><p>{}</p><p><a href=\"/\">Back to the dashboard</a></p></main>", html_escape(&msg)))).into_response()
+    let heading = match status {
+        StatusCode::NOT_FOUND => "Page not found",
+        StatusCode::FORBIDDEN => "Not for your role",
+        StatusCode::BAD_REQUEST => "That address is not quite right",
+        _ => "Something went wrong",
+    };
+    let s = Shell::of(p);
+    render_with(
+        status,
+        ErrorPage {
+            signed_in: s.signed_in,
+            is_admin: s.is_admin,
+            is_auditor: s.is_auditor,
+            user_name: s.user_name,
+            status: status.as_u16(),
+            heading,
+            message: msg,
+        },
+    )
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+/// Unknown addresses: a 404 page for people, the API's JSON under `/api/`.
+pub async fn page_not_found(uri: axum::http::Uri, signed_in: Result<SignedIn, super::error::ApiError>) -> Response {
+    if uri.path().starts_with("/api/") {
+        return super::error::not_found().await.into_response();
+    }
+    let p = signed_in.ok().map(|SignedIn(p)| p);
+    error_page_for(
+        p.as_ref(),
+        AppError::not_found(
+            "not_found",
+            "There is no page at this address. Check the link, or start again from the dashboard.",
+        ),
+    )
+}
+
+/// A method a page does not take: the API's JSON under `/api/`, a page elsewhere.
+pub async fn page_method_not_allowed(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return super::routes::method_not_allowed().await.into_response();
+    }
+    let mut res = error_page_for(
+        None,
+        AppError::invalid("method_not_allowed", "Pages are only read; actions go through the forms on them."),
+    );
+    *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    res
 }
 
 // ---- public pages ----
@@ -337,13 +427,10 @@ struct CheckoutPage {
     quorum: bool,
 }
 
-pub async fn page_checkout(
-    State(state): State<AppState>,
-    PageUser(p): PageUser,
-    super::extract::ApiPath(id): super::extract::ApiPath<String>,
-) -> Response {
+pub async fn page_checkout(State(state): State<AppState>, PageUser(p): PageUser, id: PagePath) -> Response {
     let app = &state.app;
     let result: Result<Response, AppError> = async {
+        let id = id.0?;
         let c = app.get_checkout(id.clone()).await?;
         let may_decide = app
             .list_checkouts(CheckoutFilter { state: Some("pending".into()), ..Default::default() }, Some(p.clone()))
@@ -456,6 +543,21 @@ pub async fn page_admin(State(state): State<AppState>, PageAdmin(p): PageAdmin) 
     result.unwrap_or_else(page_error)
 }
 
+/// An event family for the audit page's filter: (action prefix, what people read).
+const FAMILIES: &[(&str, &str)] = &[
+    ("checkout.", "Checkouts: requests, decisions, releases, check-ins"),
+    ("approval.", "Approval challenges"),
+    ("release.", "Release challenges"),
+    ("account.", "Accounts and policies"),
+    ("secret.", "Secrets deposited and rotated"),
+    ("drill.", "Drills"),
+    ("custodian.", "People: enrolment, sign-in, disabling"),
+    ("credential.", "Security keys"),
+    ("invite.", "Invites"),
+    ("vault.", "Vault"),
+    ("log_key.", "Audit-log signing key"),
+];
+
 #[derive(Template)]
 #[template(path = "audit.html")]
 struct AuditPage {
@@ -463,36 +565,37 @@ struct AuditPage {
     is_admin: bool,
     is_auditor: bool,
     user_name: String,
-    entries: Vec<AuditEntry>,
+    view: AuditView,
     chain_ok: bool,
     chain_entries: u64,
     chain_problem: String,
     signatures: u64,
-    filter_action: String,
-    filter_subject: String,
+    q: AuditQuery,
+    families: Vec<(&'static str, &'static str)>,
+    /// Query strings of the paging links (`None`: no such page).
+    older_href: Option<String>,
+    newest_href: Option<String>,
+    filtered: bool,
     root_activity: Vec<RootActivityView>,
 }
 
-#[derive(Deserialize, Default)]
-pub struct AuditPageQuery {
-    action_prefix: Option<String>,
-    subject: Option<String>,
-}
+/// Entries on one page of the audit page.
+const AUDIT_PAGE_SIZE: u32 = 100;
 
 pub async fn page_audit(
     State(state): State<AppState>,
     PageAuditReader(p): PageAuditReader,
-    super::extract::ApiQuery(q): super::extract::ApiQuery<AuditPageQuery>,
+    q: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let result: Result<Response, AppError> = async {
+        let axum::extract::Query(q) = q.map_err(|_| {
+            AppError::invalid(
+                "invalid_query",
+                "A filter in this address is not valid: clear the filters and try again.",
+            )
+        })?;
         let status = state.app.audit_verify().await?;
-        let filter = AuditFilter {
-            action_prefix: q.action_prefix.clone().filter(|s| !s.is_empty()),
-            subject: q.subject.clone().filter(|s| !s.is_empty()),
-            newest_first: true,
-            ..Default::default()
-        };
-        let entries = state.app.audit_page(filter, 500).await?.entries;
+        let view = state.app.audit_view(q.filter()?, AUDIT_PAGE_SIZE).await?;
         let root_activity = state.app.root_activity(None, 200).await?;
         let s = Shell::of(Some(&p));
         Ok(render(AuditPage {
@@ -500,7 +603,6 @@ pub async fn page_audit(
             is_admin: s.is_admin,
             is_auditor: s.is_auditor,
             user_name: s.user_name,
-            entries,
             chain_ok: status.ok,
             chain_entries: status.entries,
             chain_problem: status
@@ -509,9 +611,41 @@ pub async fn page_audit(
                 .or_else(|| status.approval_problems.first().cloned())
                 .unwrap_or_default(),
             signatures: status.approvals_checked,
-            filter_action: q.action_prefix.unwrap_or_default(),
-            filter_subject: q.subject.unwrap_or_default(),
             root_activity,
+            older_href: view.older_than.map(|b| q.with_before(Some(b))),
+            newest_href: q.before_seq.map(|_| q.with_before(None)),
+            filtered: !q.with_before(None).is_empty(),
+            families: FAMILIES.to_vec(),
+            view,
+            q,
+        }))
+    }
+    .await;
+    result.unwrap_or_else(page_error)
+}
+
+#[derive(Template)]
+#[template(path = "story.html")]
+struct StoryPage {
+    signed_in: bool,
+    is_admin: bool,
+    is_auditor: bool,
+    user_name: String,
+    story: CheckoutStory,
+}
+
+/// A checkout's whole story, for auditors and admins (like the audit log it reads).
+pub async fn page_story(State(state): State<AppState>, PageAuditReader(p): PageAuditReader, id: PagePath) -> Response {
+    let result: Result<Response, AppError> = async {
+        let id = id.0?;
+        let story = state.app.checkout_story(id).await?;
+        let s = Shell::of(Some(&p));
+        Ok(render(StoryPage {
+            signed_in: s.signed_in,
+            is_admin: s.is_admin,
+            is_auditor: s.is_auditor,
+            user_name: s.user_name,
+            story,
         }))
     }
     .await;
@@ -572,4 +706,16 @@ pub async fn static_age_encryption_js() -> Response {
 
 pub async fn static_css() -> Response {
     asset(APP_CSS, "text/css; charset=utf-8")
+}
+
+/// The icon: an SVG in the binary (no external assets). `/favicon.ico`, which browsers
+/// ask for on their own, points to it.
+const FAVICON_SVG: &str = include_str!("../../web/static/favicon.svg");
+
+pub async fn static_favicon() -> Response {
+    asset(FAVICON_SVG, "image/svg+xml")
+}
+
+pub async fn favicon_ico() -> Response {
+    Redirect::permanent("/favicon.svg").into_response()
 }

@@ -76,6 +76,11 @@ pub struct AuditFilter {
     pub since: Option<String>,
     /// Exclusive upper bound on `at`.
     pub until: Option<String>,
+    /// Only entries before this `seq` (keyset paging of the newest-first audit page).
+    pub before_seq: Option<u64>,
+    /// Entries by or about this person: `actor` or `subject` is this value
+    /// (`custodian:<id>`).
+    pub person: Option<String>,
     /// Newest entries first (the audit page); paging with `after_seq` is oldest-first.
     pub newest_first: bool,
 }
@@ -93,34 +98,72 @@ pub fn list(conn: &Connection, f: &AuditFilter, limit: u32) -> Result<Vec<AuditE
 /// followed by U+10FFFF, the largest character; `substr` keeps it exact), and `since`
 /// becomes a lower bound on `seq` found in `audit_log_by_at` (the smallest `seq` at or
 /// after it, exact whatever the clock did), so the page is read along the primary key.
+/// Paging is by `seq` (keyset: `after_seq`, `before_seq`), never `OFFSET`, so a page deep
+/// in a large log costs what the first one does. `person` (actor or subject) is two
+/// ordered index reads, `audit_log_by_actor` and `audit_log_by_subject`, each cut at
+/// `limit` and merged: a person with few entries in a huge log is found without a scan.
 fn list_query(f: &AuditFilter, limit: u32) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(f.after_seq.unwrap_or(0) as i64)];
     let mut clauses = vec!["seq > ?1".to_owned()];
     let prefix_end = f.action_prefix.as_ref().map(|p| format!("{p}\u{10FFFF}"));
+    let before = f.before_seq.map(|s| s as i64);
     // Each clause names its own parameter number (`{n}`), so one value can be used twice.
-    for (template, value) in [
-        ("actor = ?{n}", &f.actor),
-        ("action = ?{n}", &f.action),
-        ("action >= ?{n} AND substr(action, 1, length(?{n})) = ?{n}", &f.action_prefix),
-        ("action < ?{n}", &prefix_end),
-        ("subject = ?{n}", &f.subject),
-        (
-            "seq >= coalesce((SELECT min(seq) FROM audit_log WHERE at >= ?{n} AND at < '~'), 9223372036854775807) AND at >= ?{n}",
-            &f.since,
-        ),
-        ("at < ?{n}", &f.until),
-    ] {
+    let mut add = |template: &str, value: Option<Box<dyn rusqlite::ToSql>>| {
         if let Some(v) = value {
-            args.push(Box::new(v.clone()));
+            args.push(v);
             clauses.push(template.replace("{n}", &args.len().to_string()));
         }
-    }
-    let sql = format!(
-        "SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY seq {} LIMIT {limit}",
-        clauses.join(" AND "),
-        if f.newest_first { "DESC" } else { "ASC" }
+    };
+    let text = |v: &Option<String>| v.clone().map(|v| Box::new(v) as Box<dyn rusqlite::ToSql>);
+    add("seq < ?{n}", before.map(|v| Box::new(v) as Box<dyn rusqlite::ToSql>));
+    add("actor = ?{n}", text(&f.actor));
+    add("action = ?{n}", text(&f.action));
+    add("action >= ?{n} AND substr(action, 1, length(?{n})) = ?{n}", text(&f.action_prefix));
+    add("action < ?{n}", text(&prefix_end));
+    add("subject = ?{n}", text(&f.subject));
+    add(
+        "seq >= coalesce((SELECT min(seq) FROM audit_log WHERE at >= ?{n} AND at < '~'), 9223372036854775807) AND at >= ?{n}",
+        text(&f.since),
     );
+    add("at < ?{n}", text(&f.until));
+    let order = if f.newest_first { "DESC" } else { "ASC" };
+    let sql = match &f.person {
+        None => format!(
+            "SELECT {COLUMNS} FROM audit_log WHERE {} ORDER BY seq {order} LIMIT {limit}",
+            clauses.join(" AND ")
+        ),
+        Some(person) => {
+            args.push(Box::new(person.clone()));
+            let n = args.len();
+            let branch = |column: &str| {
+                format!(
+                    "SELECT * FROM (SELECT {COLUMNS} FROM audit_log WHERE {} AND {column} = ?{n} ORDER BY seq {order} LIMIT {limit})",
+                    clauses.join(" AND ")
+                )
+            };
+            format!("{} UNION {} ORDER BY seq {order} LIMIT {limit}", branch("actor"), branch("subject"))
+        }
+    };
     (sql, args)
+}
+
+/// Every entry about one checkout, in `seq` order: its account's entries from the
+/// request on (`audit_log_by_subject`, bounded below through `audit_log_by_at`) whose
+/// `details.checkout` names it — the request, challenges, decisions, share handovers,
+/// release, reveals, check-in, a rotation through it and a drill it proved.
+pub fn for_checkout(
+    conn: &Connection,
+    subject: &str,
+    requested_at: &str,
+    checkout_id: &str,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE subject = ?1 \
+         AND seq >= coalesce((SELECT min(seq) FROM audit_log WHERE at >= ?2 AND at < '~'), 9223372036854775807) \
+         AND json_extract(details, '$.checkout') = ?3 ORDER BY seq"
+    ))?;
+    let rows = stmt.query_map(params![subject, requested_at, checkout_id], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Visit every entry in `seq` order without loading the whole log.
@@ -214,5 +257,43 @@ mod tests {
         assert_eq!(seqs(&newest), vec![4, 3, 2]);
         let later = AuditFilter { since: Some("2027-01-01T00:00:00.000Z".into()), ..AuditFilter::default() };
         assert!(seqs(&later).is_empty());
+    }
+
+    #[test]
+    fn a_deep_page_and_a_persons_entries_are_keyset_reads_not_scans() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let t0 = time::macros::datetime!(2026-11-21 14:00:00 UTC);
+        for i in 0..300u64 {
+            let (actor, subject) = match i % 3 {
+                0 => ("custodian:ann", "account:1"),
+                1 => ("custodian:bo", "custodian:ann"),
+                _ => ("system", "account:2"),
+            };
+            append(
+                &conn,
+                t0 + time::Duration::seconds(i as i64),
+                actor,
+                "custodian.login",
+                subject,
+                &serde_json::json!({}),
+            )
+            .unwrap();
+        }
+        let deep = AuditFilter { before_seq: Some(40), newest_first: true, ..AuditFilter::default() };
+        let ann = AuditFilter { person: Some("custodian:ann".into()), ..deep.clone() };
+        for f in [&deep, &ann] {
+            let (sql, _) = list_query(f, 100);
+            assert!(!sql.contains("OFFSET"), "{sql}");
+            let p = plan(&conn, f);
+            assert!(!p.contains("SCAN audit_log"), "{p}");
+        }
+        assert!(plan(&conn, &ann).contains("audit_log_by_actor") && plan(&conn, &ann).contains("audit_log_by_subject"));
+        let seqs = |f: &AuditFilter, n| list(&conn, f, n).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(&deep, 3), vec![39, 38, 37]);
+        // Ann acted (seq 1, 4, …) and was acted on (seq 2, 5, …): both, newest first, once each.
+        assert_eq!(seqs(&ann, 5), vec![38, 37, 35, 34, 32]);
+        let all_ann = AuditFilter { before_seq: None, ..ann.clone() };
+        assert_eq!(seqs(&all_ann, 1000).len(), 200);
     }
 }

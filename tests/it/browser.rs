@@ -183,8 +183,51 @@ async fn text(page: &Page, selector: &str) -> String {
     eval(page, &format!("document.querySelector({selector:?})?.textContent ?? ''")).await
 }
 
-/// Screenshots at desktop and phone width under target/e2e/.
+/// axe-core (npm, pinned by tests/fixtures/axe-core/package-lock.json, MPL-2.0).
+const AXE_JS: &str = include_str!("../fixtures/axe-core/axe.min.js");
+
+/// Run axe-core on the page as it is now and fail on any `serious` or `critical`
+/// violation, printing each with the selectors of its nodes. axe is put into the page
+/// through the DevTools protocol (`Runtime.evaluate`), not as a `<script>`, so the
+/// page's CSP (`script-src 'self'`, no inline script) stays on while it is checked.
+async fn axe(page: &Page, state: &str) {
+    let found = axe_violations(page, state).await;
+    AXE_STATES.lock().unwrap().push(state.to_owned());
+    if !found.is_empty() {
+        let listing: Vec<String> =
+            found.iter().map(|v| format!("  {} ({}): {} — {}", v["id"], v["impact"], v["help"], v["nodes"])).collect();
+        panic!("axe-core: serious or critical violations on {state}:\n{}", listing.join("\n"));
+    }
+}
+
+/// The serious and critical violations axe-core finds on the page now.
+async fn axe_violations(page: &Page, state: &str) -> Vec<serde_json::Value> {
+    let present: bool = eval(page, "typeof window.axe === 'object'").await;
+    if !present {
+        page.evaluate_expression(AXE_JS).await.unwrap_or_else(|e| panic!("injecting axe-core on {state}: {e}"));
+    }
+    let found: Vec<serde_json::Value> = page
+        .evaluate_function(
+            "async () => { const r = await axe.run(document, { resultTypes: ['violations'] }); \
+             return r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical') \
+               .map(v => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' ')) })); }",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("running axe-core on {state}: {e}"))
+        .into_value()
+        .unwrap();
+    let rules: i64 = eval(page, "axe.getRules().length").await;
+    assert!(rules > 50, "axe-core is loaded with its rules ({rules})");
+    found
+}
+
+/// Every state axe checked (so a test can say it checked them).
+static AXE_STATES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Screenshots at desktop and phone width under target/e2e/, each state checked by
+/// axe-core first.
 async fn shoot(page: &Page, name: &str) {
+    axe(page, name).await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
     std::fs::create_dir_all(&dir).unwrap();
     for (label, width, height, mobile) in [("desktop", 1280, 900, false), ("phone", 375, 812, true)] {
@@ -280,6 +323,18 @@ async fn custodians_run_a_two_person_release_in_a_real_browser() {
     // Enrolment through invite links; the page states the configured cooling-off.
     goto(&ada.page, &format!("{}/enrol#not-yet", s.origin)).await;
     assert!(text(&ada.page, "#cooling-off").await.contains("a 24-hour cooling-off period"));
+    // The checker can fail: an image without a text alternative is critical.
+    eval::<bool>(
+        &ada.page,
+        "document.querySelector('main').insertAdjacentHTML('beforeend', '<img src=\"/favicon.svg\" id=\"axe-probe\">'); true",
+    )
+    .await;
+    let probe = axe_violations(&ada.page, "enrol with a probe").await;
+    assert!(
+        probe.iter().any(|v| v["id"] == "image-alt" && v["nodes"].to_string().contains("#axe-probe")),
+        "axe-core reports an image without alt: {probe:?}"
+    );
+    eval::<bool>(&ada.page, "document.getElementById('axe-probe').remove(); true").await;
     shoot(&ada.page, "enrol").await;
     enrol(&s, &ada, &[Role::Admin, Role::Custodian], "Ada Admin", "ada@example.com").await;
     shoot(&ada.page, "me").await;
@@ -408,10 +463,72 @@ async fn custodians_run_a_two_person_release_in_a_real_browser() {
         assert!(log.contains(action), "{action} missing from the auditor's view");
     }
     assert!(text(&au.page, "#chain-status").await.contains("The hash chain verifies"));
+    // People by name, one line per entry, the JSON behind a disclosure.
+    assert!(
+        log.contains(
+            "Cy Approver approved Bo Requester's emergency root access request for prod-payer. Ticket: INC-4711."
+        ),
+        "{log}"
+    );
+    let visible: String = eval(&au.page, "document.getElementById('audit-log').innerText").await;
+    assert!(
+        !visible.contains("custodian:"),
+        "no raw ids on screen (they are in the titles and the details): {visible}"
+    );
     shoot(&au.page, "audit").await;
+    click(&au.page, "#audit-log tbody tr details > summary").await;
+    wait(&au.page, "document.querySelector('#audit-log tbody tr details').open").await;
+    shoot(&au.page, "audit-details-open").await;
+    // Filters: Cy's entries only.
+    let cy_id: String = eval(
+        &au.page,
+        "[...document.querySelectorAll('#f-person option')].find(o => o.textContent === 'Cy Approver').value",
+    )
+    .await;
+    eval::<serde_json::Value>(&au.page, &format!("document.querySelector('#f-person').value = {cy_id:?}")).await;
+    click(&au.page, "#audit-filters button[type=submit]").await;
+    wait(
+        &au.page,
+        &format!("location.search.includes({:?}) && document.readyState === 'complete'", "person=custodian"),
+    )
+    .await;
+    let filtered = text(&au.page, "#audit-log").await;
+    assert!(filtered.contains("Cy Approver approved") && !filtered.contains("Bo Requester checked in"), "{filtered}");
+    shoot(&au.page, "audit-filtered").await;
+    // The checkout's story, from its entry.
+    click(&au.page, "#audit-log a[href$='/story']").await;
+    wait(&au.page, "location.pathname.endsWith('/story') && document.readyState === 'complete'").await;
+    let verified = text(&au.page, "#story-verification").await;
+    assert!(verified.contains("2 of 2 signatures on this checkout verified offline"), "{verified}");
+    assert!(text(&au.page, "#story-steps").await.contains("Signature verified"));
+    shoot(&au.page, "story").await;
+    // Error pages are pages, with a title, language and the way back.
+    goto(&au.page, &format!("{}/no/such/page", s.origin)).await;
+    assert_eq!(eval::<String>(&au.page, "document.title").await, "Page not found · breakglass");
+    assert_eq!(eval::<String>(&au.page, "document.documentElement.lang").await, "en");
+    shoot(&au.page, "not-found").await;
+    goto(&bo.page, &format!("{}/audit", s.origin)).await;
+    assert!(text(&bo.page, "main").await.contains("This page is for auditors and admins."));
+    shoot(&bo.page, "forbidden").await;
     goto(&ada.page, &format!("{}/drills", s.origin)).await;
     shoot(&ada.page, "drills").await;
 
+    // axe-core checked every state above (each `shoot`).
+    let checked = AXE_STATES.lock().unwrap().clone();
+    for state in [
+        "enrol",
+        "admin",
+        "checkout-approve",
+        "checkout-released",
+        "audit",
+        "audit-details-open",
+        "story",
+        "not-found",
+        "forbidden",
+        "drills",
+    ] {
+        assert!(checked.iter().any(|c| c == state), "axe-core did not check {state}: {checked:?}");
+    }
     // Nothing was loaded from anywhere but the service itself.
     assert_same_origin(&s, &[&ada, &bo, &cy, &au]);
     // Every page carries a strict CSP.

@@ -206,7 +206,7 @@ async fn malformed_wrongly_typed_and_oversized_bodies_get_clear_4xx_codes() {
         "credential_not_found",
     );
     assert_error(&get(&ada.client, s.url("/api/v1/nothing-here")).await, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&get(&ada.client, s.url("/nothing-here")).await, StatusCode::NOT_FOUND, "not_found");
+    assert_page_error(ada.client.get(s.url("/nothing-here")), StatusCode::NOT_FOUND).await;
     assert_error(
         &send(ada.client.delete(s.url("/api/v1/accounts"))).await,
         StatusCode::METHOD_NOT_ALLOWED,
@@ -523,14 +523,10 @@ async fn malformed_requests_are_refused_in_the_json_error_shape_without_echoing_
     assert!(got.1["error"]["message"].as_str().unwrap().contains("invite_token"), "{}", got.1);
     let got = post(&ada.client, s.url("/api/v1/accounts/123456789012/policy"), json!({"hunter2-Pw": 1})).await;
     assert!(!got.1.to_string().contains("hunter2"), "{}", got.1);
-    // Bad paths and queries on pages, and a method a page does not take.
-    assert_error(&get(&ada.client, s.url("/checkouts/%FF%FE")).await, StatusCode::BAD_REQUEST, "invalid_path");
-    assert_error(
-        &get(&ada.client, s.url("/audit?subject=a&subject=b")).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_query",
-    );
-    assert_error(&post(&c, s.url("/login"), json!({})).await, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    // Bad paths and queries on pages, and a method a page does not take: pages, not JSON.
+    assert_page_error(ada.client.get(s.url("/checkouts/%FF%FE")), StatusCode::BAD_REQUEST).await;
+    assert_page_error(ada.client.get(s.url("/audit?subject=a&subject=b")), StatusCode::BAD_REQUEST).await;
+    assert_page_error(c.post(s.url("/login")).json(&json!({})), StatusCode::METHOD_NOT_ALLOWED).await;
     assert_error(
         &send(c.put(s.url("/api/v1/login/start")).json(&json!({}))).await,
         StatusCode::METHOD_NOT_ALLOWED,
@@ -613,4 +609,13 @@ fn config_check_prints_the_normalised_origin_and_refuses_unusable_ones() {
         assert!(out.contains(why), "{bad:?}: {out}");
         assert!(!out.contains(":pw@"), "user info is not repeated (it may hold a password): {out}");
     }
+}
+
+/// An error answered to a browser page route: a whole HTML page with that status.
+async fn assert_page_error(req: reqwest::RequestBuilder, status: StatusCode) {
+    let res = req.send().await.unwrap();
+    assert_eq!(res.status(), status);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = res.text().await.unwrap();
+    assert!(html.contains("<html lang=\"en\">") && html.contains("<title>"), "{html}");
 }

@@ -5,6 +5,7 @@ mod support;
 mod accounts;
 mod announcements;
 mod audit_log;
+mod audit_pages;
 mod audit_replay;
 mod aws;
 mod browser;

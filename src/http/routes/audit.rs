@@ -21,6 +21,8 @@ pub struct AuditQuery {
     subject: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    before_seq: Option<u64>,
+    person: Option<String>,
 }
 
 pub async fn audit_list(
@@ -36,6 +38,8 @@ pub async fn audit_list(
         subject: q.subject,
         since: q.since,
         until: q.until,
+        before_seq: q.before_seq,
+        person: q.person,
         newest_first: false,
     };
     Ok(Json(state.app.audit_page(filter, q.limit.unwrap_or(100)).await?))
@@ -81,5 +85,15 @@ pub async fn audit_export(
     let mut res = axum::body::Body::from_stream(stream).into_response();
     res.headers_mut()
         .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/x-ndjson"));
+    attachment(&mut res, &state.app.export_file_name("audit", "jsonl"));
     Ok(res)
+}
+
+/// `Content-Disposition: attachment; filename="…"`: the browser saves the export under
+/// a name that says what it is and when it was taken. The names are ASCII
+/// (`breakglass-<what>-<date>.<ext>`), so they need no quoting beyond the quotes.
+pub fn attachment(res: &mut axum::response::Response, file_name: &str) {
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{file_name}\"")) {
+        res.headers_mut().insert(axum::http::header::CONTENT_DISPOSITION, v);
+    }
 }

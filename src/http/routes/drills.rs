@@ -76,12 +76,15 @@ pub async fn drills_export(
 ) -> ApiResult<Response> {
     let (since, until) = bounds(&q)?;
     let rows = state.app.drill_evidence(since, until).await?;
-    let (body, ctype) = match q.format.as_deref().unwrap_or("jsonl") {
-        "jsonl" => (rows.iter().map(|r| json!(r).to_string() + "\n").collect::<String>(), "application/x-ndjson"),
-        "csv" => (evidence_csv(&rows), "text/csv; charset=utf-8"),
+    let (body, ctype, ext) = match q.format.as_deref().unwrap_or("jsonl") {
+        "jsonl" => {
+            (rows.iter().map(|r| json!(r).to_string() + "\n").collect::<String>(), "application/x-ndjson", "jsonl")
+        }
+        "csv" => (evidence_csv(&rows), "text/csv; charset=utf-8", "csv"),
         other => return Err(AppError::invalid("invalid_format", format!("format {other:?}: use jsonl or csv.")).into()),
     };
     let mut res = body.into_response();
     res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    super::audit::attachment(&mut res, &state.app.export_file_name("drills", ext));
     Ok(res)
 }
