@@ -14,6 +14,7 @@ pub mod drills;
 pub mod health;
 pub mod invites;
 pub mod quorum;
+pub mod recovery_kit;
 
 use std::sync::Arc;
 
