@@ -1,4 +1,5 @@
-//! The command line: `serve`, `init`, `invite`, `config check`, `account …`, `audit …`.
+//! The command line: `serve`, `init`, `invite`, `config check`, `account …`, `audit …`,
+//! `backup`, `restore`, `recovery-kit`.
 //! Secrets are never taken from argv: they come from stdin, a prompt or a file.
 use std::{
     io::{IsTerminal, Read, Write},
@@ -115,6 +116,14 @@ enum Command {
         /// Restore with no saved checkpoint to compare with (recorded and announced).
         #[arg(long, conflicts_with = "checkpoints")]
         no_checkpoint: bool,
+    },
+    /// Write the printable recovery kit (HTML; print it to PDF or paper from a browser):
+    /// where this deployment runs, its copies, keys, accounts, custodians and the restore
+    /// procedure. Public data only; recorded in the audit log.
+    RecoveryKit {
+        /// Write the page to this file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -381,6 +390,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             println!("Next: start the service, then `breakglass audit verify`.");
             Ok(ExitCode::SUCCESS)
         }
+        Command::RecoveryKit { out } => recovery_kit(&config, out),
         Command::Outbox { command } => {
             let app = host_app(config)?;
             match command {
@@ -411,6 +421,46 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn recovery_kit(config: &Config, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let db_path = config.db_path();
+    if !bootstrap::is_initialized(&db_path)? {
+        bail!("{} has no vault: there is nothing to describe yet.", db_path.display());
+    }
+    let kit = crate::app::recovery_kit::generate(config, SystemClock.now())?;
+    match &out {
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o640)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            f.write_all(kit.page.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            f.sync_all()?;
+            eprintln!(
+                "Recovery kit written to {} ({} accounts, {} custodians; sha256 {}), recorded as audit entry {}.",
+                path.display(),
+                kit.accounts,
+                kit.custodians,
+                kit.page_sha256,
+                kit.recorded_seq
+            );
+            eprintln!(
+                "Open it in a browser and print it (or print to PDF); deploy/RUNBOOK.md section 8e says where to keep it."
+            );
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(kit.page.as_bytes())?;
+            stdout.flush()?;
+            eprintln!("Recovery kit recorded as audit entry {} (sha256 {}).", kit.recorded_seq, kit.page_sha256);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn rfc3339_arg(v: Option<String>, default: i64) -> anyhow::Result<i64> {

@@ -72,6 +72,10 @@ pub struct ReplicationConfig {
     /// Litestream replicates the database: breakglass leaves WAL checkpoints to it
     /// (no `wal_checkpoint(TRUNCATE)` after quorum checkouts; docs/reliability.md).
     pub litestream: bool,
+    /// Where the replica lives, in words the next operator can act on (e.g.
+    /// `s3://acme-breakglass-replica/prod, eu-west-1, AWS account 222233334444`).
+    /// Printed in the recovery kit; breakglass itself never uses it. Never credentials.
+    pub replica: String,
 }
 
 /// The AWS side beyond announcements (deploy/aws/): the root activity feed. Region,
@@ -401,6 +405,7 @@ pub const ENV_VARS: &[&str] = &[
     "BREAKGLASS_BACKUP_KEEP",
     "BREAKGLASS_METRICS_TOKEN_FILE",
     "BREAKGLASS_REPLICATION_LITESTREAM",
+    "BREAKGLASS_REPLICATION_REPLICA",
 ];
 
 /// `BREAKGLASS_<SECTION>_<KEY>` for a whole number, or a problem naming the variable.
@@ -530,6 +535,9 @@ impl Config {
                 other => problems
                     .push(format!("BREAKGLASS_REPLICATION_LITESTREAM={other:?} is not a boolean: use true or false.")),
             }
+        }
+        if let Some(v) = env.get("BREAKGLASS_REPLICATION_REPLICA") {
+            config.replication.replica = v.trim().to_owned();
         }
         problems.extend(config.problems());
         if problems.is_empty() { Ok(config) } else { Err(ConfigError { problems }) }
@@ -844,12 +852,14 @@ mod tests {
             ("BREAKGLASS_BACKUP_KEEP".into(), "30".into()),
             ("BREAKGLASS_METRICS_TOKEN_FILE".into(), "/etc/breakglass/metrics.token".into()),
             ("BREAKGLASS_REPLICATION_LITESTREAM".into(), "true".into()),
+            ("BREAKGLASS_REPLICATION_REPLICA".into(), "s3://acme-breakglass/prod, eu-west-1".into()),
         ];
         let c = Config::load(None, env).unwrap();
         let d = Config::default();
         assert_eq!(c.backup.recipients, [recipient, recipient]);
         assert_eq!((c.backup.dir.to_str().unwrap(), c.backup.every_hours, c.backup.keep), ("/srv/backups", 6, 30));
         assert!(c.replication.litestream);
+        assert_eq!(c.replication.replica, "s3://acme-breakglass/prod, eu-west-1");
         let changed = |a: toml::Value, b: toml::Value| {
             let (a, b) = (a.as_table().unwrap().clone(), b.as_table().unwrap().clone());
             a.iter().filter(|(k, v)| b.get(*k) != Some(v)).count() == a.len()

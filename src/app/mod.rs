@@ -16,6 +16,7 @@ pub mod health;
 pub mod invites;
 pub mod posture;
 pub mod quorum;
+pub mod recovery_kit;
 pub mod root_activity;
 
 use std::sync::Arc;

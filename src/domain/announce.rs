@@ -134,6 +134,12 @@ pub fn announcement(event: &Event, ctx: &Context) -> Option<(Severity, String)> 
                 "A scheduled backup of breakglass FAILED: {error}. Until one succeeds, losing this host loses everything since the last good backup."
             ),
         ),
+        Event::RecoveryKitGenerated { accounts, custodians, .. } => (
+            Info,
+            format!(
+                "{actor} printed a new recovery kit ({accounts} account(s), {custodians} custodian(s)): replace the old copies."
+            ),
+        ),
         Event::DrillDue { expected, grace_ends_at, .. } => (
             Warning,
             format!(

@@ -98,6 +98,20 @@ pub enum Event {
     /// A scheduled backup failed (at most one entry an hour while it keeps failing).
     #[serde(rename = "backup.failed")]
     BackupFailed { dir: String, error: String },
+    /// `breakglass recovery-kit` printed the deployment's recovery kit (public data only).
+    /// `page_sha256` is the SHA-256 of the page written; the four digests cover what it
+    /// lists (deployment, keys, accounts, custodians), so the dashboard can say which
+    /// changed since: the kit is then stale.
+    #[serde(rename = "recovery_kit.generated")]
+    RecoveryKitGenerated {
+        page_sha256: String,
+        accounts: u64,
+        custodians: u64,
+        deployment_digest: String,
+        keys_digest: String,
+        accounts_digest: String,
+        custodians_digest: String,
+    },
 
     // --- accounts and secrets --------------------------------------------------
     #[serde(rename = "account.created")]
@@ -351,6 +365,7 @@ impl Event {
             Event::LogKeyCreated { .. } => "log_key.created",
             Event::DatabaseRestored { .. } => "database.restored",
             Event::BackupFailed { .. } => "backup.failed",
+            Event::RecoveryKitGenerated { .. } => "recovery_kit.generated",
             Event::AccountCreated { .. } => "account.created",
             Event::AccountPolicyChanged { .. } => "account.policy_changed",
             Event::SecretDeposited { .. } => "secret.deposited",

@@ -299,6 +299,21 @@ struct DashboardPage {
     root_alerts: Vec<RootActivityView>,
     /// Accounts whose root posture, as last read from AWS, has findings.
     posture_findings: Vec<PostureView>,
+    /// Admins: why the printed recovery kit is out of date (empty when it is current).
+    kit_notice: String,
+}
+
+/// The dashboard's sentence about the printed recovery kit, for admins.
+fn kit_notice(status: &crate::app::recovery_kit::KitStatus) -> String {
+    use crate::app::recovery_kit::KitStatus;
+    match status {
+        KitStatus::Current { .. } => String::new(),
+        KitStatus::Never => "No recovery kit has been printed for this deployment.".into(),
+        KitStatus::Stale { printed_at, changed } => format!(
+            "The recovery kit printed {printed_at} is stale: {} changed since.",
+            changed.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    }
 }
 
 fn seconds_until(now: i64, rfc: &str) -> Option<i64> {
@@ -404,6 +419,7 @@ pub async fn page_dashboard(State(state): State<AppState>, PageUser(p): PageUser
             outbox_sink: outbox.sink.into(),
             root_alerts,
             posture_findings,
+            kit_notice: if s.is_admin { kit_notice(&app.recovery_kit_status().await?) } else { String::new() },
         }))
     }
     .await;

@@ -33,7 +33,7 @@ use crate::{
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-async fn launch(dir: &std::path::Path) -> Browser {
+pub(crate) async fn launch(dir: &std::path::Path) -> Browser {
     if !std::path::Path::new(CHROMIUM).exists() {
         panic!("{CHROMIUM} is missing: the browser tests need the Debian package `chromium` (.ci/run installs it)");
     }
@@ -121,12 +121,12 @@ async fn person_with_key(browser: &Browser, prf: bool) -> Person {
     Person { page, requests }
 }
 
-async fn eval<T: serde::de::DeserializeOwned>(page: &Page, js: &str) -> T {
+pub(crate) async fn eval<T: serde::de::DeserializeOwned>(page: &Page, js: &str) -> T {
     page.evaluate(js).await.unwrap_or_else(|e| panic!("{js}: {e}")).into_value().unwrap()
 }
 
 /// Wait until `cond` (JS) is true; on timeout say where we are and what the page says.
-async fn wait(page: &Page, cond: &str) {
+pub(crate) async fn wait(page: &Page, cond: &str) {
     for _ in 0..150 {
         if page.evaluate(cond).await.ok().and_then(|v| v.into_value::<bool>().ok()).unwrap_or(false) {
             return;
@@ -226,7 +226,7 @@ static AXE_STATES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Screenshots at desktop and phone width under target/e2e/, each state checked by
 /// axe-core first.
-async fn shoot(page: &Page, name: &str) {
+pub(crate) async fn shoot(page: &Page, name: &str) {
     axe(page, name).await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e");
     std::fs::create_dir_all(&dir).unwrap();

@@ -19,5 +19,7 @@ mod http_hygiene;
 mod migrations;
 mod ops;
 mod quorum;
+mod recovery_kit;
 mod server;
+mod soak;
 mod web_crypto;

@@ -434,24 +434,24 @@ async fn scheduled_backups_run_when_due_keep_the_newest_and_a_failure_is_announc
 }
 
 /// A breakglass process seen from outside: its URL and the origin browsers use.
-struct Remote {
-    base: String,
-    origin: url::Url,
+pub(crate) struct Remote {
+    pub(crate) base: String,
+    pub(crate) origin: url::Url,
 }
 
 impl Remote {
-    fn client(&self) -> reqwest::Client {
+    pub(crate) fn client(&self) -> reqwest::Client {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::ORIGIN, self.origin.as_str().trim_end_matches('/').parse().unwrap());
         reqwest::Client::builder().cookie_store(true).default_headers(h).build().unwrap()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// Enrol with an invite made on the host (`breakglass invite`).
-    async fn enrol(&self, data: &Path, roles: &[&str], name: &str, email: &str) -> Person {
+    pub(crate) async fn enrol(&self, data: &Path, roles: &[&str], name: &str, email: &str) -> Person {
         let mut args = vec!["invite"];
         for r in roles {
             args.extend(["--role", r]);
@@ -482,7 +482,7 @@ impl Remote {
         Person { client, key, id: body["custodian"]["id"].as_str().unwrap().to_owned(), email: email.to_owned() }
     }
 
-    async fn login(&self, p: &mut Person) {
+    pub(crate) async fn login(&self, p: &mut Person) {
         use webauthn_authenticator_rs::WebauthnAuthenticator;
         p.client = self.client();
         let (status, body) = post(&p.client, self.url("/api/v1/login/start"), json!({"email": p.email})).await;
@@ -498,7 +498,7 @@ impl Remote {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
-    async fn assertion(&self, p: &mut Person, start_path: String) -> (String, Value) {
+    pub(crate) async fn assertion(&self, p: &mut Person, start_path: String) -> (String, Value) {
         use webauthn_authenticator_rs::WebauthnAuthenticator;
         let (status, body) = post(&p.client, self.url(&start_path), json!({})).await;
         assert_eq!(status, StatusCode::OK, "{body}");
