@@ -90,6 +90,8 @@ pub struct Snapshot {
     pub backup_last_success_age_seconds: i64,
     pub backup_last_failure_timestamp: i64,
     pub litestream: bool,
+    /// Unexplained successful root use nobody has acknowledged (the dashboard banner).
+    pub root_activity_unexplained_open: i64,
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
@@ -161,6 +163,12 @@ pub fn render(http: &HttpMetrics, s: &Snapshot) -> Result<String, std::fmt::Erro
         "backup_last_failure_timestamp_seconds",
         "Unix time of the last failed scheduled backup since the last success (0: none)",
         s.backup_last_failure_timestamp,
+    );
+    gauge(
+        &mut registry,
+        "root_activity_unexplained_open",
+        "Unexplained successful root use in AWS that no admin has acknowledged yet",
+        s.root_activity_unexplained_open,
     );
     gauge(
         &mut registry,

@@ -296,6 +296,8 @@ impl App {
                     drills_open,
                     drills_overdue,
                     audit_entries: i64::try_from(entries).unwrap_or(i64::MAX),
+                    root_activity_unexplained_open: i64::try_from(store::root_activity::open_unexplained(conn)?.len())
+                        .unwrap_or(i64::MAX),
                     ..Default::default()
                 })
             })

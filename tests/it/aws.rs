@@ -369,6 +369,8 @@ async fn root_activity_flows_from_eventbridge_through_the_deployed_stacks_and_is
     let unacked: Vec<&str> =
         body["unacknowledged"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap()).collect();
     assert_eq!(unacked, [outside, stranger], "the banner lists unexplained use only, oldest first");
+    // Monitoring sees it too (`breakglass_root_activity_unexplained_open`, alert rule in deploy/).
+    assert_eq!(t.s.app.metrics_snapshot().await.unwrap().root_activity_unexplained_open, 2);
 
     // Every custodian's dashboard shows the red banner; only admins get the form.
     let page = t.bo.client.get(t.s.url("/")).send().await.unwrap().text().await.unwrap();
@@ -444,6 +446,7 @@ async fn root_activity_flows_from_eventbridge_through_the_deployed_stacks_and_is
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("already_acknowledged")));
     let page = t.bo.client.get(t.s.url("/")).send().await.unwrap().text().await.unwrap();
     assert!(!page.contains(outside) && page.contains(stranger), "the acknowledged banner is gone, the other stays");
+    assert_eq!(t.s.app.metrics_snapshot().await.unwrap().root_activity_unexplained_open, 1);
 
     // Audited (and the chain still verifies); the auditor's page lists it all.
     let (status, log) = get(&t.ada.client, t.s.url("/api/v1/audit?action_prefix=root_activity.")).await;
