@@ -278,6 +278,9 @@ async fn put_account_in_custody(s: &TestServer, ada: &Person) {
     fill(&ada.page, "#root_email", "aws-root@example.com").await;
     click(&ada.page, "#account-form button[type=submit]").await;
     wait(&ada.page, "document.body.textContent.includes('prod-payer') && document.readyState === 'complete' && !!document.querySelector('#dep-account option')").await;
+    // The confirmation survived the reload, next to the form.
+    wait(&ada.page, "(document.querySelector('#account-form .msg')?.textContent ?? '').includes('is in custody')")
+        .await;
     fill(&ada.page, "#dep-value", PASSWORD).await;
     click(&ada.page, "#deposit-form button[type=submit]").await;
     // The confirmation is next to the form, and the accounts table follows.

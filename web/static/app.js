@@ -272,7 +272,9 @@ const actions = {
     say("Invite link created.", "ok");
   },
   async account(el) {
-    await api("POST", "/api/v1/accounts", form(el));
+    const a = await api("POST", "/api/v1/accounts", form(el));
+    // The page reloads to offer the new account everywhere; the confirmation survives it.
+    sessionStorage.setItem("flash", JSON.stringify({ at: "#account-form .msg", text: `Account ${a.alias} (${a.account_id}) is in custody. Deposit its root password and MFA seed next.` }));
     location.reload();
   },
   async deposit(el) {
@@ -444,6 +446,18 @@ document.addEventListener("click", async (ev) => {
 
 setInterval(tick, 250);
 tick();
+
+// A confirmation carried over a reload, shown next to the control it belongs to.
+try {
+  const flash = JSON.parse(sessionStorage.getItem("flash") || "null");
+  sessionStorage.removeItem("flash");
+  if (flash) {
+    speaker = document.querySelector(flash.at);
+    say(flash.text, "ok");
+  }
+} catch {
+  /* nothing to show */
+}
 
 // ---- live state ----
 
