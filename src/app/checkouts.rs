@@ -972,9 +972,7 @@ impl App {
     ) -> Result<AccountKey, Opening> {
         match release.account.custody {
             crate::domain::Custody::Policy => {
-                let vault = self.vault.as_ref().ok_or_else(|| {
-                    Opening::Failed(AppError::unavailable("vault_sealed", "The vault is sealed on this process."))
-                })?;
+                let vault = self.vault().map_err(Opening::Failed)?;
                 let wrapped = release
                     .account
                     .wrapped_key

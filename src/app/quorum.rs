@@ -53,17 +53,23 @@ pub fn prf_salt_b64url() -> String {
     b64url(&keys::prf_salt())
 }
 
-/// `options.publicKey.extensions.prf.eval.first = salt`, added to webauthn-rs's
-/// request options (webauthn-rs has no PRF field; it ignores what it does not know).
-pub(crate) fn with_prf(options: &RequestChallengeResponse) -> Result<serde_json::Value, AppError> {
+/// webauthn-rs's options as JSON with `publicKey.extensions.prf` set (webauthn-rs has
+/// no PRF field; it ignores what it does not know).
+fn with_prf_extension(options: &impl Serialize, prf: serde_json::Value) -> Result<serde_json::Value, AppError> {
     let mut v = serde_json::to_value(options).map_err(internal)?;
     let pk = v.get_mut("publicKey").and_then(|p| p.as_object_mut()).ok_or_else(|| internal("no publicKey"))?;
     let ext = pk.entry("extensions").or_insert_with(|| serde_json::json!({}));
     if ext.is_null() {
         *ext = serde_json::json!({});
     }
-    ext["prf"] = serde_json::json!({ "eval": { "first": prf_salt_b64url() } });
+    ext["prf"] = prf;
     Ok(v)
+}
+
+/// Assertion options evaluating PRF with the documented salt
+/// (`extensions.prf.eval.first`).
+pub(crate) fn with_prf(options: &RequestChallengeResponse) -> Result<serde_json::Value, AppError> {
+    with_prf_extension(options, serde_json::json!({ "eval": { "first": prf_salt_b64url() } }))
 }
 
 /// Registration options asking the authenticator to enable PRF (`extensions.prf =
@@ -71,14 +77,7 @@ pub(crate) fn with_prf(options: &RequestChallengeResponse) -> Result<serde_json:
 pub(crate) fn creation_with_prf(
     options: &webauthn_rs::prelude::CreationChallengeResponse,
 ) -> Result<serde_json::Value, AppError> {
-    let mut v = serde_json::to_value(options).map_err(internal)?;
-    let pk = v.get_mut("publicKey").and_then(|p| p.as_object_mut()).ok_or_else(|| internal("no publicKey"))?;
-    let ext = pk.entry("extensions").or_insert_with(|| serde_json::json!({}));
-    if ext.is_null() {
-        *ext = serde_json::json!({});
-    }
-    ext["prf"] = serde_json::json!({});
-    Ok(v)
+    with_prf_extension(options, serde_json::json!({}))
 }
 
 /// What a holder's browser needs to hand over their share for one checkout.
@@ -369,7 +368,7 @@ fn share_missing() -> AppError {
 }
 
 impl App {
-    fn vault(&self) -> Result<&crate::crypto::UnsealedVault, AppError> {
+    pub(crate) fn vault(&self) -> Result<&crate::crypto::UnsealedVault, AppError> {
         self.vault
             .as_deref()
             .ok_or_else(|| AppError::unavailable("vault_sealed", "The vault is sealed on this process."))

@@ -83,31 +83,22 @@ struct WireIn {
 
 /// Encrypt `value` to `recipient` inside an envelope. Needs only the public key.
 pub fn seal(recipient: &Recipient, header: &EnvelopeHeader, value: &str) -> Result<Vec<u8>, CryptoError> {
-    // Reserve the worst case (every byte escaped as \u00XX) so the buffer never
-    // reallocates and leaves unzeroized copies behind.
-    let mut plain =
-        Zeroizing::new(Vec::with_capacity(value.len() * 6 + header.account_id.len() + header.kind.len() + 128));
-    serde_json::to_writer(
-        &mut *plain,
-        &WireOut {
-            v: ENVELOPE_VERSION,
-            account_id: &header.account_id,
-            kind: &header.kind,
-            version: header.version,
-            person: header.person.as_deref(),
-            index: header.index,
-            checkout: header.checkout.as_deref(),
-            value,
-        },
-    )
-    .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
-    age::encrypt(recipient, &plain).map_err(|e| CryptoError::Encrypt(e.to_string()))
+    seal_to_many(std::slice::from_ref(recipient), header, value)
 }
 
 /// Encrypt to several recipients at once (a share to every key of its holder): any
 /// one of their identities opens it.
 pub fn seal_to_many(recipients: &[Recipient], header: &EnvelopeHeader, value: &str) -> Result<Vec<u8>, CryptoError> {
-    let mut plain = Zeroizing::new(Vec::with_capacity(value.len() * 6 + 256));
+    // Reserve the worst case (every byte escaped as \u00XX) so the buffer never
+    // reallocates and leaves unzeroized copies behind.
+    let mut plain = Zeroizing::new(Vec::with_capacity(
+        value.len() * 6
+            + header.account_id.len()
+            + header.kind.len()
+            + header.person.as_deref().map_or(0, str::len)
+            + header.checkout.as_deref().map_or(0, str::len)
+            + 160,
+    ));
     serde_json::to_writer(
         &mut *plain,
         &WireOut {
