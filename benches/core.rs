@@ -130,6 +130,7 @@ async fn checkout_steps(n: usize) {
             max_checkout_minutes: None,
             veto: None,
             drill_schedule: None,
+            account_type: None,
         },
     )
     .await
@@ -184,6 +185,8 @@ async fn checkout_steps(n: usize) {
                     ticket: None,
                     kind: None,
                     duration_minutes: None,
+                    task_policy: None,
+                    task_duration_seconds: None,
                 },
             )
             .await

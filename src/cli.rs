@@ -157,6 +157,10 @@ enum AccountCommand {
         root_email: String,
         #[arg(long)]
         approvals_required: Option<u32>,
+        /// The account has no root password (AWS centralized root access): its
+        /// checkouts open sts:AssumeRoot sessions instead of revealing secrets.
+        #[arg(long)]
+        centralized_root: bool,
     },
     /// Deposit a secret, read from stdin (or a hidden prompt on a terminal).
     Deposit {
@@ -696,7 +700,7 @@ fn read_secret_from_stdin(kind: SecretKind) -> anyhow::Result<SecretString> {
 async fn account(config: Config, command: AccountCommand) -> anyhow::Result<ExitCode> {
     let app = host_app(config)?;
     match command {
-        AccountCommand::Create { account_id, alias, root_email, approvals_required } => {
+        AccountCommand::Create { account_id, alias, root_email, approvals_required, centralized_root } => {
             let a = app
                 .create_account(
                     Actor::Host,
@@ -709,13 +713,22 @@ async fn account(config: Config, command: AccountCommand) -> anyhow::Result<Exit
                         max_checkout_minutes: None,
                         veto: None,
                         drill_schedule: None,
+                        account_type: centralized_root
+                            .then_some(crate::domain::root_task::AccountType::CentralizedRoot),
                     },
                 )
                 .await?;
-            println!(
-                "Account {} ({}) is in custody. Deposit its root password and TOTP seed next.",
-                a.account_id, a.alias
-            );
+            if centralized_root {
+                println!(
+                    "Account {} ({}) is in custody as centralized_root: nothing to deposit; its checkouts open AWS root-task sessions (aws.root_tasks_enabled).",
+                    a.account_id, a.alias
+                );
+            } else {
+                println!(
+                    "Account {} ({}) is in custody. Deposit its root password and TOTP seed next.",
+                    a.account_id, a.alias
+                );
+            }
         }
         AccountCommand::Deposit { account_id, kind } => {
             let kind = SecretKind::from(kind);
@@ -831,6 +844,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let root_queue = config.aws.root_activity_queue_url.clone();
     let root_wait = config.aws.root_activity_wait_seconds;
     let posture = config.aws.posture_enabled.then(|| config.aws.posture_role_name.clone());
+    let root_tasks = config.aws.root_tasks_enabled;
     let mut app = App::new(db, clock, Arc::new(config), Some(vault))?;
     if topic.is_empty() {
         eprintln!("warning: no sns.topic_arn: announcements are kept in the outbox (no_sink) and not published.");
@@ -851,6 +865,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             "checking root posture{}",
             if role.is_empty() { String::new() } else { format!(" through role {role}") }
         );
+    }
+    if root_tasks {
+        // A misconfiguration (no region) stops the start: every root-task release would fail.
+        let tasks = crate::aws::RootTasks::from_environment().await.map_err(anyhow::Error::msg)?;
+        println!("opening AWS root-task sessions (sts:AssumeRoot) through the STS endpoint of {}", tasks.region());
+        app = app.with_root_tasks(tasks);
     }
     if let Some(vkey) = app.log_verifier_key() {
         println!("audit checkpoints are signed by {vkey}");

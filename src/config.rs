@@ -99,6 +99,9 @@ pub struct AwsConfig {
     pub posture_role_name: String,
     /// Hours between scheduled checks of every account (0: on demand only).
     pub posture_interval_hours: u32,
+    /// Open `sts:AssumeRoot` sessions for `centralized_root` accounts (docs/root-tasks.md)
+    /// with the service's own credentials; needs a region (no global endpoint).
+    pub root_tasks_enabled: bool,
 }
 
 impl Default for AwsConfig {
@@ -110,6 +113,7 @@ impl Default for AwsConfig {
             posture_enabled: false,
             posture_role_name: String::new(),
             posture_interval_hours: 24,
+            root_tasks_enabled: false,
         }
     }
 }

@@ -28,6 +28,9 @@ pub enum AppError {
     /// The vault cannot serve this request (503).
     #[error("{message}")]
     Unavailable { code: &'static str, message: String },
+    /// A service breakglass depends on (AWS) refused or failed (502).
+    #[error("{message}")]
+    Upstream { code: &'static str, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -60,6 +63,7 @@ impl AppError {
     ctor!(conflict, Conflict);
     ctor!(gone, Gone);
     ctor!(unavailable, Unavailable);
+    ctor!(upstream, Upstream);
 
     /// An internal failure with its cause kept: `AppError::unexpected("encoding the announcement", e)`.
     pub fn unexpected(context: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
@@ -81,7 +85,8 @@ impl AppError {
             | Self::Conflict { code, .. }
             | Self::Gone { code, .. }
             | Self::RateLimited { code, .. }
-            | Self::Unavailable { code, .. } => code,
+            | Self::Unavailable { code, .. }
+            | Self::Upstream { code, .. } => code,
             Self::Store(_) | Self::Crypto(_) | Self::Internal(_) | Self::Unexpected { .. } => "internal",
         }
     }

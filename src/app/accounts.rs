@@ -8,7 +8,10 @@ use serde_json::json;
 use super::{Actor, App, rfc3339};
 use crate::{
     crypto::{EnvelopeHeader, vault},
-    domain::{AccountState, AwsAccountId, Email, Policy, SecretKind, display_text, secrets::normalize_secret},
+    domain::{
+        AccountState, AwsAccountId, Email, Policy, SecretKind, display_text, root_task::AccountType,
+        secrets::normalize_secret,
+    },
     error::AppError,
     store::accounts as store,
 };
@@ -25,6 +28,9 @@ pub struct NewAccount {
     pub max_checkout_minutes: Option<u32>,
     pub veto: Option<bool>,
     pub drill_schedule: Option<String>,
+    /// `stored_root` (default: the vault holds the root password and TOTP seed) or
+    /// `centralized_root` (nothing stored; checkouts open `sts:AssumeRoot` sessions).
+    pub account_type: Option<AccountType>,
 }
 
 /// A policy change. Absent fields stay as they are.
@@ -91,7 +97,8 @@ pub struct AccountView {
     pub created_at: String,
     pub created_by: String,
     pub secrets: Vec<SecretView>,
-    /// True when both a root password and a TOTP seed are on file.
+    /// True when both a root password and a TOTP seed are on file (always for a
+    /// `centralized_root` account, which needs none).
     pub ready_for_release: bool,
     /// Who may approve: `"all"` custodians, or the listed custodian ids.
     pub approvers: ApproverSet,
@@ -102,6 +109,8 @@ pub struct AccountView {
     pub custody: crate::domain::Custody,
     /// Quorum mode: the dealing in force. `None` in policy mode.
     pub quorum: Option<super::quorum::QuorumView>,
+    /// `stored_root` or `centralized_root` (no secrets: checkouts name a task policy).
+    pub account_type: AccountType,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -139,12 +148,14 @@ pub(crate) fn view(conn: &rusqlite::Connection, a: store::AccountRow) -> Result<
         ApproverSet::All(AllMarker::All)
     };
     let quorum = super::quorum::quorum_view(conn, &a)?;
+    let centralized = a.account_type == AccountType::CentralizedRoot;
     Ok(AccountView {
+        account_type: a.account_type,
         custody: a.custody,
         quorum,
         approvers,
         rotation_due_since: rotation_due_since.map(rfc3339),
-        ready_for_release: has(SecretKind::RootPassword) && has(SecretKind::TotpSeed),
+        ready_for_release: centralized || (has(SecretKind::RootPassword) && has(SecretKind::TotpSeed)),
         policy: Policy {
             approvals_required: a.approvals_required,
             reveal_window_minutes: a.reveal_window_minutes,
@@ -185,6 +196,7 @@ impl App {
             drill_schedule: input.drill_schedule.unwrap_or_else(|| d.drill_schedule.clone()),
         };
         policy.validate()?;
+        let account_type = input.account_type.unwrap_or_default();
         let now = self.now();
         self.db
             .transact(move |tx| {
@@ -223,6 +235,7 @@ impl App {
                     quorum_k: None,
                     reshare_due_since: None,
                     reshare_reason: None,
+                    account_type,
                 };
                 store::insert_account(tx, &row)?;
                 crate::app::announce::record(
@@ -235,6 +248,7 @@ impl App {
                         root_email: row.root_email.clone(),
                         policy: json!(policy),
                         recipient: row.recipient.clone(),
+                        account_type: Some(account_type.as_str().to_owned()),
                     },
                 )?;
                 view(tx, row)
@@ -362,6 +376,14 @@ pub(crate) fn deposit_in_tx(
     checkout: Option<&str>,
 ) -> Result<Deposited, AppError> {
     let account = store::account(tx, id.as_str())?.ok_or_else(|| not_found(id.as_str()))?;
+    if account.account_type == AccountType::CentralizedRoot {
+        return Err(AppError::conflict(
+            "no_stored_credentials",
+            format!(
+                "Account {id} is centralized_root: AWS holds no root password for it and breakglass stores none. Its checkouts open sts:AssumeRoot sessions instead."
+            ),
+        ));
+    }
     let version = store::next_secret_version(tx, id.as_str(), kind.as_str())?;
     let header = EnvelopeHeader::new(id.as_str(), kind.as_str(), version);
     let ciphertext = vault::encrypt_secret(&account.recipient, &header, value)?;

@@ -351,6 +351,7 @@ const REPLAYED: &[&str] = &[
     "checkout.closed",
     "checkout.released",
     "checkout.revealed",
+    "checkout.root_task_authorized",
     "account.reshared",
 ];
 
@@ -660,8 +661,9 @@ impl Replay {
             "checkout.released" if !self.tracks.get(checkout).is_some_and(|t| t.approved) => {
                 self.problem(e.seq, format!("checkout {checkout} was released without being approved"));
             }
-            // A reshare's release step: the requester's assertion, checked like a reveal's.
-            "checkout.revealed" | "account.reshared" => {
+            // A reshare's release step and a root-task authorisation: the requester's
+            // assertion, checked like a reveal's.
+            "checkout.revealed" | "account.reshared" | "checkout.root_task_authorized" => {
                 let ok = self.tracks.get(checkout).is_some_and(|t| t.approved && t.requester == e.actor);
                 if !ok {
                     self.problem(

@@ -87,8 +87,13 @@ pub struct CheckoutStory {
 }
 
 /// Actions whose entry carries a WebAuthn assertion the replay checks.
-const SIGNED: &[&str] =
-    &["checkout.approval_recorded", "checkout.denial_recorded", "checkout.revealed", "account.reshared"];
+const SIGNED: &[&str] = &[
+    "checkout.approval_recorded",
+    "checkout.denial_recorded",
+    "checkout.revealed",
+    "checkout.root_task_authorized",
+    "account.reshared",
+];
 
 /// Looks names up once per page.
 #[derive(Default)]

@@ -22,6 +22,7 @@ use crate::{
         Role, SecretKind,
         checkout::{self, ApproverFacts, CheckoutKind, CheckoutState, Deadlines, Decision, Lapse},
         display_text,
+        root_task::{self, AccountType, RootTask, TaskPolicy},
         totp::{self, TotpNow},
     },
     error::AppError,
@@ -41,6 +42,11 @@ pub struct NewCheckout {
     pub ticket: Option<String>,
     pub kind: Option<CheckoutKind>,
     pub duration_minutes: Option<u32>,
+    /// `centralized_root` accounts: the AWS root-task policy the session is for
+    /// (a drill defaults to `IAMAuditRootUserCredentials`, the only one it may use).
+    pub task_policy: Option<String>,
+    /// `centralized_root` accounts: the session length, 60 to 900 seconds (default 900).
+    pub task_duration_seconds: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,6 +121,10 @@ pub struct CheckoutView {
     pub end_note: Option<String>,
     /// Each announcement of this checkout and whether it reached SNS.
     pub announcements: Vec<AnnouncementState>,
+    /// A `centralized_root` account's checkout: the root-task policy it releases
+    /// (`null` for stored credentials), and the session length in seconds.
+    pub task_policy: Option<String>,
+    pub task_duration_seconds: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -166,6 +176,15 @@ pub struct ReleaseStart {
 pub enum ReleaseOutcome {
     Revealed(Revealed),
     Reshared(ReshareDone),
+    /// A `centralized_root` account: an AWS root-task session, shown once.
+    RootSession(super::root_tasks::RootSession),
+}
+
+/// What the release transaction leaves to do: nothing, or the AWS call it authorised
+/// (made after the commit, outside the transaction).
+enum Released {
+    Done(ReleaseOutcome),
+    RootTask(super::root_tasks::RootTaskGrant),
 }
 
 fn options_json(options: &RequestChallengeResponse, quorum: bool) -> Result<serde_json::Value, AppError> {
@@ -267,6 +286,8 @@ pub(crate) fn view(
         .collect();
     let state = c.state;
     Ok(CheckoutView {
+        task_policy: c.task.map(|t| t.policy.as_str().to_owned()),
+        task_duration_seconds: c.task.map(|t| t.duration_seconds),
         approvers,
         id: c.id.clone(),
         account_id: c.account_id.clone(),
@@ -444,6 +465,10 @@ impl App {
                     ));
                 }
                 let duration = checkout::validate_duration(input.duration_minutes, account.max_checkout_minutes)?;
+                let task = root_task_of(&account, kind, input.task_policy.as_deref(), input.task_duration_seconds)?;
+                if task.is_some() {
+                    app.root_tasks()?;
+                }
                 if let Some(open) = store::open_for_account(tx, account.account_id.as_str())? {
                     let open = refresh(tx, open, now)?;
                     if open.state.is_open() {
@@ -463,7 +488,7 @@ impl App {
                         format!("No drill is due for account {}: drills open on its schedule (see Drills). For real access, request an emergency checkout.", account.account_id),
                     ));
                 }
-                for kind in [SecretKind::RootPassword, SecretKind::TotpSeed].into_iter().filter(|_| kind != CheckoutKind::Reshare) {
+                for kind in [SecretKind::RootPassword, SecretKind::TotpSeed].into_iter().filter(|_| kind != CheckoutKind::Reshare && task.is_none()) {
                     if store_accounts::latest_secret(tx, &account.account_id, kind.as_str())?.is_none() {
                         return Err(AppError::conflict("account_not_ready", format!("Account {} has no {} on file: an admin must deposit it first.", account.account_id, kind)));
                     }
@@ -493,6 +518,7 @@ impl App {
                     ended_at: None,
                     ended_by: None,
                     end_note: None,
+                    task,
                 };
                 store::insert(tx, &c).map_err(|e| match e {
                     // Lost a race with another request for the same account.
@@ -524,6 +550,8 @@ impl App {
                         approvals_required: c.approvals_required,
                         veto: Some(c.veto),
                         approvers: Some(approvers),
+                        task_policy: c.task.map(|t| t.policy.as_str().to_owned()),
+                        task_duration_seconds: c.task.map(|t| t.duration_seconds),
                     },
                 )?;
                 view(tx, &c, now)
@@ -852,6 +880,12 @@ impl App {
                 let account =
                     store_accounts::account(tx, &c.account_id)?.ok_or_else(|| internal("account vanished"))?;
                 let actor = p.actor().audit_name();
+                if let Some(task) = c.task {
+                    // No key to open: the approvals and this assertion authorise one
+                    // AWS call, recorded before it is made.
+                    let grant = app.authorize_root_task(tx, &mut c, task, p.actor(), json!(evidence), now)?;
+                    return Ok(Ok(Released::RootTask(grant)));
+                }
                 if store::transit(tx, &c.id)?.is_some()
                     && !store::handed_shares(tx, &c.id)?.iter().any(|h| h.custodian_id == p.custodian.id)
                 {
@@ -897,6 +931,7 @@ impl App {
                             checkout: c.id.clone(),
                             window_ends_at: rfc3339(c.window_ends_at.unwrap_or_default()),
                             rotation_required: emergency,
+                            task_policy: None,
                         },
                     )?;
                 }
@@ -919,7 +954,7 @@ impl App {
                             account_state: None,
                         },
                     )?;
-                    return Ok(Ok(ReleaseOutcome::Reshared(done)));
+                    return Ok(Ok(Released::Done(ReleaseOutcome::Reshared(done))));
                 }
                 let (pw_version, pw_ct) =
                     store_accounts::latest_secret(tx, &c.account_id, SecretKind::RootPassword.as_str())?
@@ -945,7 +980,7 @@ impl App {
                         evidence: json!(evidence),
                     },
                 )?;
-                Ok(Ok(ReleaseOutcome::Revealed(Revealed {
+                Ok(Ok(Released::Done(ReleaseOutcome::Revealed(Revealed {
                     checkout_id: c.id.clone(),
                     account_id: c.account_id.clone(),
                     root_email: account.root_email,
@@ -954,11 +989,69 @@ impl App {
                     totp,
                     window_ends_at: rfc3339(c.window_ends_at.unwrap_or_default()),
                     window_seconds_left: (c.window_ends_at.unwrap_or_default() - now.unix_timestamp()).max(0),
-                })))
+                }))))
             })
             .await?;
         self.scrub_wal().await;
-        out
+        match out? {
+            Released::Done(outcome) => Ok(outcome),
+            Released::RootTask(grant) => self.open_root_session(grant).await.map(ReleaseOutcome::RootSession),
+        }
+    }
+
+    /// A root-task release, inside the release transaction: release the checkout on
+    /// its first use (starting the window) and record the authorisation with the
+    /// requester's evidence. The AWS call happens after the commit.
+    fn authorize_root_task(
+        &self,
+        tx: &rusqlite::Connection,
+        c: &mut CheckoutRow,
+        task: RootTask,
+        actor: Actor,
+        evidence: serde_json::Value,
+        now: time::OffsetDateTime,
+    ) -> Result<super::root_tasks::RootTaskGrant, AppError> {
+        let policy_arn = self.root_tasks()?.policy_arn(task.policy);
+        let who = actor.audit_name();
+        if c.state == CheckoutState::Approved {
+            c.release(now.unix_timestamp()).map_err(illegal)?;
+            store::update(tx, c)?;
+            // Nothing stored was shown, so nothing needs rotating afterwards.
+            store_accounts::mark_checked_out(tx, &c.account_id, false, now.unix_timestamp())?;
+            crate::app::announce::record(
+                tx,
+                now,
+                &who,
+                &subject(c),
+                &Event::CheckoutReleased {
+                    checkout: c.id.clone(),
+                    window_ends_at: rfc3339(c.window_ends_at.unwrap_or_default()),
+                    rotation_required: false,
+                    task_policy: Some(task.policy.as_str().to_owned()),
+                },
+            )?;
+        }
+        crate::app::announce::record(
+            tx,
+            now,
+            &who,
+            &subject(c),
+            &Event::RootTaskAuthorized {
+                checkout: c.id.clone(),
+                task_policy: task.policy.as_str().to_owned(),
+                task_policy_arn: policy_arn.clone(),
+                duration_seconds: task.duration_seconds,
+                evidence,
+            },
+        )?;
+        Ok(super::root_tasks::RootTaskGrant {
+            checkout_id: c.id.clone(),
+            account_id: c.account_id.clone(),
+            actor,
+            task,
+            policy_arn,
+            window_ends_at: c.window_ends_at.unwrap_or_default(),
+        })
     }
 
     /// **The seam between policy mode and quorum mode**: the only way from an
@@ -1149,6 +1242,50 @@ fn approval_passkeys(
         ));
     }
     Ok(keys)
+}
+
+/// The root-task session a request asks for: required (and checked) for a
+/// `centralized_root` account, refused for one with stored credentials. A drill
+/// proves access without changing anything, so it may only audit.
+fn root_task_of(
+    account: &store_accounts::AccountRow,
+    kind: CheckoutKind,
+    policy: Option<&str>,
+    duration: Option<u32>,
+) -> Result<Option<RootTask>, AppError> {
+    if account.account_type != AccountType::CentralizedRoot {
+        if policy.is_some() || duration.is_some() {
+            return Err(AppError::invalid(
+                "task_policy_not_applicable",
+                format!(
+                    "Account {} keeps its root password in breakglass: a checkout reveals it. task_policy and task_duration_seconds are for centralized_root accounts.",
+                    account.account_id
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let policy = match (policy, kind) {
+        (Some(p), _) => TaskPolicy::parse(p)?,
+        (None, CheckoutKind::Drill) => TaskPolicy::IamAuditRootUserCredentials,
+        (None, _) => {
+            return Err(AppError::invalid(
+                "task_policy_required",
+                format!(
+                    "Account {} has no root password (centralized_root): name the root task, task_policy, one of {}.",
+                    account.account_id,
+                    TaskPolicy::ALL.map(TaskPolicy::as_str).join(", ")
+                ),
+            ));
+        }
+    };
+    if kind == CheckoutKind::Drill && policy != TaskPolicy::IamAuditRootUserCredentials {
+        return Err(AppError::invalid(
+            "drill_task_read_only",
+            "A drill proves access without changing anything: its task_policy is IAMAuditRootUserCredentials. Request an emergency checkout for other tasks.",
+        ));
+    }
+    Ok(Some(RootTask { policy, duration_seconds: root_task::validate_duration(duration)? }))
 }
 
 fn check_revealable(c: &CheckoutRow, p: &Principal, now: i64) -> Result<(), AppError> {

@@ -18,6 +18,7 @@ pub mod posture;
 pub mod quorum;
 pub mod recovery_kit;
 pub mod root_activity;
+pub mod root_tasks;
 
 use std::sync::Arc;
 
@@ -101,6 +102,8 @@ pub struct App {
     pub(crate) root_feed: Option<Arc<crate::aws::RootFeed>>,
     /// Reads root posture from AWS (`None`: posture checks are off).
     pub(crate) posture: Option<Arc<crate::aws::PostureReader>>,
+    /// Opens `sts:AssumeRoot` sessions for `centralized_root` accounts (`None`: off).
+    pub(crate) root_tasks: Option<Arc<crate::aws::RootTasks>>,
 }
 
 impl App {
@@ -142,6 +145,7 @@ impl App {
             metrics: Arc::default(),
             root_feed: None,
             posture: None,
+            root_tasks: None,
         })
     }
 

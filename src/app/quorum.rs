@@ -499,6 +499,14 @@ impl App {
                         ),
                     ));
                 }
+                if a.account_type == crate::domain::root_task::AccountType::CentralizedRoot {
+                    return Err(AppError::conflict(
+                        "no_stored_credentials",
+                        format!(
+                            "Account {id} is centralized_root: breakglass stores no secrets for it, so there is no key to split. Its releases are AWS root-task sessions."
+                        ),
+                    ));
+                }
                 if let Some(open) = store_checkouts::open_for_account(tx, id.as_str())?
                     && open.state.is_open()
                 {

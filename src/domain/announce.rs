@@ -57,6 +57,9 @@ pub fn announcement(event: &Event, ctx: &Context) -> Option<(Severity, String)> 
     let actor = &ctx.actor;
     let person = ctx.person.as_deref().unwrap_or("a custodian");
     Some(match event {
+        Event::CheckoutRequested { task_policy: Some(policy), .. } => {
+            (High, format!("{req} requested a {kind} root-task session ({policy}) in {acct}.{reason}"))
+        }
         Event::CheckoutRequested { .. } => (High, format!("{req} requested {kind} root access to {acct}.{reason}")),
         Event::ApprovalRecorded { .. } => {
             (Warning, format!("{actor} approved {req}'s {kind} root access request for {acct}."))
@@ -76,11 +79,32 @@ pub fn announcement(event: &Event, ctx: &Context) -> Option<(Severity, String)> 
                 "{req} and the approving holders opened the key of {acct} to reshare it; no credentials were shown."
             ),
         ),
+        Event::CheckoutReleased { task_policy: Some(policy), .. } => (
+            Critical,
+            format!(
+                "ROOT TASK RELEASED for {acct} to {req} ({kind}): AWS sessions with {policy} may now be opened.{reason}"
+            ),
+        ),
         Event::CheckoutReleased { rotation_required, .. } => {
             let rotate = if *rotation_required { " The root password must be rotated afterwards." } else { "" };
             (Critical, format!("ROOT CREDENTIALS RELEASED for {acct} to {req} ({kind}).{reason}{rotate}"))
         }
         Event::CheckoutRevealed { .. } => (High, format!("{req} viewed the root credentials of {acct}.")),
+        Event::RootTaskAuthorized { task_policy, duration_seconds, .. } => (
+            Warning,
+            format!(
+                "{req} confirmed with their key: asking AWS for a {task_policy} root session in {acct} ({duration_seconds} s)."
+            ),
+        ),
+        Event::RootTaskIssued { task_policy, access_key_id, expiration, .. } => (
+            High,
+            format!(
+                "{req} received a {task_policy} ROOT SESSION in {acct} (access key {access_key_id}), valid until {expiration}."
+            ),
+        ),
+        Event::RootTaskFailed { task_policy, code, message, .. } => {
+            (High, format!("AWS opened NO {task_policy} root session in {acct} for {req}: {code}: {message}"))
+        }
         Event::CheckoutClosed { checked_in: false, .. } => {
             (Warning, format!("The checkout of {acct} by {req} ended without a check-in."))
         }
@@ -305,6 +329,7 @@ mod tests {
             checkout: "c".into(),
             window_ends_at: "2026-11-21T09:15:00Z".into(),
             rotation_required: true,
+            task_policy: None,
         };
         let (sev, line) = announcement(&released, &ctx).unwrap();
         assert_eq!(sev, Severity::Critical);

@@ -117,6 +117,8 @@ pub struct Checkout {
     pub ended_at: Option<i64>,
     pub ended_by: Option<String>,
     pub end_note: Option<String>,
+    /// A `centralized_root` account's checkout: the root-task session it asks for.
+    pub task: Option<super::root_task::RootTask>,
 }
 
 /// A transition asked of a checkout in a state it cannot leave that way.
@@ -349,6 +351,7 @@ mod tests {
             ended_at: None,
             ended_by: None,
             end_note: None,
+            task: None,
         }
     }
 

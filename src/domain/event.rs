@@ -115,7 +115,16 @@ pub enum Event {
 
     // --- accounts and secrets --------------------------------------------------
     #[serde(rename = "account.created")]
-    AccountCreated { alias: String, root_email: String, policy: Value, recipient: String },
+    AccountCreated {
+        alias: String,
+        root_email: String,
+        policy: Value,
+        recipient: String,
+        /// `stored_root` or `centralized_root` (absent in entries written before
+        /// accounts had a type: those are `stored_root`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account_type: Option<String>,
+    },
     #[serde(rename = "account.policy_changed")]
     AccountPolicyChanged { policy: Value, approvers: Value },
     #[serde(rename = "secret.deposited")]
@@ -244,6 +253,12 @@ pub enum Event {
         /// Who may approve: `"all"` or a list of custodian ids (absent in old entries).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         approvers: Option<Value>,
+        /// A `centralized_root` account's checkout: the root-task policy asked for
+        /// and the session length in seconds (absent for stored credentials).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_policy: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_duration_seconds: Option<u32>,
     },
     #[serde(rename = "approval.challenge_issued")]
     ApprovalChallengeIssued { checkout: String, ceremony: String, challenge: String, rp_id: String, origin: String },
@@ -262,7 +277,37 @@ pub enum Event {
     #[serde(rename = "release.challenge_issued")]
     ReleaseChallengeIssued { checkout: String, ceremony: String, challenge: String, rp_id: String, origin: String },
     #[serde(rename = "checkout.released")]
-    CheckoutReleased { checkout: String, window_ends_at: String, rotation_required: bool },
+    CheckoutReleased {
+        checkout: String,
+        window_ends_at: String,
+        rotation_required: bool,
+        /// A root-task checkout: the task policy of the sessions it may open.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_policy: Option<String>,
+    },
+    /// The requester confirmed a root-task release with their key: breakglass is about
+    /// to call `sts:AssumeRoot` (written before the call, so a crash cannot hide it).
+    #[serde(rename = "checkout.root_task_authorized")]
+    RootTaskAuthorized {
+        checkout: String,
+        task_policy: String,
+        task_policy_arn: String,
+        duration_seconds: u32,
+        evidence: Value,
+    },
+    /// AWS opened the session; its credentials went to the requester, not to storage.
+    #[serde(rename = "checkout.root_task_issued")]
+    RootTaskIssued {
+        checkout: String,
+        task_policy: String,
+        /// The session's access key id (not secret): CloudTrail names it on every call.
+        access_key_id: String,
+        expiration: String,
+        aws_request_id: Option<String>,
+    },
+    /// AWS refused or could not be reached: no session exists.
+    #[serde(rename = "checkout.root_task_failed")]
+    RootTaskFailed { checkout: String, task_policy: String, code: String, message: String },
     #[serde(rename = "checkout.revealed")]
     CheckoutRevealed {
         checkout: String,
@@ -396,6 +441,9 @@ impl Event {
             Event::ReleaseChallengeIssued { .. } => "release.challenge_issued",
             Event::CheckoutReleased { .. } => "checkout.released",
             Event::CheckoutRevealed { .. } => "checkout.revealed",
+            Event::RootTaskAuthorized { .. } => "checkout.root_task_authorized",
+            Event::RootTaskIssued { .. } => "checkout.root_task_issued",
+            Event::RootTaskFailed { .. } => "checkout.root_task_failed",
             Event::CheckoutClosed { .. } => "checkout.closed",
             Event::DrillDue { .. } => "drill.due",
             Event::DrillOverdue { .. } => "drill.overdue",
@@ -440,6 +488,9 @@ impl Event {
             | Event::ReleaseChallengeIssued { checkout, .. }
             | Event::CheckoutReleased { checkout, .. }
             | Event::CheckoutRevealed { checkout, .. }
+            | Event::RootTaskAuthorized { checkout, .. }
+            | Event::RootTaskIssued { checkout, .. }
+            | Event::RootTaskFailed { checkout, .. }
             | Event::CheckoutClosed { checkout, .. }
             | Event::AccountReshared { checkout, .. }
             | Event::ShareHandedOver { checkout, .. }

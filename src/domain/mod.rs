@@ -6,6 +6,7 @@ pub mod drill;
 pub mod event;
 pub mod posture;
 pub mod root_activity;
+pub mod root_task;
 pub mod secrets;
 pub mod summary;
 pub mod totp;

@@ -51,6 +51,7 @@ impl From<AppError> for ApiError {
             AppError::Gone { .. } => StatusCode::GONE,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             AppError::Store(s) if s.is_disk_full() => {
                 tracing::error!(error = %e, "the database's disk is full");
                 return Self::new(

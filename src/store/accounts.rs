@@ -59,14 +59,17 @@ pub struct AccountRow {
     /// Quorum mode: the holders no longer match the policy since this time.
     pub reshare_due_since: Option<i64>,
     pub reshare_reason: Option<String>,
+    /// `stored_root` (password and seed in the vault) or `centralized_root` (nothing
+    /// stored; checkouts open `sts:AssumeRoot` sessions).
+    pub account_type: crate::domain::root_task::AccountType,
 }
 
 const ACCOUNT_COLS: &str = "account_id, alias, root_email, state, approvals_required, reveal_window_minutes, \
      max_checkout_minutes, veto, drill_schedule, recipient, wrapped_key, created_at, created_by";
 
-/// Columns that `insert_account` leaves to their defaults, read after `ACCOUNT_COLS`.
+/// Columns read after `ACCOUNT_COLS`; `insert_account` leaves all but `account_type` to their defaults.
 const LATER_COLS: &str = "approver_set, rotation_due_since, next_drill_due_at, drill_flag, custody, key_version, \
-     reshare_due_since, reshare_reason, quorum_k";
+     reshare_due_since, reshare_reason, quorum_k, account_type";
 
 fn account_from_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
     Ok(AccountRow {
@@ -92,13 +95,14 @@ fn account_from_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
         reshare_due_since: r.get(19)?,
         reshare_reason: r.get(20)?,
         quorum_k: r.get(21)?,
+        account_type: r.get(22)?,
     })
 }
 
 pub fn insert_account(conn: &Connection, a: &AccountRow) -> Result<(), StoreError> {
     conn.exec(
         &format!(
-            "INSERT INTO accounts ({ACCOUNT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            "INSERT INTO accounts ({ACCOUNT_COLS}, account_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
         ),
         params![
             a.account_id,
@@ -113,7 +117,8 @@ pub fn insert_account(conn: &Connection, a: &AccountRow) -> Result<(), StoreErro
             a.recipient,
             a.wrapped_key,
             a.created_at,
-            a.created_by
+            a.created_by,
+            a.account_type
         ],
     )?;
     Ok(())

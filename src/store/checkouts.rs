@@ -8,7 +8,8 @@ pub use crate::domain::checkout::CheckoutState;
 pub use crate::domain::checkout::Checkout as CheckoutRow;
 
 const COLS: &str = "id, account_id, requester_id, kind, reason, ticket, duration_minutes, state, approvals_required, veto, \
-     reveal_window_minutes, created_at, expires_at, approved_at, released_at, window_ends_at, ended_at, ended_by, end_note";
+     reveal_window_minutes, created_at, expires_at, approved_at, released_at, window_ends_at, ended_at, ended_by, end_note, \
+     task_policy, task_duration_seconds";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<CheckoutRow> {
     Ok(CheckoutRow {
@@ -31,12 +32,18 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<CheckoutRow> {
         ended_at: r.get(16)?,
         ended_by: r.get(17)?,
         end_note: r.get(18)?,
+        task: match (r.get::<_, Option<crate::domain::root_task::TaskPolicy>>(19)?, r.get::<_, Option<u32>>(20)?) {
+            (Some(policy), Some(duration_seconds)) => {
+                Some(crate::domain::root_task::RootTask { policy, duration_seconds })
+            }
+            _ => None,
+        },
     })
 }
 
 pub fn insert(conn: &Connection, c: &CheckoutRow) -> Result<(), StoreError> {
     conn.exec(
-        &format!("INSERT INTO checkouts ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
+        &format!("INSERT INTO checkouts ({COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"),
         params![
             c.id,
             c.account_id,
@@ -56,7 +63,9 @@ pub fn insert(conn: &Connection, c: &CheckoutRow) -> Result<(), StoreError> {
             c.window_ends_at,
             c.ended_at,
             c.ended_by,
-            c.end_note
+            c.end_note,
+            c.task.map(|t| t.policy),
+            c.task.map(|t| t.duration_seconds)
         ],
     )?;
     Ok(())

@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "0006_drill_participants", include_str!("../../migrations/0006_drill_participants.sql")),
     (7, "0007_quorum", include_str!("../../migrations/0007_quorum.sql")),
     (8, "0008_root_activity", include_str!("../../migrations/0008_root_activity.sql")),
+    (9, "0009_root_tasks", include_str!("../../migrations/0009_root_tasks.sql")),
 ];
 
 /// A migration whose first line is this marker rebuilds tables that others reference:

@@ -3,7 +3,12 @@
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
 use super::accounts::ApproverMode;
-use crate::domain::{AccountState, Custody, checkout::CheckoutState, drill::DrillState};
+use crate::domain::{
+    AccountState, Custody,
+    checkout::CheckoutState,
+    drill::DrillState,
+    root_task::{AccountType, TaskPolicy},
+};
 
 macro_rules! text_enum {
     ($($ty:ty),* $(,)?) => {$(
@@ -24,7 +29,19 @@ macro_rules! text_enum {
     )*};
 }
 
-text_enum!(AccountState, ApproverMode, CheckoutState, Custody, DrillState);
+text_enum!(AccountState, AccountType, ApproverMode, CheckoutState, Custody, DrillState);
+
+impl ToSql for TaskPolicy {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.as_str()))
+    }
+}
+
+impl FromSql for TaskPolicy {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        TaskPolicy::parse(value.as_str()?).map_err(|e| FromSqlError::Other(e.message.into()))
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -20,6 +20,7 @@ mod migrations;
 mod ops;
 mod quorum;
 mod recovery_kit;
+mod root_tasks;
 mod server;
 mod soak;
 mod web_crypto;
