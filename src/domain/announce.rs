@@ -58,7 +58,7 @@ pub fn announcement(event: &Event, ctx: &Context) -> Option<(Severity, String)> 
     let person = ctx.person.as_deref().unwrap_or("a custodian");
     Some(match event {
         Event::CheckoutRequested { task_policy: Some(policy), .. } => {
-            (High, format!("{req} requested a {kind} root-task session ({policy}) in {acct}.{reason}"))
+            (High, format!("{req} requested a root-task session ({policy}, {kind}) in {acct}.{reason}"))
         }
         Event::CheckoutRequested { .. } => (High, format!("{req} requested {kind} root access to {acct}.{reason}")),
         Event::ApprovalRecorded { .. } => {
