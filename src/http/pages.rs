@@ -20,7 +20,11 @@ use crate::{
         posture::PostureView,
         root_activity::RootActivityView,
     },
-    domain::{Role, drill::CHECKLIST},
+    domain::{
+        Role,
+        drill::CHECKLIST,
+        root_task::{AccountType, TaskPolicy},
+    },
     error::AppError,
     store::checkouts::CheckoutFilter,
 };
@@ -277,6 +281,8 @@ struct AccountRow {
     /// `policy`, or `quorum 2 of 3` (with "reshare due" when it is).
     custody_text: String,
     reshare_due: bool,
+    /// No stored password: checkouts name an AWS root-task policy.
+    centralized: bool,
 }
 
 #[derive(Template)]
@@ -301,6 +307,8 @@ struct DashboardPage {
     posture_findings: Vec<PostureView>,
     /// Admins: why the printed recovery kit is out of date (empty when it is current).
     kit_notice: String,
+    /// The AWS root-task policies (name, what it does), for centralized_root accounts.
+    task_policies: Vec<(&'static str, &'static str)>,
 }
 
 /// The dashboard's sentence about the printed recovery kit, for admins.
@@ -388,9 +396,13 @@ pub async fn page_dashboard(State(state): State<AppState>, PageUser(p): PageUser
                     Some(q) => {
                         (format!("quorum: {} of {} holders", q.k, q.holders.len()), q.reshare_due_since.is_some())
                     }
+                    None if a.account_type == AccountType::CentralizedRoot => {
+                        ("AWS root tasks (no stored password)".to_owned(), false)
+                    }
                     None => ("policy".to_owned(), false),
                 };
                 AccountRow {
+                    centralized: a.account_type == AccountType::CentralizedRoot,
                     custody_text,
                     reshare_due,
                     account_id: a.account_id.clone(),
@@ -410,6 +422,7 @@ pub async fn page_dashboard(State(state): State<AppState>, PageUser(p): PageUser
             is_auditor: s.is_auditor,
             user_name: s.user_name,
             accounts: rows,
+            task_policies: TaskPolicy::ALL.iter().map(|p| (p.as_str(), p.describe())).collect(),
             awaiting,
             mine,
             recent: open.iter().take(10).cloned().collect(),

@@ -1067,3 +1067,73 @@ async fn unexplained_root_use_shows_on_the_dashboard_until_an_admin_acknowledges
     );
     assert_same_origin(&s, &[&ada]);
 }
+
+/// A `centralized_root` account in the browser: the admin creates it (nothing to deposit),
+/// the requester picks a root task, the approver approves, and the requester's page shows
+/// the AWS session's credentials once, counting down from the server's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_task_session_is_requested_approved_and_shown_once_in_a_real_browser() {
+    let sts = crate::root_tasks::StsDouble::start().await;
+    let endpoint = sts.endpoint.clone();
+    let s = TestServer::start_with_app(
+        crate::support::start_time(),
+        |_| {},
+        |_| {},
+        move |app| crate::root_tasks::with_double(app, &endpoint),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let browser = launch(dir.path()).await;
+    let (ada, bo) = (person(&browser).await, person(&browser).await);
+    enrol(&s, &ada, &[Role::Admin, Role::Custodian], "Ada Admin", "ada@example.com").await;
+    enrol(&s, &bo, &[Role::Custodian], "Bo Requester", "bo@example.com").await;
+
+    goto(&ada.page, &format!("{}/admin", s.origin)).await;
+    fill(&ada.page, "#new-account-id", "555566667777").await;
+    fill(&ada.page, "#alias", "member-central").await;
+    fill(&ada.page, "#root_email", "root+central@example.com").await;
+    eval::<serde_json::Value>(&ada.page, "document.querySelector('#account_type').value = 'centralized_root'").await;
+    click(&ada.page, "#account-form button[type=submit]").await;
+    wait(&ada.page, "(document.querySelector('#account-form .msg')?.textContent ?? '').includes('Nothing to deposit')")
+        .await;
+
+    s.clock.advance(Duration::hours(25));
+    sign_in(&s, &ada, "ada@example.com").await;
+    sign_in(&s, &bo, "bo@example.com").await;
+    assert!(text(&bo.page, "main").await.contains("AWS root tasks (no stored password)"));
+    // The root-task fields appear only for an account without a stored password.
+    let hidden: bool = eval(&bo.page, "document.getElementById('task-fields').hidden").await;
+    assert!(!hidden, "the task fields show for the selected centralized_root account");
+    eval::<serde_json::Value>(&bo.page, "document.querySelector('#task_policy').value = 'S3UnlockBucketPolicy'").await;
+    fill(&bo.page, "#task_duration_seconds", "600").await;
+    fill(&bo.page, "#reason", "Bucket policy locks everyone out of prod-logs").await;
+    shoot(&bo.page, "dashboard-root-task").await;
+    click(&bo.page, "#request-form button[type=submit]").await;
+    wait(&bo.page, "location.pathname.startsWith('/checkouts/') && document.readyState === 'complete'").await;
+    let checkout_url: String = eval(&bo.page, "location.href").await;
+
+    goto(&ada.page, &checkout_url).await;
+    click(&ada.page, "button[data-decision=approve]").await;
+    wait(&ada.page, "document.getElementById('checkout-state')?.textContent === 'approved'").await;
+
+    wait(&bo.page, "!document.getElementById('release').hidden").await;
+    assert!(text(&bo.page, "#release").await.contains("S3UnlockBucketPolicy"));
+    assert_eq!(sts.calls(), 0, "nothing asked of AWS before the requester confirms");
+    click(&bo.page, "#reveal-button").await;
+    wait(&bo.page, "!document.getElementById('session').hidden").await;
+    assert_eq!(sts.calls(), 1);
+    let shell = text(&bo.page, "#session-shell").await;
+    assert!(
+        shell.contains("export AWS_ACCESS_KEY_ID='ASIADOUBLE0000000001'") && shell.contains("AWS_SESSION_TOKEN"),
+        "{shell}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&text(&bo.page, "#session-json").await).unwrap();
+    assert_eq!((json["Version"].as_u64(), json["AccessKeyId"].as_str()), (Some(1), Some("ASIADOUBLE0000000001")));
+    let ends = text(&bo.page, "#session-ends").await;
+    assert!(
+        ends == "10 min 0 s" || ends == "9 min 59 s" || ends == "9 min 58 s",
+        "counts down from the server: {ends}"
+    );
+    shoot(&bo.page, "checkout-root-session").await;
+    assert_same_origin(&s, &[&ada, &bo]);
+}

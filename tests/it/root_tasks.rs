@@ -77,14 +77,14 @@ struct Double {
     refuse: Arc<Mutex<Option<&'static str>>>,
 }
 
-struct StsDouble {
-    endpoint: String,
+pub(crate) struct StsDouble {
+    pub(crate) endpoint: String,
     state: Double,
     _server: tokio::task::JoinHandle<()>,
 }
 
 impl StsDouble {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let state = Double::default();
         let app = Router::new().route("/", axpost(assume_root)).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -93,6 +93,10 @@ impl StsDouble {
             axum::serve(listener, app).await.unwrap();
         });
         Self { endpoint, state, _server: server }
+    }
+
+    pub(crate) fn calls(&self) -> usize {
+        self.state.seen.lock().unwrap().len()
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -242,7 +246,7 @@ fn stamps(t: time::OffsetDateTime) -> (String, String) {
     )
 }
 
-fn with_double(app: App, endpoint: &str) -> App {
+pub(crate) fn with_double(app: App, endpoint: &str) -> App {
     let config = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(REGION))

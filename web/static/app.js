@@ -206,9 +206,14 @@ const actions = {
   },
   async request(el) {
     const f = form(el);
-    const c = await api("POST", "/api/v1/checkouts", {
+    const body = {
       account_id: f.account_id, reason: f.reason, ticket: f.ticket || null, kind: f.kind, duration_minutes: Number(f.duration_minutes),
-    });
+    };
+    if (selectedIsCentralized()) {
+      body.task_policy = f.task_policy;
+      body.task_duration_seconds = Number(f.task_duration_seconds);
+    }
+    const c = await api("POST", "/api/v1/checkouts", body);
     location.assign("/checkouts/" + c.id);
   },
   // Pressing Enter in the comment box must not decide anything.
@@ -243,6 +248,12 @@ const actions = {
       setTimeout(() => location.reload(), 1500);
       return;
     }
+    if (r.credential_process) {
+      showSession(r, performance.now());
+      say("AWS opened the session. Copy the credentials now: they are not shown again. Everything you do is on the record.", "ok");
+      refreshCheckout();
+      return;
+    }
     showRevealed(r, performance.now());
     say("Revealed. Everything you do now is on the record.", "ok");
     refreshCheckout();
@@ -274,7 +285,10 @@ const actions = {
   async account(el) {
     const a = await api("POST", "/api/v1/accounts", form(el));
     // The page reloads to offer the new account everywhere; the confirmation survives it.
-    sessionStorage.setItem("flash", JSON.stringify({ at: "#account-form .msg", text: `Account ${a.alias} (${a.account_id}) is in custody. Deposit its root password and MFA seed next.` }));
+    const next = a.account_type === "centralized_root"
+      ? "Nothing to deposit: its checkouts open AWS root-task sessions."
+      : "Deposit its root password and MFA seed next.";
+    sessionStorage.setItem("flash", JSON.stringify({ at: "#account-form .msg", text: `Account ${a.alias} (${a.account_id}) is in custody. ${next}` }));
     location.reload();
   },
   async deposit(el) {
@@ -342,6 +356,32 @@ function startCountdown(el, secondsLeft, arrivedAt) {
 for (const el of document.querySelectorAll("[data-seconds-left]")) startCountdown(el, el.dataset.secondsLeft, pageArrived);
 const secondsUntil = (deadline) => Math.max(0, Math.ceil((deadline - performance.now()) / 1000));
 
+// The request form: root-task fields only for an account without a stored password.
+function selectedIsCentralized() {
+  const sel = document.getElementById("account_id");
+  return !!sel && !!sel.selectedOptions[0] && sel.selectedOptions[0].hasAttribute("data-centralized");
+}
+function syncTaskFields() {
+  const fields = document.getElementById("task-fields");
+  if (fields) fields.hidden = !selectedIsCentralized();
+}
+document.getElementById("account_id")?.addEventListener("change", syncTaskFields);
+syncTaskFields();
+
+// A root-task session: shown once, cleared when it expires (counted from the server's answer).
+let session = false;
+function showSession(r, arrivedAt) {
+  document.getElementById("session").hidden = false;
+  document.getElementById("session-key").textContent = r.access_key_id;
+  document.getElementById("session-shell").textContent = r.shell;
+  document.getElementById("session-json").textContent = JSON.stringify(r.credential_process, null, 2);
+  startCountdown(document.getElementById("session-ends"), r.expires_in_seconds, arrivedAt);
+  startCountdown(document.getElementById("window-ends"), r.window_seconds_left, arrivedAt);
+  session = true;
+  document.getElementById("reveal-button").textContent = "Open another session with my key";
+  tick();
+}
+
 let totp = null;
 function showRevealed(r, arrivedAt) {
   document.getElementById("revealed").hidden = false;
@@ -377,6 +417,13 @@ function tick() {
   renderTotp();
   for (const el of document.querySelectorAll("[data-deadline]")) {
     const s = secondsUntil(Number(el.dataset.deadline));
+    if (s <= 0 && el.id === "session-ends" && session) {
+      // AWS ends the session now; its credentials leave the screen.
+      for (const id of ["session-shell", "session-json"]) document.getElementById(id).textContent = "";
+      document.getElementById("session").hidden = true;
+      session = false;
+      say("The root session has expired; its credentials were cleared from this page.");
+    }
     if (s <= 0 && el.id === "window-ends" && totp) {
       // The reveal window is over: take the secrets off the screen.
       for (const id of ["password", "totp-code", "root-email"]) document.getElementById(id).textContent = "";
@@ -515,7 +562,7 @@ function applyView(v, arrivedAt) {
   }
   applyStates(v.state);
   // Secrets on screen stay until their own window ends, whatever the state says.
-  if (totp) document.getElementById("release").hidden = false;
+  if (totp || session) document.getElementById("release").hidden = false;
   tick();
 }
 
