@@ -276,6 +276,7 @@ impl App {
                 ));
             }
         }
+        let slack = self.root_slack();
         self.db
             .transact(move |tx| {
                 let d = store::get(tx, &drill_id)?.ok_or_else(|| AppError::not_found("drill_not_found", format!("No drill with id {drill_id}.")))?;
@@ -299,7 +300,12 @@ impl App {
                 }
                 let mut participants: BTreeSet<String> = BTreeSet::from([co.requester_id.clone()]);
                 participants.extend(store_checkouts::approvals_of(tx, &co.id)?.into_iter().filter(|a| a.decision == "approve").map(|a| a.custodian_id));
-                let verdict = drill::evaluate(&c.items, participants.len())?;
+                let account_type = store_accounts::account(tx, &d.account_id)?
+                    .ok_or_else(|| AppError::Internal("account vanished".into()))?
+                    .account_type;
+                let verdict = drill::evaluate(&c.items, participants.len(), drill::checklist_for(account_type))?;
+                let evidence = crate::app::root_activity::aws_evidence_in(tx, &co, slack, now.unix_timestamp())?;
+                let aws_evidence = Some(json!({"sign_ins": evidence.sign_ins, "root_sessions": evidence.root_sessions}));
                 let state = if verdict.passed { DrillState::Passed } else { DrillState::Failed };
                 let ids: Vec<String> = participants.iter().cloned().collect();
                 store::complete(
@@ -324,9 +330,9 @@ impl App {
                     &p.actor().audit_name(),
                     &Subject::Account(d.account_id.clone()),
                     &if verdict.passed {
-                        Event::DrillPassed { drill: d.id.clone(), checkout: co.id.clone(), participants: ids.clone(), failed_items: verdict.failed_items.clone(), reasons: verdict.reasons.clone() }
+                        Event::DrillPassed { drill: d.id.clone(), checkout: co.id.clone(), participants: ids.clone(), failed_items: verdict.failed_items.clone(), reasons: verdict.reasons.clone(), aws_evidence }
                     } else {
-                        Event::DrillFailed { drill: d.id.clone(), checkout: co.id.clone(), participants: ids.clone(), failed_items: verdict.failed_items.clone(), reasons: verdict.reasons.clone() }
+                        Event::DrillFailed { drill: d.id.clone(), checkout: co.id.clone(), participants: ids.clone(), failed_items: verdict.failed_items.clone(), reasons: verdict.reasons.clone(), aws_evidence }
                     },
                 )?;
                 view(tx, &store::get(tx, &d.id)?.ok_or_else(|| AppError::Internal("drill vanished".into()))?)
@@ -453,7 +459,8 @@ pub fn evidence_csv(rows: &[DrillEvidence]) -> String {
     }
     let mut out =
         String::from("drill_id,account_id,alias,period,state,completed_at,completed_by,participants,checkout_id");
-    for (k, _) in drill::CHECKLIST {
+    let items = drill::all_items();
+    for k in &items {
         out.push(',');
         out.push_str(k);
     }
@@ -471,8 +478,8 @@ pub fn evidence_csv(rows: &[DrillEvidence]) -> String {
             d.participants.iter().map(|p| p.email.clone()).collect::<Vec<_>>().join("; "),
             d.checkout_id.clone().unwrap_or_default(),
         ];
-        for (k, _) in drill::CHECKLIST {
-            cols.push(d.checklist[k]["result"].as_str().unwrap_or_default().to_owned());
+        for k in &items {
+            cols.push(d.checklist[*k]["result"].as_str().unwrap_or_default().to_owned());
         }
         cols.push(d.failed_items.join("; "));
         cols.push(

@@ -131,11 +131,23 @@ pub struct SignInEvidence {
     pub mfa_used: bool,
 }
 
+/// A root-task session AWS opened for a checkout (`checkout.root_task_issued`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RootSessionEvidence {
+    pub access_key_id: String,
+    pub task_policy: String,
+    pub expiration: String,
+    /// The audit entry that recorded it.
+    pub audit_seq: i64,
+}
+
 /// What AWS itself says happened during a checkout (drill evidence).
 #[derive(Debug, Clone, Serialize)]
 pub struct AwsEvidence {
     pub checkout: String,
     pub sign_ins: Vec<SignInEvidence>,
+    /// `centralized_root` accounts: the root-task sessions AWS opened for this checkout.
+    pub root_sessions: Vec<RootSessionEvidence>,
     /// Checklist item → the sign-in that evidences it (`null`: none seen).
     pub items: std::collections::BTreeMap<&'static str, Option<SignInEvidence>>,
 }
@@ -213,7 +225,7 @@ const MAX_REASON: usize = 1000;
 
 impl App {
     /// Seconds of tolerance around a release window (clock skew, delivery delay).
-    fn root_slack(&self) -> i64 {
+    pub(crate) fn root_slack(&self) -> i64 {
         i64::from(self.config.aws.root_activity_slack_seconds)
     }
 
@@ -349,24 +361,7 @@ impl App {
             .call(move |conn| {
                 let c = store::checkouts::get(conn, &checkout_id)?
                     .ok_or_else(|| AppError::not_found("checkout_not_found", "No checkout with this id."))?;
-                let Some(released_at) = c.released_at else {
-                    return Ok(AwsEvidence { checkout: c.id, sign_ins: vec![], items: Default::default() });
-                };
-                let until = c.ended_at.unwrap_or(now) + slack;
-                let found = rows::sign_ins_between(conn, &c.account_id, released_at - slack, until)?;
-                let sign_ins: Vec<SignInEvidence> = found
-                    .into_iter()
-                    .map(|r| SignInEvidence {
-                        event_id: r.event_id,
-                        event_time: rfc3339(r.event_time),
-                        source_ip: r.source_ip,
-                        mfa_used: r.mfa_used.as_deref() == Some("Yes"),
-                    })
-                    .collect();
-                let mut items = std::collections::BTreeMap::new();
-                items.insert("root_password_accepted", sign_ins.first().cloned());
-                items.insert("mfa_accepted", sign_ins.iter().find(|s| s.mfa_used).cloned());
-                Ok::<_, AppError>(AwsEvidence { checkout: c.id, sign_ins, items })
+                aws_evidence_in(conn, &c, slack, now)
             })
             .await
     }
@@ -374,6 +369,56 @@ impl App {
     pub fn root_feed_health(&self) -> Option<FeedState> {
         self.root_feed.as_ref().map(|f| f.health.snapshot())
     }
+}
+
+/// The evidence from AWS for one checkout, read inside the caller's transaction.
+pub(crate) fn aws_evidence_in(
+    conn: &rusqlite::Connection,
+    c: &store::checkouts::CheckoutRow,
+    slack: i64,
+    now: i64,
+) -> Result<AwsEvidence, AppError> {
+    let Some(released_at) = c.released_at else {
+        return Ok(AwsEvidence {
+            checkout: c.id.clone(),
+            sign_ins: vec![],
+            root_sessions: vec![],
+            items: Default::default(),
+        });
+    };
+    let until = c.ended_at.unwrap_or(now) + slack;
+    let sign_ins: Vec<SignInEvidence> = rows::sign_ins_between(conn, &c.account_id, released_at - slack, until)?
+        .into_iter()
+        .map(|r| SignInEvidence {
+            event_id: r.event_id,
+            event_time: rfc3339(r.event_time),
+            source_ip: r.source_ip,
+            mfa_used: r.mfa_used.as_deref() == Some("Yes"),
+        })
+        .collect();
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, details FROM audit_log WHERE action = 'checkout.root_task_issued' AND subject = ?1 ORDER BY seq",
+    )?;
+    let mut root_sessions = Vec::new();
+    for row in
+        stmt.query_map([format!("account:{}", c.account_id)], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+    {
+        let (seq, details) = row?;
+        let d: serde_json::Value = serde_json::from_str(&details).map_err(|e| AppError::Internal(e.to_string()))?;
+        if d["checkout"] == c.id.as_str() {
+            let text = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+            root_sessions.push(RootSessionEvidence {
+                access_key_id: text("access_key_id"),
+                task_policy: text("task_policy"),
+                expiration: text("expiration"),
+                audit_seq: seq,
+            });
+        }
+    }
+    let mut items = std::collections::BTreeMap::new();
+    items.insert("root_password_accepted", sign_ins.first().cloned());
+    items.insert("mfa_accepted", sign_ins.iter().find(|s| s.mfa_used).cloned());
+    Ok(AwsEvidence { checkout: c.id.clone(), sign_ins, root_sessions, items })
 }
 
 fn details_of(e: &RootEvent, now: i64) -> RootEventDetails {

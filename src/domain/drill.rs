@@ -121,6 +121,41 @@ pub const CHECKLIST: [(&str, &str); 7] = [
     ("phone_number_current", "The account's phone number is current"),
 ];
 
+/// The checklist of an account without a stored root password (`centralized_root`):
+/// the drill is a read-only `IAMAuditRootUserCredentials` session, which proves the
+/// quorum and the service can still open root tasks, and shows that the root user
+/// still has no credentials.
+pub const CENTRALIZED_CHECKLIST: [(&str, &str); 6] = [
+    ("root_session_opened", "AWS opened the read-only root-task session (sts:AssumeRoot) for this account"),
+    (
+        "root_credentials_absent",
+        "The audit session shows no root password, access keys, signing certificates or MFA devices",
+    ),
+    ("root_email_reaches_team", "The root e-mail address reaches a team distribution list"),
+    ("alternate_contacts_correct", "Alternate contacts (billing, operations, security) are correct"),
+    ("billing_alert_in_place", "A billing or budget alert is in place"),
+    ("phone_number_current", "The account's phone number is current"),
+];
+
+/// The checklist a drill of this kind of account records.
+pub fn checklist_for(account_type: super::root_task::AccountType) -> &'static [(&'static str, &'static str)] {
+    match account_type {
+        super::root_task::AccountType::StoredRoot => &CHECKLIST,
+        super::root_task::AccountType::CentralizedRoot => &CENTRALIZED_CHECKLIST,
+    }
+}
+
+/// Every item of every checklist, in a stable order (one CSV column each).
+pub fn all_items() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = CHECKLIST.iter().map(|(k, _)| *k).collect();
+    for (k, _) in CENTRALIZED_CHECKLIST {
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemResult {
@@ -146,19 +181,23 @@ pub struct Verdict {
 
 /// Every item is required and must be answered; at least two distinct people must
 /// have taken part (requester and approvers).
-pub fn evaluate(items: &BTreeMap<String, ItemOutcome>, participants: usize) -> Result<Verdict, ValidationError> {
+pub fn evaluate(
+    items: &BTreeMap<String, ItemOutcome>,
+    participants: usize,
+    checklist: &[(&str, &str)],
+) -> Result<Verdict, ValidationError> {
     for key in items.keys() {
-        if !CHECKLIST.iter().any(|(k, _)| k == key) {
+        if !checklist.iter().any(|(k, _)| k == key) {
             return Err(ValidationError::new(
                 "invalid_checklist",
                 format!(
                     "{key:?} is not a checklist item; the items are {}.",
-                    CHECKLIST.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                    checklist.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
                 ),
             ));
         }
     }
-    let missing: Vec<&str> = CHECKLIST.iter().map(|(k, _)| *k).filter(|k| !items.contains_key(*k)).collect();
+    let missing: Vec<&str> = checklist.iter().map(|(k, _)| *k).filter(|k| !items.contains_key(*k)).collect();
     if !missing.is_empty() {
         return Err(ValidationError::new(
             "invalid_checklist",
@@ -166,7 +205,7 @@ pub fn evaluate(items: &BTreeMap<String, ItemOutcome>, participants: usize) -> R
         ));
     }
     let failed_items: Vec<String> =
-        CHECKLIST.iter().filter(|(k, _)| items[*k].result == ItemResult::Fail).map(|(k, _)| (*k).to_owned()).collect();
+        checklist.iter().filter(|(k, _)| items[*k].result == ItemResult::Fail).map(|(k, _)| (*k).to_owned()).collect();
     let mut reasons = Vec::new();
     if !failed_items.is_empty() {
         reasons.push(format!("failed: {}", failed_items.join(", ")));
@@ -223,16 +262,34 @@ mod tests {
 
     #[test]
     fn a_drill_passes_only_with_every_item_and_two_people() {
-        assert!(evaluate(&all(ItemResult::Pass), 2).unwrap().passed);
-        let one = evaluate(&all(ItemResult::Pass), 1).unwrap();
+        assert!(evaluate(&all(ItemResult::Pass), 2, &CHECKLIST).unwrap().passed);
+        let one = evaluate(&all(ItemResult::Pass), 1, &CHECKLIST).unwrap();
         assert!(!one.passed && one.reasons[0].contains("two people"));
         let mut items = all(ItemResult::Pass);
         items.get_mut("mfa_accepted").unwrap().result = ItemResult::Fail;
-        let v = evaluate(&items, 3).unwrap();
+        let v = evaluate(&items, 3, &CHECKLIST).unwrap();
         assert_eq!((v.passed, v.failed_items.clone()), (false, vec!["mfa_accepted".to_owned()]));
         items.remove("phone_number_current");
-        assert!(evaluate(&items, 3).is_err(), "every item must be answered");
+        assert!(evaluate(&items, 3, &CHECKLIST).is_err(), "every item must be answered");
         items.insert("vibes".into(), ItemOutcome { result: ItemResult::Pass, note: None });
-        assert!(evaluate(&items, 3).is_err());
+        assert!(evaluate(&items, 3, &CHECKLIST).is_err());
+    }
+
+    #[test]
+    fn an_account_without_a_root_password_has_its_own_checklist() {
+        use super::super::root_task::AccountType;
+        let central = checklist_for(AccountType::CentralizedRoot);
+        let items: BTreeMap<String, ItemOutcome> = central
+            .iter()
+            .map(|(k, _)| ((*k).to_owned(), ItemOutcome { result: ItemResult::Pass, note: None }))
+            .collect();
+        assert!(evaluate(&items, 2, central).unwrap().passed);
+        // The password items do not apply, and the stored-root checklist needs them.
+        let e = evaluate(&items, 2, checklist_for(AccountType::StoredRoot)).unwrap_err();
+        assert!(e.message.contains("is not a checklist item"), "{}", e.message);
+        assert!(evaluate(&all(ItemResult::Pass), 2, central).is_err(), "root_password_accepted is not an item here");
+        let cols = all_items();
+        assert_eq!(cols.len(), 9);
+        assert_eq!(&cols[..7], CHECKLIST.map(|(k, _)| k).as_slice(), "old columns keep their place");
     }
 }

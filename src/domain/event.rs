@@ -341,6 +341,10 @@ pub enum Event {
         participants: Vec<String>,
         failed_items: Vec<String>,
         reasons: Vec<String>,
+        /// What AWS itself reported during the drill checkout: root sign-ins from the
+        /// feed, root-task sessions (absent in entries written before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        aws_evidence: Option<Value>,
     },
     #[serde(rename = "drill.failed")]
     DrillFailed {
@@ -349,6 +353,10 @@ pub enum Event {
         participants: Vec<String>,
         failed_items: Vec<String>,
         reasons: Vec<String>,
+        /// What AWS itself reported during the drill checkout: root sign-ins from the
+        /// feed, root-task sessions (absent in entries written before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        aws_evidence: Option<Value>,
     },
 
     // --- root activity in AWS (CloudTrail via the central queue) -------------------

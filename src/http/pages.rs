@@ -494,15 +494,26 @@ struct DrillsPage {
     is_auditor: bool,
     user_name: String,
     status: DrillStatus,
-    checklist: Vec<(&'static str, &'static str)>,
+    /// Per account id: its checklist (accounts without a stored root password have their own).
+    checklists: Vec<(String, &'static [(&'static str, &'static str)])>,
     history: Vec<crate::app::drills::DrillView>,
     /// Per open drill id: my released drill checkout on that account, if any.
     drill_checkouts: Vec<(String, CheckoutView)>,
+    /// Per open drill id with a checkout: what AWS itself reported during it.
+    evidence: Vec<(String, crate::app::root_activity::AwsEvidence)>,
 }
 
 impl DrillsPage {
     fn checkout_for(&self, drill_id: &str) -> Option<&CheckoutView> {
         self.drill_checkouts.iter().find(|(d, _)| d == drill_id).map(|(_, c)| c)
+    }
+
+    fn checklist_of(&self, account_id: &str) -> &'static [(&'static str, &'static str)] {
+        self.checklists.iter().find(|(a, _)| a == account_id).map(|(_, c)| *c).unwrap_or(&CHECKLIST)
+    }
+
+    fn evidence_for(&self, drill_id: &str) -> Option<&crate::app::root_activity::AwsEvidence> {
+        self.evidence.iter().find(|(d, _)| d == drill_id).map(|(_, e)| e)
     }
 }
 
@@ -513,7 +524,7 @@ pub async fn page_drills(State(state): State<AppState>, PageUser(p): PageUser) -
             .app
             .list_checkouts(CheckoutFilter { requester_id: Some(p.custodian.id.clone()), ..Default::default() }, None)
             .await?;
-        let drill_checkouts = status
+        let drill_checkouts: Vec<(String, CheckoutView)> = status
             .accounts
             .iter()
             .filter_map(|a| {
@@ -524,6 +535,17 @@ pub async fn page_drills(State(state): State<AppState>, PageUser(p): PageUser) -
                 Some((d.id.clone(), c.clone()))
             })
             .collect();
+        let checklists = state
+            .app
+            .list_accounts()
+            .await?
+            .into_iter()
+            .map(|a| (a.account_id, crate::domain::drill::checklist_for(a.account_type)))
+            .collect();
+        let mut evidence = Vec::new();
+        for (drill_id, c) in &drill_checkouts {
+            evidence.push((drill_id.clone(), state.app.checkout_aws_evidence(c.id.clone()).await?));
+        }
         let mut history = state.app.list_drills(None, i64::MIN, i64::MAX).await?;
         history.reverse();
         history.truncate(50);
@@ -534,9 +556,10 @@ pub async fn page_drills(State(state): State<AppState>, PageUser(p): PageUser) -
             is_auditor: s.is_auditor,
             user_name: s.user_name,
             status,
-            checklist: CHECKLIST.to_vec(),
+            checklists,
             history,
             drill_checkouts,
+            evidence,
         }))
     }
     .await;

@@ -558,3 +558,65 @@ async fn the_sts_double_refuses_a_request_signed_with_other_credentials_or_for_a
     assert!(seen[0].problems.iter().any(|p| p.contains("signature does not verify")), "{:?}", seen[0].problems);
     assert!(seen[1].problems.iter().any(|p| p.contains("credential scope")), "{:?}", seen[1].problems);
 }
+
+/// A drill of an account without a stored password: a read-only audit session proves
+/// the quorum and the AWS path still work; its checklist is its own, and the drill's
+/// entry carries the session AWS opened as evidence.
+#[tokio::test]
+async fn a_centralized_root_drill_opens_an_audit_session_and_records_it_as_evidence() {
+    let sts = StsDouble::start().await;
+    let mut t = central_team(&sts).await;
+    t.s.clock.set(time::macros::datetime!(2026-12-01 09:00:00 UTC));
+    t.s.app.run_drills().await.unwrap();
+    sign_in_all(&mut t).await;
+    let (_, st) = get(&t.ada.client, t.s.url("/api/v1/drills/status")).await;
+    let drill =
+        st["accounts"].as_array().unwrap().iter().find(|a| a["account_id"] == CENTRAL).unwrap()["open_drill"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+    let (status, c) = request_task(&t, json!({"kind": "drill"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{c}");
+    assert_eq!(c["task_policy"], "IAMAuditRootUserCredentials", "a drill audits, by default and only");
+    let id = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(decide(&t.s, &mut t.cy, &id, "approve").await.0, StatusCode::OK);
+    let (status, session) = reveal(&t.s, &mut t.bo, &id).await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    assert_eq!(
+        sts.seen()[0].param("TaskPolicyArn.arn"),
+        Some("arn:aws:iam::aws:policy/root-task/IAMAuditRootUserCredentials")
+    );
+
+    // The drills page shows this account's own checklist and the session as evidence.
+    let page = t.bo.client.get(t.s.url("/drills")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("AWS opened the read-only root-task session"), "the centralized checklist");
+    assert!(page.contains("ASIADOUBLE0000000001"), "the session as evidence");
+    let (_, evidence) = get(&t.bo.client, t.s.url(format!("/api/v1/checkouts/{id}/aws-evidence"))).await;
+    assert_eq!(evidence["root_sessions"][0]["access_key_id"], "ASIADOUBLE0000000001", "{evidence}");
+
+    let url = t.s.url(format!("/api/v1/drills/{drill}/checklist"));
+    let password_items: serde_json::Map<String, Value> = breakglass::domain::drill::CHECKLIST
+        .iter()
+        .map(|(k, _)| ((*k).to_owned(), json!({"result": "pass"})))
+        .collect();
+    let got = post(&t.bo.client, url.clone(), json!({"checkout_id": id, "items": password_items})).await;
+    assert_eq!(
+        (got.0, got.1["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_checklist")),
+        "{}",
+        got.1
+    );
+    let items: serde_json::Map<String, Value> = breakglass::domain::drill::CENTRALIZED_CHECKLIST
+        .iter()
+        .map(|(k, _)| ((*k).to_owned(), json!({"result": "pass"})))
+        .collect();
+    let got = post(&t.bo.client, url, json!({"checkout_id": id, "items": items})).await;
+    assert_eq!(got.0, StatusCode::OK, "{}", got.1);
+    assert_eq!(got.1["state"], "passed");
+    let passed = &entries(&t.s, "drill.passed")[0];
+    assert_eq!(passed["aws_evidence"]["root_sessions"][0]["access_key_id"], "ASIADOUBLE0000000001", "{passed}");
+    assert_eq!(passed["aws_evidence"]["sign_ins"], json!([]));
+    let status = breakglass::app::audit::verify_log(&t.s.db(), None).unwrap();
+    assert!(status.ok, "{status:?}");
+}
