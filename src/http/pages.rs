@@ -515,6 +515,27 @@ impl DrillsPage {
     fn evidence_for(&self, drill_id: &str) -> Option<&crate::app::root_activity::AwsEvidence> {
         self.evidence.iter().find(|(d, _)| d == drill_id).map(|(_, e)| e)
     }
+
+    /// What AWS reported that bears on one checklist item, in words (empty: nothing).
+    fn item_evidence(&self, drill_id: &str, item: &str) -> String {
+        let Some(e) = self.evidence_for(drill_id) else { return String::new() };
+        if item == "root_session_opened" {
+            return e
+                .root_sessions
+                .first()
+                .map(|r| format!("AWS opened session {} ({}) until {}.", r.access_key_id, r.task_policy, r.expiration))
+                .unwrap_or_default();
+        }
+        match e.items.get(item) {
+            Some(Some(si)) => format!(
+                "AWS: root sign-in at {}{}, CloudTrail event {}.",
+                si.event_time,
+                if si.mfa_used { " with MFA" } else { "" },
+                si.event_id
+            ),
+            _ => String::new(),
+        }
+    }
 }
 
 pub async fn page_drills(State(state): State<AppState>, PageUser(p): PageUser) -> Response {

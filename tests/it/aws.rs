@@ -774,4 +774,34 @@ async fn a_drill_checkout_shows_the_root_sign_in_aws_reported_inside_its_window_
     assert_eq!(got["items"]["mfa_accepted"]["event_time"], "2026-12-01T09:03:00Z");
     let (status, body) = get(&t.bo.client, t.s.url("/api/v1/checkouts/nope/aws-evidence")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("checkout_not_found")));
+
+    // The drills page puts the evidence next to the items, and the drill's entry keeps it.
+    let page = t.bo.client.get(t.s.url("/drills")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains(
+            "AWS: root sign-in at 2026-12-01T09:03:00Z with MFA, CloudTrail event 0c3f6a2e-4444-4a8b-9d6e-000000000003."
+        ),
+        "the drills page shows the sign-in next to the items"
+    );
+    let (_, st) = get(&t.ada.client, t.s.url("/api/v1/drills/status")).await;
+    let drill =
+        st["accounts"].as_array().unwrap().iter().find(|a| a["account_id"] == ACCOUNT).unwrap()["open_drill"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let items: serde_json::Map<String, Value> = breakglass::domain::drill::CHECKLIST
+        .iter()
+        .map(|(k, _)| ((*k).to_owned(), json!({"result": "pass"})))
+        .collect();
+    let (status, d) = post(
+        &t.bo.client,
+        t.s.url(format!("/api/v1/drills/{drill}/checklist")),
+        json!({"checkout_id": id, "items": items}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{d}");
+    let details: String =
+        t.s.db().query_row("SELECT details FROM audit_log WHERE action = 'drill.passed'", [], |r| r.get(0)).unwrap();
+    let details: Value = serde_json::from_str(&details).unwrap();
+    assert_eq!(details["aws_evidence"]["sign_ins"][0]["event_id"], "0c3f6a2e-4444-4a8b-9d6e-000000000003", "{details}");
 }
