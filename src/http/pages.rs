@@ -501,6 +501,8 @@ struct DrillsPage {
     drill_checkouts: Vec<(String, CheckoutView)>,
     /// Per open drill id with a checkout: what AWS itself reported during it.
     evidence: Vec<(String, crate::app::root_activity::AwsEvidence)>,
+    /// The last root posture read from AWS, for accounts with an open drill.
+    postures: Vec<PostureView>,
 }
 
 impl DrillsPage {
@@ -516,8 +518,16 @@ impl DrillsPage {
         self.evidence.iter().find(|(d, _)| d == drill_id).map(|(_, e)| e)
     }
 
-    /// What AWS reported that bears on one checklist item, in words (empty: nothing).
-    fn item_evidence(&self, drill_id: &str, item: &str) -> String {
+    /// What AWS reported that bears on one checklist item, in words (empty: nothing):
+    /// the drill checkout's root sign-ins and sessions, and the account's last posture.
+    fn item_evidence(&self, drill_id: &str, account_id: &str, item: &str) -> String {
+        let posture = self.postures.iter().find(|p| p.account_id == account_id).and_then(|p| {
+            let e = p.checklist_evidence.iter().find(|e| e.item == item)?;
+            Some(format!("AWS posture (read {}): {}.", p.checked_at, if e.passes { "passes" } else { "does NOT pass" }))
+        });
+        if let Some(text) = posture {
+            return text;
+        }
         let Some(e) = self.evidence_for(drill_id) else { return String::new() };
         if item == "root_session_opened" {
             return e
@@ -567,6 +577,14 @@ pub async fn page_drills(State(state): State<AppState>, PageUser(p): PageUser) -
         for (drill_id, c) in &drill_checkouts {
             evidence.push((drill_id.clone(), state.app.checkout_aws_evidence(c.id.clone()).await?));
         }
+        let mut postures = Vec::new();
+        for a in status.accounts.iter().filter(|a| a.open_drill.is_some()) {
+            match state.app.posture(a.account_id.clone()).await {
+                Ok(p) => postures.push(p),
+                Err(AppError::NotFound { .. }) => {} // never read: no evidence to show
+                Err(e) => return Err(e),
+            }
+        }
         let mut history = state.app.list_drills(None, i64::MIN, i64::MAX).await?;
         history.reverse();
         history.truncate(50);
@@ -581,6 +599,7 @@ pub async fn page_drills(State(state): State<AppState>, PageUser(p): PageUser) -
             history,
             drill_checkouts,
             evidence,
+            postures,
         }))
     }
     .await;

@@ -710,6 +710,20 @@ out = True",
     assert!(page.contains("id=\"posture-findings\"") && page.contains("root_email_mismatch, root_mfa_off"), "{page}");
     let (status, got) = get(&t.bo.client, &url).await;
     assert_eq!((status, got["findings"].clone()), (StatusCode::OK, second["findings"].clone()));
+
+    // When a drill falls due, its checklist shows the posture as pre-filled evidence.
+    let mut t = t;
+    open_drills(&mut t).await;
+    let page = t.bo.client.get(t.s.url("/drills")).send().await.unwrap().text().await.unwrap();
+    let at = page.find("The root user has no access keys").expect("the checklist item");
+    assert!(page[at..].starts_with("The root user has no access keys</legend>"), "the item's legend");
+    let after = &page[at..at + 400];
+    assert!(after.contains("AWS posture (read 2026-11-22T10:00:00Z): passes."), "{after}");
+    let at = page.find("Alternate contacts (billing, operations, security) are correct").unwrap();
+    assert!(
+        page[at..at + 400].contains("AWS posture (read 2026-11-22T10:00:00Z): passes."),
+        "the contact was set since"
+    );
 }
 
 // ---- drill evidence ----------------------------------------------------------------------
