@@ -1053,6 +1053,30 @@ async fn unexplained_root_use_shows_on_the_dashboard_until_an_admin_acknowledges
     .await;
     let said = text(&ada.page, &banner).await;
     assert!(said.contains("prod-payer") && said.contains("203.0.113.66") && said.contains("ConsoleLogin"), "{said}");
+
+    // A posture reading with findings, as the posture check stores it (the reading itself
+    // is tested against moto in tests/it/aws.rs): the dashboard names them for everyone.
+    let report = breakglass::domain::posture::Report {
+        root_mfa_enabled: Some(false),
+        root_access_keys_present: Some(true),
+        ..Default::default()
+    };
+    breakglass::store::posture::upsert(
+        &s.db(),
+        &breakglass::store::posture::PostureRow {
+            account_id: ACCOUNT.into(),
+            checked_at: s.clock.now().unix_timestamp(),
+            report: serde_json::to_string(&report).unwrap(),
+            findings: serde_json::to_string(&breakglass::domain::posture::findings(&report, "aws-root@example.com"))
+                .unwrap(),
+            audit_seq: None,
+        },
+    )
+    .unwrap();
+    goto(&ada.page, &format!("{}/", s.origin)).await;
+    wait(&ada.page, "!!document.getElementById('posture-findings')").await;
+    let posture = text(&ada.page, "#posture-findings").await;
+    assert!(posture.contains(ACCOUNT) && posture.contains("root_access_keys_present, root_mfa_off"), "{posture}");
     shoot(&ada.page, "root-alert").await;
 
     fill(&ada.page, &format!("#ack-{id}"), "Test of the root activity feed, RUNBOOK step 5").await;
