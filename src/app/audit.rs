@@ -440,10 +440,11 @@ impl DetailsAt {
 
 /// What the hashing thread made of an entry's `details`: nothing (the replay does
 /// not read this action), unreadable JSON, or the parts the replay reads.
+#[allow(clippy::large_enum_variant)] // Kept in reused batch vectors: a box would be allocated on one thread, freed on the other.
 enum Prepared {
     Skipped,
     Unreadable,
-    Read(Box<DetailsAt>),
+    Read(DetailsAt),
 }
 
 /// Run on the hashing thread for each verified entry, in order.
@@ -452,7 +453,7 @@ fn prepare(e: &EntryRef<'_>) -> Prepared {
         return Prepared::Skipped;
     }
     match serde_json::from_str::<Details<'_>>(e.details) {
-        Ok(d) => Prepared::Read(Box::new(DetailsAt::of(e.details, d))),
+        Ok(d) => Prepared::Read(DetailsAt::of(e.details, d)),
         Err(_) => Prepared::Unreadable,
     }
 }
