@@ -7,10 +7,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::App;
+use super::{App, audit_chain};
 use crate::{
     crypto::evidence::{self, AssertionEvidence, PublicKeyRecord},
-    domain::audit::{AuditEntry, ChainBreak, ChainVerifier, EntryRef},
+    domain::audit::{AuditEntry, ChainBreak, EntryRef},
     error::AppError,
     store::{
         StoreError,
@@ -86,8 +86,6 @@ pub fn verify_log_focused(
     high_water: Option<&Path>,
     focus: Option<&str>,
 ) -> Result<(ChainStatus, FocusReport), AppError> {
-    let mut v = ChainVerifier::default();
-    let mut broken: Option<ChainBreak> = None;
     let mut replay = Replay::new(outbox::log_key(conn)?);
     replay.focus = focus.map(str::to_owned);
     let mut approvals_stmt = conn.prepare_cached(checkouts::APPROVALS_IN_LOG_ORDER)?;
@@ -96,29 +94,25 @@ pub fn verify_log_focused(
     let mut checkpoints = checkpoints_stmt.query([])?;
     let mut side_error: Option<rusqlite::Error> = None;
     let mut next_checkpoint = read_checkpoint(&mut checkpoints)?;
-    audit::for_each_ref_after(conn, 0, |e| match v.push(e) {
-        Ok(()) => {
-            let mut next_approval = || approvals.next().and_then(|r| r.map(checkouts::approval_from_row).transpose());
-            if let Err(err) = replay.observe(&e, &mut next_approval) {
-                side_error = Some(err);
-                return false;
-            }
-            while let Some(cp) = next_checkpoint.take_if(|cp| cp.0 <= e.seq) {
-                replay.check_checkpoint(&cp, e.seq, e.hash);
-                match read_checkpoint(&mut checkpoints) {
-                    Ok(next) => next_checkpoint = next,
-                    Err(err) => {
-                        side_error = Some(err);
-                        return false;
-                    }
+    // The chain is checked on a second thread; this one replays each entry that verified.
+    // `details` is parsed there too (`Prepared`, offsets into the entry's text).
+    let (v, broken) = audit_chain::for_each_verified(conn, prepare, |e, details| {
+        let mut next_approval = || approvals.next().and_then(|r| r.map(checkouts::approval_from_row).transpose());
+        if let Err(err) = replay.observe(&e, details, &mut next_approval) {
+            side_error = Some(err);
+            return false;
+        }
+        while let Some(cp) = next_checkpoint.take_if(|cp| cp.0 <= e.seq) {
+            replay.check_checkpoint(&cp, e.seq, e.hash);
+            match read_checkpoint(&mut checkpoints) {
+                Ok(next) => next_checkpoint = next,
+                Err(err) => {
+                    side_error = Some(err);
+                    return false;
                 }
             }
-            true
         }
-        Err(b) => {
-            broken = Some(b);
-            false
-        }
+        true
     })?;
     if let Some(err) = side_error {
         return Err(StoreError::from(err).into());
@@ -333,6 +327,137 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
+/// A string of `details` as found on the hashing thread: where it lies in the entry's
+/// `details` text, or its unescaped copy.
+enum TextAt {
+    At(std::ops::Range<usize>),
+    Owned(String),
+}
+
+impl TextAt {
+    fn of(details: &str, t: Text<'_>) -> Self {
+        match t.0 {
+            Cow::Borrowed(s) => {
+                // A borrowed string is a slice of `details` (serde_json borrows from its input).
+                let start = (s.as_ptr() as usize).wrapping_sub(details.as_ptr() as usize);
+                match details.get(start..start.wrapping_add(s.len())) {
+                    Some(same) if same.as_ptr() == s.as_ptr() => TextAt::At(start..start + s.len()),
+                    _ => TextAt::Owned(s.to_owned()),
+                }
+            }
+            Cow::Owned(s) => TextAt::Owned(s),
+        }
+    }
+
+    fn text(self, details: &str) -> Option<Text<'_>> {
+        match self {
+            TextAt::At(range) => details.get(range).map(|s| Text(Cow::Borrowed(s))),
+            TextAt::Owned(s) => Some(Text(Cow::Owned(s))),
+        }
+    }
+}
+
+/// [`Details`] parsed on the hashing thread, its strings as [`TextAt`] so it can
+/// travel back beside the entry's text.
+struct DetailsAt {
+    checkout: Option<TextAt>,
+    approvals_required: Option<u64>,
+    veto: Option<bool>,
+    approvers: Option<ApproversAt>,
+    challenge: Option<TextAt>,
+    rp_id: Option<TextAt>,
+    origin: Option<TextAt>,
+    decision: Option<TextAt>,
+    comment: Option<TextAt>,
+    evidence: Option<serde_json::Value>,
+    credential_id: Option<TextAt>,
+    public_key: Option<serde_json::Value>,
+    verifier_key: Option<TextAt>,
+}
+
+enum ApproversAt {
+    All(TextAt),
+    Listed(Vec<TextAt>),
+}
+
+impl DetailsAt {
+    fn of(details: &str, d: Details<'_>) -> Self {
+        let at = |t: Option<Text<'_>>| t.map(|t| TextAt::of(details, t));
+        Self {
+            checkout: at(d.checkout),
+            approvals_required: d.approvals_required,
+            veto: d.veto,
+            approvers: d.approvers.map(|a| match a {
+                Approvers::All(all) => ApproversAt::All(TextAt::of(details, Text(all))),
+                Approvers::Listed(ids) => {
+                    ApproversAt::Listed(ids.into_iter().map(|t| TextAt::of(details, t)).collect())
+                }
+            }),
+            challenge: at(d.challenge),
+            rp_id: at(d.rp_id),
+            origin: at(d.origin),
+            decision: at(d.decision),
+            comment: at(d.comment),
+            evidence: d.evidence,
+            credential_id: at(d.credential_id),
+            public_key: d.public_key,
+            verifier_key: at(d.verifier_key),
+        }
+    }
+
+    /// The [`Details`] again, borrowing from the same `details` text.
+    fn details(self, details: &str) -> Option<Details<'_>> {
+        fn text(details: &str, t: Option<TextAt>) -> Option<Option<Text<'_>>> {
+            match t {
+                Some(t) => t.text(details).map(Some),
+                None => Some(None),
+            }
+        }
+        let approvers = match self.approvers {
+            None => None,
+            Some(ApproversAt::All(all)) => Some(Approvers::All(all.text(details)?.0)),
+            Some(ApproversAt::Listed(ids)) => {
+                Some(Approvers::Listed(ids.into_iter().map(|t| t.text(details)).collect::<Option<Vec<_>>>()?))
+            }
+        };
+        Some(Details {
+            checkout: text(details, self.checkout)?,
+            approvals_required: self.approvals_required,
+            veto: self.veto,
+            approvers,
+            challenge: text(details, self.challenge)?,
+            rp_id: text(details, self.rp_id)?,
+            origin: text(details, self.origin)?,
+            decision: text(details, self.decision)?,
+            comment: text(details, self.comment)?,
+            evidence: self.evidence,
+            credential_id: text(details, self.credential_id)?,
+            public_key: self.public_key,
+            verifier_key: text(details, self.verifier_key)?,
+        })
+    }
+}
+
+/// What the hashing thread made of an entry's `details`: nothing (the replay does
+/// not read this action), unreadable JSON, or the parts the replay reads.
+#[allow(clippy::large_enum_variant)] // Kept in reused batch vectors: a box would be allocated on one thread, freed on the other.
+enum Prepared {
+    Skipped,
+    Unreadable,
+    Read(DetailsAt),
+}
+
+/// Run on the hashing thread for each verified entry, in order.
+fn prepare(e: &EntryRef<'_>) -> Prepared {
+    if !REPLAYED.contains(&e.action) {
+        return Prepared::Skipped;
+    }
+    match serde_json::from_str::<Details<'_>>(e.details) {
+        Ok(d) => Prepared::Read(DetailsAt::of(e.details, d)),
+        Err(_) => Prepared::Unreadable,
+    }
+}
+
 /// Actions whose details the replay reads.
 const REPLAYED: &[&str] = &[
     "custodian.enrolled",
@@ -463,9 +588,10 @@ impl Replay {
     fn observe(
         &mut self,
         e: &EntryRef<'_>,
+        details: Prepared,
         next_approval: &mut dyn FnMut() -> rusqlite::Result<Option<checkouts::ApprovalRow>>,
     ) -> rusqlite::Result<()> {
-        let result = self.observe_entry(e, next_approval);
+        let result = self.observe_entry(e, details, next_approval);
         self.in_focus = false;
         result
     }
@@ -478,17 +604,21 @@ impl Replay {
         }
     }
 
+    /// Replay one entry, its `details` parsed by [`prepare`].
     fn observe_entry(
         &mut self,
         e: &EntryRef<'_>,
+        details: Prepared,
         next_approval: &mut dyn FnMut() -> rusqlite::Result<Option<checkouts::ApprovalRow>>,
     ) -> rusqlite::Result<()> {
-        if !REPLAYED.contains(&e.action) {
-            return Ok(());
-        }
-        let d: Details = match serde_json::from_str(e.details) {
-            Ok(d) => d,
-            Err(_) => {
+        let parsed = match details {
+            Prepared::Skipped => return Ok(()),
+            Prepared::Read(d) => d.details(e.details),
+            Prepared::Unreadable => None,
+        };
+        let d: Details = match parsed {
+            Some(d) => d,
+            None => {
                 self.problem(e.seq, format!("the details of this {} entry are not readable", e.action));
                 Details::default()
             }

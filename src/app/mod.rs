@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod announce;
 pub mod audit;
+pub mod audit_chain;
 pub mod audit_export;
 pub mod audit_view;
 pub mod auth;

@@ -1,5 +1,5 @@
 //! The audit_log table: append inside the caller's transaction, read in order.
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params, types::ValueRef};
 use time::OffsetDateTime;
 
 use super::{Cached, StoreError};
@@ -215,6 +215,49 @@ pub fn for_each_ref_after(
         }
     }
     Ok(())
+}
+
+/// The text columns of one row (`at`, `actor`, `action`, `subject`, `details`,
+/// `prev_hash`, `hash`) as SQLite holds them, not yet checked as UTF-8.
+pub type RawColumns<'a> = [&'a [u8]; 7];
+
+/// Walk the log in `seq` order like [`for_each_ref_after`], handing over the text
+/// columns as bytes: the UTF-8 check ([`text`]) can then run elsewhere (on the
+/// verifier's hashing thread). A column that is NULL or a blob is the same error as
+/// in [`for_each_ref_after`], and so is an invalid UTF-8 column before it in the row.
+pub fn for_each_raw_after(
+    conn: &Connection,
+    after_seq: u64,
+    mut f: impl FnMut(u64, RawColumns<'_>) -> bool,
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq"))?;
+    let mut rows = stmt.query([after_seq as i64])?;
+    while let Some(r) = rows.next()? {
+        let seq = r.get::<_, i64>(0)? as u64;
+        let mut cols: RawColumns<'_> = [&[][..]; 7];
+        for i in 0..cols.len() {
+            match r.get_ref(i + 1)? {
+                ValueRef::Text(t) => cols[i] = t,
+                other => {
+                    // Read as `&str` column by column, the first bad column decides.
+                    for earlier in &cols[..i] {
+                        text(earlier)?;
+                    }
+                    other.as_str().map_err(rusqlite::Error::from)?;
+                }
+            }
+        }
+        if !f(seq, cols) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A text column read by [`for_each_raw_after`], checked as UTF-8: the same check and
+/// the same error as reading it as `&str`.
+pub fn text(bytes: &[u8]) -> Result<&str, rusqlite::Error> {
+    Ok(ValueRef::Text(bytes).as_str()?)
 }
 
 pub fn count(conn: &Connection) -> Result<u64, StoreError> {
