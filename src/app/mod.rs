@@ -205,7 +205,7 @@ impl App {
         self.db
             .call(move |conn| {
                 let any: bool =
-                    conn.query_row("SELECT EXISTS (SELECT 1 FROM accounts WHERE custody = 'quorum')", [], |r| {
+                    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE custody = 'quorum')")?.query_row([], |r| {
                         r.get(0)
                     })?;
                 if any {

@@ -190,14 +190,27 @@ pub fn secret_versions(conn: &Connection, account_id: &str) -> Result<Vec<Secret
 }
 
 /// The newest ciphertext of one kind, with its version.
+/// The statement [`latest_secret`] keeps prepared to find the newest version.
+pub const SECRET_VERSIONS_SQL: &str = "SELECT version FROM secret_versions WHERE account_id = ?1 AND kind = ?2";
+
 pub fn latest_secret(conn: &Connection, account_id: &str, kind: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-    Ok(conn
-        .row(
-            "SELECT version, ciphertext FROM secret_versions WHERE account_id = ?1 AND kind = ?2 ORDER BY version DESC LIMIT 1",
-            params![account_id, kind],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-        )
-        .optional()?)
+    // Two equality lookups instead of ORDER BY/max(): those make the bundled SQLite
+    // (STAT4) re-prepare the cached statement for every account (`checkouts::approvals_of`).
+    let mut stmt = conn.prepare_cached(SECRET_VERSIONS_SQL)?;
+    let latest = stmt.query_map(params![account_id, kind], |r| r.get::<_, i64>(0))?.try_fold(
+        None::<i64>,
+        |max, v| -> rusqlite::Result<Option<i64>> {
+            let v = v?;
+            Ok(Some(max.map_or(v, |m| m.max(v))))
+        },
+    )?;
+    let Some(version) = latest else { return Ok(None) };
+    let ciphertext = conn.row(
+        "SELECT ciphertext FROM secret_versions WHERE account_id = ?1 AND kind = ?2 AND version = ?3",
+        params![account_id, kind, version],
+        |r| r.get(0),
+    )?;
+    Ok(Some((version as u64, ciphertext)))
 }
 
 // ---- vault ----

@@ -182,11 +182,20 @@ pub fn insert_approval(conn: &Connection, a: &ApprovalRow) -> Result<bool, Store
     }
 }
 
+/// The statement [`approvals_of`] keeps prepared (public for the test that checks it is
+/// never re-prepared).
+pub fn approvals_of_sql() -> String {
+    format!("SELECT {APPROVAL_COLS} FROM approvals WHERE checkout_id = ?1")
+}
+
 pub fn approvals_of(conn: &Connection, checkout_id: &str) -> Result<Vec<ApprovalRow>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {APPROVAL_COLS} FROM approvals WHERE checkout_id = ?1 ORDER BY at, id"))?;
+    // Sorted here, not with ORDER BY: with an ORDER BY after `= ?1` the bundled SQLite
+    // (STAT4) re-prepares the cached statement for every new checkout id.
+    let mut stmt = conn.prepare_cached(&approvals_of_sql())?;
     let rows = stmt.query_map([checkout_id], approval_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut rows: Vec<ApprovalRow> = rows.collect::<Result<_, _>>()?;
+    rows.sort_by_key(|a| (a.at, a.id));
+    Ok(rows)
 }
 
 /// Every approval in insertion order, which is the order of their audit entries (each
@@ -286,7 +295,7 @@ pub fn set_transit(conn: &Connection, checkout_id: &str, t: &Transit) -> Result<
 
 pub fn transit(conn: &Connection, checkout_id: &str) -> Result<Option<Transit>, StoreError> {
     Ok(conn
-        .query_row(
+        .row(
             "SELECT key_version, transit_recipient, transit_sealed FROM checkouts \
              WHERE id = ?1 AND key_version IS NOT NULL AND transit_recipient IS NOT NULL",
             [checkout_id],

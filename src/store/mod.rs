@@ -209,6 +209,11 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "trusted_schema", "OFF")?;
+    // Statement journals and temporary tables stay in memory: inside a savepoint (every
+    // ceremony step) the sub-journal of old page images otherwise spills past 64 KiB to
+    // a temporary file — a create, write and unlink on every approval and release, and
+    // page images (quorum shares included) written outside the database.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 

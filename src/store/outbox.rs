@@ -123,6 +123,11 @@ pub fn retry_failed(conn: &Connection, now: i64, max_attempts: i64) -> Result<us
     )?)
 }
 
+/// The statement [`list`] keeps prepared for one checkout's messages.
+pub fn by_checkout_sql() -> String {
+    format!("SELECT {COLS} FROM outbox WHERE checkout_id = ?1")
+}
+
 /// `state` `failed` means: undelivered after `max_attempts` attempts (still retried, in order).
 pub fn list(
     conn: &Connection,
@@ -132,6 +137,16 @@ pub fn list(
     max_attempts: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let (sql, has_state) = list_query(state, checkout_id.is_some());
+    if checkout_id.is_some() && state.is_none() {
+        // One checkout's messages (a handful): sorted here, because an ORDER BY after
+        // `checkout_id = ?` makes the bundled SQLite (STAT4) re-prepare the cached
+        // statement for every checkout (see `checkouts::approvals_of`).
+        let mut stmt = conn.prepare_cached(&by_checkout_sql())?;
+        let mut rows: Vec<OutboxRow> = stmt.query_map([checkout_id], from_row)?.collect::<Result<_, _>>()?;
+        rows.sort_by_key(|r| std::cmp::Reverse(r.id));
+        rows.truncate(limit as usize);
+        return Ok(rows);
+    }
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
     if let Some(c) = &checkout_id {

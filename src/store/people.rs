@@ -138,12 +138,19 @@ pub fn credential_exists(conn: &Connection, id: &str) -> Result<bool, StoreError
     Ok(conn.row("SELECT EXISTS (SELECT 1 FROM credentials WHERE id = ?1)", [id], |r| r.get(0))?)
 }
 
+/// The statement [`credentials_of`] keeps prepared.
+pub fn credentials_of_sql() -> String {
+    format!("SELECT {CREDENTIAL_COLS} FROM credentials WHERE custodian_id = ?1")
+}
+
 pub fn credentials_of(conn: &Connection, custodian_id: &str) -> Result<Vec<CredentialRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {CREDENTIAL_COLS} FROM credentials WHERE custodian_id = ?1 ORDER BY created_at, id"
-    ))?;
+    // Sorted here: an ORDER BY after `= ?1` re-prepares the statement for every person
+    // (see `checkouts::approvals_of`).
+    let mut stmt = conn.prepare_cached(&credentials_of_sql())?;
     let rows = stmt.query_map([custodian_id], credential_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut rows: Vec<CredentialRow> = rows.collect::<Result<_, _>>()?;
+    rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(rows)
 }
 
 /// Active custodians who hold at least one credential, by id: the population the

@@ -252,3 +252,40 @@ async fn the_audit_export_streams_the_whole_log_in_order() {
     assert_eq!(expected - 1, total, "every entry, once, in order");
     assert!(body.ends_with('\n'));
 }
+
+/// The bundled SQLite (built with STAT4) re-prepares a cached statement for every new
+/// value bound before an ORDER BY or min/max on an index: tens of microseconds each, on
+/// every checkout step. The hot per-checkout lookups sort in Rust instead; each is run
+/// for three different keys and must never have been re-prepared.
+#[test]
+fn hot_per_checkout_lookups_are_prepared_once_not_for_every_key() {
+    use breakglass::store::{accounts, checkouts, outbox, people};
+    use rusqlite::StatementStatus::{RePrepare, Run};
+    let dir = tempfile::tempdir().unwrap();
+    let conn = breakglass::store::open(&dir.path().join("t.db")).unwrap();
+    // And the savepoint's statement journal never spills to a temporary file (2 = MEMORY).
+    let temp_store: i64 = conn.pragma_query_value(None, "temp_store", |r| r.get(0)).unwrap();
+    assert_eq!(temp_store, 2);
+    for key in ["a", "b", "c"] {
+        checkouts::approvals_of(&conn, key).unwrap();
+        people::credentials_of(&conn, key).unwrap();
+        accounts::latest_secret(&conn, key, "root_password").unwrap();
+        outbox::list(&conn, None, Some(key), 100, 10).unwrap();
+    }
+    for sql in [
+        checkouts::approvals_of_sql(),
+        people::credentials_of_sql(),
+        accounts::SECRET_VERSIONS_SQL.to_owned(),
+        outbox::by_checkout_sql(),
+    ] {
+        let stmt = conn.prepare_cached(&sql).unwrap();
+        assert_eq!(stmt.get_status(Run), 3, "the function runs this very statement: {sql}");
+        assert_eq!(stmt.get_status(RePrepare), 0, "re-prepared: {sql}");
+    }
+    // The check can fail: the same lookup with an ORDER BY is re-prepared for each key.
+    let sorted = format!("{} ORDER BY at, id", checkouts::approvals_of_sql());
+    for key in ["a", "b", "c"] {
+        conn.prepare_cached(&sorted).unwrap().query([key]).unwrap().next().unwrap();
+    }
+    assert_eq!(conn.prepare_cached(&sorted).unwrap().get_status(RePrepare), 2);
+}
