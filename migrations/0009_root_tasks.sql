@@ -29,6 +29,19 @@ BEGIN
     SELECT RAISE(ABORT, 'a checkout names a task policy exactly when its account is centralized_root');
 END;
 
+-- What the approvals were for cannot change after the request, and a drill only audits.
+CREATE TRIGGER checkouts_task_fixed BEFORE UPDATE OF task_policy, task_duration_seconds ON checkouts
+WHEN NEW.task_policy IS NOT OLD.task_policy OR NEW.task_duration_seconds IS NOT OLD.task_duration_seconds
+BEGIN
+    SELECT RAISE(ABORT, 'a checkout''s task policy and duration are fixed when it is requested');
+END;
+
+CREATE TRIGGER checkouts_drill_task_read_only BEFORE INSERT ON checkouts
+WHEN NEW.kind = 'drill' AND NEW.task_policy IS NOT NULL AND NEW.task_policy <> 'IAMAuditRootUserCredentials'
+BEGIN
+    SELECT RAISE(ABORT, 'a drill''s root task is IAMAuditRootUserCredentials');
+END;
+
 CREATE TRIGGER secret_versions_none_for_centralized_root BEFORE INSERT ON secret_versions
 WHEN (SELECT account_type FROM accounts WHERE account_id = NEW.account_id) = 'centralized_root'
 BEGIN

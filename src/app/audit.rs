@@ -233,6 +233,10 @@ struct Track {
     denied_by: HashSet<String>,
     approved: bool,
     issued: Vec<Issued>,
+    /// Root-task checkouts: the policy the approvals were for (`checkout.requested`).
+    task_policy: Option<String>,
+    /// Root-task authorisations not yet followed by their outcome.
+    authorised_pending: u32,
 }
 
 /// The parts of `details` the replay reads (everything else is skipped unparsed).
@@ -262,6 +266,9 @@ struct Details<'a> {
     public_key: Option<serde_json::Value>,
     #[serde(borrow)]
     verifier_key: Option<Text<'a>>,
+    /// Root-task checkouts: the policy requested, authorised and issued.
+    #[serde(borrow)]
+    task_policy: Option<Text<'a>>,
 }
 
 /// `"all"`, or the listed custodian ids. Untagged enums buffer their input, so this
@@ -373,6 +380,7 @@ struct DetailsAt {
     credential_id: Option<TextAt>,
     public_key: Option<serde_json::Value>,
     verifier_key: Option<TextAt>,
+    task_policy: Option<TextAt>,
 }
 
 enum ApproversAt {
@@ -402,6 +410,7 @@ impl DetailsAt {
             credential_id: at(d.credential_id),
             public_key: d.public_key,
             verifier_key: at(d.verifier_key),
+            task_policy: at(d.task_policy),
         }
     }
 
@@ -434,6 +443,7 @@ impl DetailsAt {
             credential_id: text(details, self.credential_id)?,
             public_key: self.public_key,
             verifier_key: text(details, self.verifier_key)?,
+            task_policy: text(details, self.task_policy)?,
         })
     }
 }
@@ -477,6 +487,8 @@ const REPLAYED: &[&str] = &[
     "checkout.released",
     "checkout.revealed",
     "checkout.root_task_authorized",
+    "checkout.root_task_issued",
+    "checkout.root_task_failed",
     "account.reshared",
 ];
 
@@ -685,6 +697,8 @@ impl Replay {
                         denied_by: HashSet::new(),
                         approved: false,
                         issued: Vec::new(),
+                        task_policy: d.task_policy.as_deref().map(str::to_owned),
+                        authorised_pending: 0,
                     },
                 );
             }
@@ -791,9 +805,38 @@ impl Replay {
             "checkout.released" if !self.tracks.get(checkout).is_some_and(|t| t.approved) => {
                 self.problem(e.seq, format!("checkout {checkout} was released without being approved"));
             }
+            // A root-task session's outcome follows exactly one authorisation, for the
+            // policy the approvals were for.
+            "checkout.root_task_issued" | "checkout.root_task_failed" => {
+                let policy = d.task_policy.as_deref().map(str::to_owned);
+                match self.tracks.get_mut(checkout) {
+                    Some(t) if t.authorised_pending > 0 && t.task_policy == policy => t.authorised_pending -= 1,
+                    Some(t) if t.task_policy != policy => self.problem(
+                        e.seq,
+                        format!(
+                            "a root-task outcome on checkout {checkout} names another task policy than was requested"
+                        ),
+                    ),
+                    _ => self.problem(
+                        e.seq,
+                        format!("a root-task outcome on checkout {checkout} without an authorisation before it"),
+                    ),
+                }
+            }
             // A reshare's release step and a root-task authorisation: the requester's
             // assertion, checked like a reveal's.
             "checkout.revealed" | "account.reshared" | "checkout.root_task_authorized" => {
+                if e.action == "checkout.root_task_authorized" {
+                    let policy = d.task_policy.as_deref().map(str::to_owned);
+                    match self.tracks.get_mut(checkout) {
+                        Some(t) if policy.is_some() && t.task_policy == policy => t.authorised_pending += 1,
+                        Some(_) => self.problem(
+                            e.seq,
+                            format!("a root-task authorisation on checkout {checkout} for another task policy than was requested and approved"),
+                        ),
+                        None => {}
+                    }
+                }
                 let ok = self.tracks.get(checkout).is_some_and(|t| t.approved && t.requester == e.actor);
                 if !ok {
                     self.problem(

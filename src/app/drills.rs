@@ -305,6 +305,19 @@ impl App {
                     .account_type;
                 let verdict = drill::evaluate(&c.items, participants.len(), drill::checklist_for(account_type))?;
                 let evidence = crate::app::root_activity::aws_evidence_in(tx, &co, slack, now.unix_timestamp())?;
+                // "AWS opened the session" is not the requester's word alone: the log must
+                // show a session AWS issued for this drill checkout.
+                let claims_session =
+                    c.items.get("root_session_opened").is_some_and(|i| i.result == drill::ItemResult::Pass);
+                if account_type == crate::domain::root_task::AccountType::CentralizedRoot
+                    && claims_session
+                    && !evidence.root_sessions.iter().any(|r| r.task_policy == "IAMAuditRootUserCredentials")
+                {
+                    return Err(AppError::conflict(
+                        "no_root_session",
+                        "AWS opened no root-task session for this drill checkout, so root_session_opened cannot pass: open the session (Open a root session with my key) or record it as failed.",
+                    ));
+                }
                 let aws_evidence = Some(json!({"sign_ins": evidence.sign_ins, "root_sessions": evidence.root_sessions}));
                 let state = if verdict.passed { DrillState::Passed } else { DrillState::Failed };
                 let ids: Vec<String> = participants.iter().cloned().collect();

@@ -397,7 +397,7 @@ pub(crate) fn aws_evidence_in(
         })
         .collect();
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, details FROM audit_log WHERE action = 'checkout.root_task_issued' AND subject = ?1 ORDER BY seq",
+        "SELECT seq, details FROM audit_log WHERE action = 'checkout.root_task_issued' AND subject = ?1",
     )?;
     let mut root_sessions = Vec::new();
     for row in
@@ -415,6 +415,8 @@ pub(crate) fn aws_evidence_in(
             });
         }
     }
+    // Sorted here: an ORDER BY after `subject = ?1` would re-prepare the statement per account.
+    root_sessions.sort_by_key(|r| r.audit_seq);
     let mut items = std::collections::BTreeMap::new();
     items.insert("root_password_accepted", sign_ins.first().cloned());
     items.insert("mfa_accepted", sign_ins.iter().find(|s| s.mfa_used).cloned());

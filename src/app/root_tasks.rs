@@ -96,9 +96,27 @@ impl App {
 
     /// Ask AWS for the session a release authorised, record what happened, and hand
     /// the credentials over only once that record is committed.
+    #[tracing::instrument(skip_all)]
     pub(crate) async fn open_root_session(&self, grant: RootTaskGrant) -> Result<RootSession, AppError> {
         let tasks = self.root_tasks.clone().ok_or_else(unavailable)?;
-        let result = tasks.assume_root(&grant.account_id, grant.task.policy, grant.task.duration_seconds).await;
+        // The checkout may have been checked in, or its window closed, since the release
+        // committed: look again just before asking AWS, and let the session end with the
+        // window (AWS's minimum useful length, 60 s, aside).
+        let before = self.now().unix_timestamp();
+        let id = grant.checkout_id.clone();
+        let current = self.db.call(move |conn| Ok::<_, AppError>(crate::store::checkouts::get(conn, &id)?)).await?;
+        let open = current.is_some_and(|c| {
+            c.state == crate::domain::checkout::CheckoutState::Released && c.window_ends_at.is_some_and(|w| before < w)
+        });
+        if !open {
+            return Err(AppError::gone(
+                "checkout_ended",
+                "This checkout was checked in or its reveal window ended before AWS was asked: no session was opened.",
+            ));
+        }
+        let window_left = u32::try_from((grant.window_ends_at - before).max(0)).unwrap_or(u32::MAX);
+        let duration = grant.task.duration_seconds.min(window_left.max(crate::domain::root_task::MIN_DURATION_SECONDS));
+        let result = tasks.assume_root(&grant.account_id, grant.task.policy, duration).await;
         let now = self.now();
         let policy = grant.task.policy.as_str().to_owned();
         let event = match &result {
@@ -120,13 +138,23 @@ impl App {
         let subject = Subject::Account(grant.account_id.clone());
         self.db.transact(move |tx| crate::app::announce::record(tx, now, &actor, &subject, &event)).await?;
         let creds = result.map_err(|e| {
-            AppError::upstream(
-                "assume_root_failed",
-                format!(
-                    "AWS opened no root session ({}: {}). Nothing was issued. Check the service's AWS permissions and that centralized root access is on for account {}, then release again while the window is open.",
-                    e.code, e.message, grant.account_id
-                ),
-            )
+            if e.outcome_unknown {
+                AppError::upstream(
+                    "assume_root_outcome_unknown",
+                    format!(
+                        "AWS did not answer clearly ({}). A root session MAY have been opened for account {} without reaching you: look for AssumeRoot in CloudTrail (the root activity feed reports it) before confirming again.",
+                        e.message, grant.account_id
+                    ),
+                )
+            } else {
+                AppError::upstream(
+                    "assume_root_failed",
+                    format!(
+                        "AWS opened no root session ({}: {}). Nothing was issued. Check the service's AWS permissions and that centralized root access is on for account {}, then release again while the window is open.",
+                        e.code, e.message, grant.account_id
+                    ),
+                )
+            }
         })?;
         let t = now.unix_timestamp();
         let expiration = rfc3339(creds.expiration);

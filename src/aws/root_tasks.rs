@@ -22,11 +22,17 @@ pub struct SessionCredentials {
     pub request_id: Option<String>,
 }
 
-/// Why AWS gave no session: its error code (or `unreachable`) and a short message.
+/// The code of a call whose outcome is unknown (timeout, lost connection).
+pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
+
+/// Why no session reached breakglass: AWS's error code (`outcome_unknown` when AWS may
+/// have opened one whose answer was lost; `not_sent` when no request left) and a message.
 #[derive(Debug, Clone)]
 pub struct AssumeRootError {
     pub code: String,
     pub message: String,
+    /// AWS may have opened a session anyway: look for `AssumeRoot` in CloudTrail.
+    pub outcome_unknown: bool,
 }
 
 #[derive(Clone)]
@@ -40,10 +46,11 @@ fn short(s: String) -> String {
 }
 
 impl RootTasks {
-    /// The standard AWS chain, bounded: one retry, 20 s per call.
+    /// The standard AWS chain, bounded: 20 s per call and **no retry** — AssumeRoot is not
+    /// idempotent: a retry after a lost answer would open a second root session.
     pub async fn from_environment() -> Result<Self, String> {
         let base = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
             .timeout_config(TimeoutConfig::builder().operation_timeout(Duration::from_secs(20)).build())
             .load()
             .await;
@@ -58,7 +65,9 @@ impl RootTasks {
             "aws.root_tasks_enabled needs an AWS region (AWS_REGION): sts:AssumeRoot is only served by regional endpoints"
                 .to_owned()
         })?;
-        Ok(Self { client: aws_sdk_sts::Client::new(base), region })
+        // Whatever the caller's configuration says: never retry (see `from_environment`).
+        let config = aws_sdk_sts::config::Builder::from(base).retry_config(RetryConfig::disabled()).build();
+        Ok(Self { client: aws_sdk_sts::Client::from_conf(config), region })
     }
 
     pub fn region(&self) -> &str {
@@ -85,18 +94,29 @@ impl RootTasks {
             .send()
             .await
             .map_err(|e| {
-                use aws_sdk_sts::error::ProvideErrorMetadata;
-                let code = e.code().unwrap_or("unreachable").to_owned();
-                let message = e
-                    .message()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| aws_sdk_sts::error::DisplayErrorContext(&e).to_string());
-                AssumeRootError { code, message: short(message) }
+                use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+                let context = || short(aws_sdk_sts::error::DisplayErrorContext(&e).to_string());
+                match &e {
+                    // AWS answered with an error: no session was opened.
+                    SdkError::ServiceError(_) => AssumeRootError {
+                        code: e.code().unwrap_or("unknown_error").to_owned(),
+                        message: e.message().map(|m| short(m.to_owned())).unwrap_or_else(context),
+                        outcome_unknown: false,
+                    },
+                    // The request was never built, so never sent.
+                    SdkError::ConstructionFailure(_) => {
+                        AssumeRootError { code: "not_sent".into(), message: context(), outcome_unknown: false }
+                    }
+                    // Timeout, connection lost, unreadable answer: AWS may have opened a
+                    // session whose answer never arrived.
+                    _ => AssumeRootError { code: OUTCOME_UNKNOWN.into(), message: context(), outcome_unknown: true },
+                }
             })?;
         let request_id = aws_sdk_sts::operation::RequestId::request_id(&out).map(str::to_owned);
         let c = out.credentials().ok_or_else(|| AssumeRootError {
-            code: "no_credentials".into(),
+            code: OUTCOME_UNKNOWN.into(),
             message: "AWS answered AssumeRoot without credentials".into(),
+            outcome_unknown: true,
         })?;
         Ok(SessionCredentials {
             access_key_id: c.access_key_id().to_owned(),

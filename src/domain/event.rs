@@ -305,7 +305,9 @@ pub enum Event {
         expiration: String,
         aws_request_id: Option<String>,
     },
-    /// AWS refused or could not be reached: no session exists.
+    /// No session reached breakglass: AWS refused (`code` is its error code: no session
+    /// exists), or the outcome is unknown (`outcome_unknown`: timeout or lost answer — AWS
+    /// may have opened one; CloudTrail says).
     #[serde(rename = "checkout.root_task_failed")]
     RootTaskFailed { checkout: String, task_policy: String, code: String, message: String },
     #[serde(rename = "checkout.revealed")]

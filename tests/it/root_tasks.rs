@@ -464,7 +464,12 @@ async fn root_task_requests_are_refused_without_a_quorum_a_known_policy_or_a_ses
     assert_eq!(status, StatusCode::CREATED, "{c}");
     let id = c["id"].as_str().unwrap().to_owned();
     let e = conn.execute("UPDATE checkouts SET task_duration_seconds = 901 WHERE id = ?1", [&id]).unwrap_err();
-    assert!(e.to_string().contains("CHECK"), "{e}");
+    assert!(e.to_string().contains("CHECK") || e.to_string().contains("fixed"), "{e}");
+    // What the approvals are for cannot be changed under them.
+    let e = conn
+        .execute("UPDATE checkouts SET task_policy = 'IAMDeleteRootUserCredentials' WHERE id = ?1", [&id])
+        .unwrap_err();
+    assert!(e.to_string().contains("fixed when it is requested"), "{e}");
     assert_eq!(decide(&t.s, &mut t.cy, &id, "approve").await.0, StatusCode::OK);
     *sts.state.refuse.lock().unwrap() = Some("AccessDenied");
     let (status, body) = reveal(&t.s, &mut t.bo, &id).await;
@@ -581,6 +586,23 @@ async fn a_centralized_root_drill_opens_an_audit_session_and_records_it_as_evide
     assert_eq!(c["task_policy"], "IAMAuditRootUserCredentials", "a drill audits, by default and only");
     let id = c["id"].as_str().unwrap().to_owned();
     assert_eq!(decide(&t.s, &mut t.cy, &id, "approve").await.0, StatusCode::OK);
+
+    // AWS refuses at first: the checkout is released, but the drill cannot claim a session.
+    *sts.state.refuse.lock().unwrap() = Some("AccessDenied");
+    assert_eq!(reveal(&t.s, &mut t.bo, &id).await.0, StatusCode::BAD_GATEWAY);
+    *sts.state.refuse.lock().unwrap() = None;
+    let claimed: serde_json::Map<String, Value> = breakglass::domain::drill::CENTRALIZED_CHECKLIST
+        .iter()
+        .map(|(k, _)| ((*k).to_owned(), json!({"result": "pass"})))
+        .collect();
+    let got = post(
+        &t.bo.client,
+        t.s.url(format!("/api/v1/drills/{drill}/checklist")),
+        json!({"checkout_id": id, "items": claimed}),
+    )
+    .await;
+    assert_eq!((got.0, got.1["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("no_root_session")), "{}", got.1);
+
     let (status, session) = reveal(&t.s, &mut t.bo, &id).await;
     assert_eq!(status, StatusCode::OK, "{session}");
     assert_eq!(
@@ -591,9 +613,9 @@ async fn a_centralized_root_drill_opens_an_audit_session_and_records_it_as_evide
     // The drills page shows this account's own checklist and the session as evidence.
     let page = t.bo.client.get(t.s.url("/drills")).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("AWS opened the read-only root-task session"), "the centralized checklist");
-    assert!(page.contains("ASIADOUBLE0000000001"), "the session as evidence");
+    assert!(page.contains("ASIADOUBLE0000000002"), "the session as evidence");
     let (_, evidence) = get(&t.bo.client, t.s.url(format!("/api/v1/checkouts/{id}/aws-evidence"))).await;
-    assert_eq!(evidence["root_sessions"][0]["access_key_id"], "ASIADOUBLE0000000001", "{evidence}");
+    assert_eq!(evidence["root_sessions"][0]["access_key_id"], "ASIADOUBLE0000000002", "{evidence}");
 
     let url = t.s.url(format!("/api/v1/drills/{drill}/checklist"));
     let password_items: serde_json::Map<String, Value> = breakglass::domain::drill::CHECKLIST
@@ -615,8 +637,47 @@ async fn a_centralized_root_drill_opens_an_audit_session_and_records_it_as_evide
     assert_eq!(got.0, StatusCode::OK, "{}", got.1);
     assert_eq!(got.1["state"], "passed");
     let passed = &entries(&t.s, "drill.passed")[0];
-    assert_eq!(passed["aws_evidence"]["root_sessions"][0]["access_key_id"], "ASIADOUBLE0000000001", "{passed}");
+    assert_eq!(passed["aws_evidence"]["root_sessions"][0]["access_key_id"], "ASIADOUBLE0000000002", "{passed}");
     assert_eq!(passed["aws_evidence"]["sign_ins"], json!([]));
     let status = breakglass::app::audit::verify_log(&t.s.db(), None).unwrap();
     assert!(status.ok, "{status:?}");
+}
+
+/// A call whose answer never arrives is not "no session": AWS may have opened one. It is
+/// reported as `outcome_unknown` (and never retried: a retry could open a second session).
+#[tokio::test]
+async fn a_lost_answer_is_an_unknown_outcome_not_a_refusal() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener); // nothing listens there any more
+    let config = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(KEY_ID, SECRET, None, None, "test")))
+        .build();
+    let e = RootTasks::with_config(&config)
+        .unwrap()
+        .assume_root(CENTRAL, breakglass::domain::root_task::TaskPolicy::IamAuditRootUserCredentials, 900)
+        .await
+        .err()
+        .expect("nothing answers");
+    assert_eq!((e.code.as_str(), e.outcome_unknown), ("outcome_unknown", true), "{e:?}");
+    // A refusal from AWS is known: no session.
+    let sts = StsDouble::start().await;
+    *sts.state.refuse.lock().unwrap() = Some("AccessDenied");
+    let config = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(&sts.endpoint)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(KEY_ID, SECRET, None, None, "test")))
+        .build();
+    let e = RootTasks::with_config(&config)
+        .unwrap()
+        .assume_root(CENTRAL, breakglass::domain::root_task::TaskPolicy::IamAuditRootUserCredentials, 900)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!((e.code.as_str(), e.outcome_unknown), ("AccessDenied", false));
+    assert_eq!(sts.calls(), 1, "a refusal is not retried either");
 }
