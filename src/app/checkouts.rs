@@ -207,7 +207,8 @@ pub struct Revealed {
     pub window_seconds_left: i64,
 }
 
-fn expose<S: serde::Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
+/// Serialises a secret in a response that exists to show it (and nowhere else).
+pub(crate) fn expose<S: serde::Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(secrecy::ExposeSecret::expose_secret(s))
 }
 

@@ -38,9 +38,9 @@ pub(crate) struct RootTaskGrant {
 pub struct CredentialProcess {
     pub version: u8,
     pub access_key_id: String,
-    #[serde(serialize_with = "expose")]
+    #[serde(serialize_with = "super::checkouts::expose")]
     pub secret_access_key: SecretString,
-    #[serde(serialize_with = "expose")]
+    #[serde(serialize_with = "super::checkouts::expose")]
     pub session_token: SecretString,
     pub expiration: String,
 }
@@ -61,14 +61,10 @@ pub struct RootSession {
     /// For `credential_process` in `~/.aws/config` (print it from a script).
     pub credential_process: CredentialProcess,
     /// The same credentials as POSIX shell `export` lines.
-    #[serde(serialize_with = "expose")]
+    #[serde(serialize_with = "super::checkouts::expose")]
     pub shell: SecretString,
     pub window_ends_at: String,
     pub window_seconds_left: i64,
-}
-
-fn expose<S: serde::Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(s.expose_secret())
 }
 
 /// `'…'` for a POSIX shell: a single quote inside becomes `'\''`.
@@ -94,6 +90,16 @@ impl App {
         self.root_tasks.as_deref().ok_or_else(unavailable)
     }
 
+    /// Commit (and announce) what became of an authorised session; returns the time
+    /// it was recorded at.
+    async fn record_outcome(&self, grant: &RootTaskGrant, event: Event) -> Result<time::OffsetDateTime, AppError> {
+        let now = self.now();
+        let actor = grant.actor.audit_name();
+        let subject = Subject::Account(grant.account_id.clone());
+        self.db.transact(move |tx| crate::app::announce::record(tx, now, &actor, &subject, &event)).await?;
+        Ok(now)
+    }
+
     /// Ask AWS for the session a release authorised, record what happened, and hand
     /// the credentials over only once that record is committed.
     #[tracing::instrument(skip_all)]
@@ -109,6 +115,16 @@ impl App {
             c.state == crate::domain::checkout::CheckoutState::Released && c.window_ends_at.is_some_and(|w| before < w)
         });
         if !open {
+            self.record_outcome(
+                &grant,
+                Event::RootTaskFailed {
+                    checkout: grant.checkout_id.clone(),
+                    task_policy: grant.task.policy.as_str().to_owned(),
+                    code: "not_sent".into(),
+                    message: "the checkout ended before AWS was asked".into(),
+                },
+            )
+            .await?;
             return Err(AppError::gone(
                 "checkout_ended",
                 "This checkout was checked in or its reveal window ended before AWS was asked: no session was opened.",
@@ -117,7 +133,6 @@ impl App {
         let window_left = u32::try_from((grant.window_ends_at - before).max(0)).unwrap_or(u32::MAX);
         let duration = grant.task.duration_seconds.min(window_left.max(crate::domain::root_task::MIN_DURATION_SECONDS));
         let result = tasks.assume_root(&grant.account_id, grant.task.policy, duration).await;
-        let now = self.now();
         let policy = grant.task.policy.as_str().to_owned();
         let event = match &result {
             Ok(creds) => Event::RootTaskIssued {
@@ -134,9 +149,7 @@ impl App {
                 message: e.message.clone(),
             },
         };
-        let actor = grant.actor.audit_name();
-        let subject = Subject::Account(grant.account_id.clone());
-        self.db.transact(move |tx| crate::app::announce::record(tx, now, &actor, &subject, &event)).await?;
+        let now = self.record_outcome(&grant, event).await?;
         let creds = result.map_err(|e| {
             if e.outcome_unknown {
                 AppError::upstream(

@@ -11,3 +11,10 @@ pub use feed::RootFeed;
 pub use posture::PostureReader;
 pub use queue::RootActivityQueue;
 pub use root_tasks::RootTasks;
+
+/// An SDK error's text, cut at 300 bytes: enough to act on, short enough for a log
+/// entry or an announcement.
+pub(crate) fn short(e: impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    if s.len() > 300 { format!("{}…", &s[..s.floor_char_boundary(300)]) } else { s }
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_sdk_iam::types::{FeatureType, SummaryKeyType};
 
+use super::short;
 use crate::domain::posture::{CONTACT_TYPES, Report};
 
 #[derive(Clone)]
@@ -16,11 +17,6 @@ pub struct PostureReader {
     /// The role to assume in each account (`arn:aws:iam::<id>:role/<name>`); empty:
     /// use the service's own credentials (single account, or tests).
     role_name: String,
-}
-
-fn short(e: impl std::fmt::Display) -> String {
-    let s = e.to_string();
-    if s.len() > 300 { format!("{}…", &s[..s.floor_char_boundary(300)]) } else { s }
 }
 
 impl PostureReader {

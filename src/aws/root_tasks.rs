@@ -9,6 +9,7 @@ use aws_config::{BehaviorVersion, SdkConfig, retry::RetryConfig, timeout::Timeou
 use aws_sdk_sts::types::PolicyDescriptorType;
 use secrecy::SecretString;
 
+use super::short;
 use crate::domain::root_task::{TaskPolicy, partition_of};
 
 /// Temporary credentials for one root-task session.
@@ -39,10 +40,6 @@ pub struct AssumeRootError {
 pub struct RootTasks {
     client: aws_sdk_sts::Client,
     region: String,
-}
-
-fn short(s: String) -> String {
-    if s.len() > 300 { format!("{}…", &s[..s.floor_char_boundary(300)]) } else { s }
 }
 
 impl RootTasks {
@@ -95,12 +92,12 @@ impl RootTasks {
             .await
             .map_err(|e| {
                 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
-                let context = || short(aws_sdk_sts::error::DisplayErrorContext(&e).to_string());
+                let context = || short(aws_sdk_sts::error::DisplayErrorContext(&e));
                 match &e {
                     // AWS answered with an error: no session was opened.
                     SdkError::ServiceError(_) => AssumeRootError {
                         code: e.code().unwrap_or("unknown_error").to_owned(),
-                        message: e.message().map(|m| short(m.to_owned())).unwrap_or_else(context),
+                        message: e.message().map(short).unwrap_or_else(context),
                         outcome_unknown: false,
                     },
                     // The request was never built, so never sent.
