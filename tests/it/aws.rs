@@ -797,16 +797,8 @@ async fn a_drill_checkout_shows_the_root_sign_in_aws_reported_inside_its_window_
         ),
         "the drills page shows the sign-in next to the items"
     );
-    let (_, st) = get(&t.ada.client, t.s.url("/api/v1/drills/status")).await;
-    let drill =
-        st["accounts"].as_array().unwrap().iter().find(|a| a["account_id"] == ACCOUNT).unwrap()["open_drill"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-    let items: serde_json::Map<String, Value> = breakglass::domain::drill::CHECKLIST
-        .iter()
-        .map(|(k, _)| ((*k).to_owned(), json!({"result": "pass"})))
-        .collect();
+    let drill = crate::drills::open_drill_id(&t, ACCOUNT).await;
+    let items = crate::drills::all_pass_of(&breakglass::domain::drill::CHECKLIST);
     let (status, d) = post(
         &t.bo.client,
         t.s.url(format!("/api/v1/drills/{drill}/checklist")),

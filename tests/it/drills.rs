@@ -12,11 +12,12 @@ fn count(s: &TestServer, sql: &str) -> i64 {
 }
 
 fn all_pass() -> Value {
-    let items: serde_json::Map<String, Value> = breakglass::domain::drill::CHECKLIST
-        .iter()
-        .map(|(k, _)| ((*k).to_owned(), json!({"result": "pass"})))
-        .collect();
-    Value::Object(items)
+    all_pass_of(&breakglass::domain::drill::CHECKLIST)
+}
+
+/// Every item of `checklist` answered "pass".
+pub fn all_pass_of(checklist: &[(&str, &str)]) -> Value {
+    checklist.iter().map(|(k, _)| ((*k).to_owned(), json!({"result": "pass"}))).collect()
 }
 
 /// Bo runs a drill checkout on `account` with Cy approving; returns its id.
@@ -34,7 +35,7 @@ async fn drill_checkout(t: &mut Team, account: &str) -> String {
     id
 }
 
-async fn open_drill_id(t: &Team, account: &str) -> String {
+pub async fn open_drill_id(t: &Team, account: &str) -> String {
     let (_, st) = get(&t.ada.client, t.s.url("/api/v1/drills/status")).await;
     st["accounts"].as_array().unwrap().iter().find(|a| a["account_id"] == account).unwrap()["open_drill"]["id"]
         .as_str()

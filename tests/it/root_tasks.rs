@@ -246,14 +246,26 @@ fn stamps(t: time::OffsetDateTime) -> (String, String) {
     )
 }
 
-pub(crate) fn with_double(app: App, endpoint: &str) -> App {
-    let config = SdkConfig::builder()
+/// The SDK configuration of a client of `endpoint`, signing for `region` with `secret`
+/// (at the time of `clock`, when given).
+fn sdk_config(endpoint: &str, region: &str, secret: &str, clock: Option<Arc<dyn Clock>>) -> SdkConfig {
+    let mut b = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
+        .region(Region::new(region.to_owned()))
         .endpoint_url(endpoint)
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(KEY_ID, SECRET, None, None, "test")))
-        .time_source(AppTime(app.clock.clone()))
-        .build();
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(KEY_ID, secret, None, None, "test")));
+    if let Some(clock) = clock {
+        b = b.time_source(AppTime(clock));
+    }
+    b.build()
+}
+
+fn root_tasks(endpoint: &str, region: &str, secret: &str) -> RootTasks {
+    RootTasks::with_config(&sdk_config(endpoint, region, secret, None)).unwrap()
+}
+
+pub(crate) fn with_double(app: App, endpoint: &str) -> App {
+    let config = sdk_config(endpoint, REGION, SECRET, Some(app.clock.clone()));
     app.with_root_tasks(RootTasks::with_config(&config).unwrap())
 }
 
@@ -545,13 +557,7 @@ fn a_root_task_client_without_a_region_is_refused_with_the_reason() {
 async fn the_sts_double_refuses_a_request_signed_with_other_credentials_or_for_another_region() {
     let sts = StsDouble::start().await;
     for (secret, region) in [("not-the-secret", REGION), (SECRET, "us-east-1")] {
-        let config = SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region))
-            .endpoint_url(&sts.endpoint)
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(KEY_ID, secret, None, None, "test")))
-            .build();
-        let tasks = RootTasks::with_config(&config).unwrap();
+        let tasks = root_tasks(&sts.endpoint, region, secret);
         let e = tasks
             .assume_root(CENTRAL, breakglass::domain::root_task::TaskPolicy::IamAuditRootUserCredentials, 900)
             .await
@@ -574,12 +580,7 @@ async fn a_centralized_root_drill_opens_an_audit_session_and_records_it_as_evide
     t.s.clock.set(time::macros::datetime!(2026-12-01 09:00:00 UTC));
     t.s.app.run_drills().await.unwrap();
     sign_in_all(&mut t).await;
-    let (_, st) = get(&t.ada.client, t.s.url("/api/v1/drills/status")).await;
-    let drill =
-        st["accounts"].as_array().unwrap().iter().find(|a| a["account_id"] == CENTRAL).unwrap()["open_drill"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+    let drill = crate::drills::open_drill_id(&t, CENTRAL).await;
 
     let (status, c) = request_task(&t, json!({"kind": "drill"})).await;
     assert_eq!(status, StatusCode::CREATED, "{c}");
@@ -591,10 +592,7 @@ async fn a_centralized_root_drill_opens_an_audit_session_and_records_it_as_evide
     *sts.state.refuse.lock().unwrap() = Some("AccessDenied");
     assert_eq!(reveal(&t.s, &mut t.bo, &id).await.0, StatusCode::BAD_GATEWAY);
     *sts.state.refuse.lock().unwrap() = None;
-    let claimed: serde_json::Map<String, Value> = breakglass::domain::drill::CENTRALIZED_CHECKLIST
-        .iter()
-        .map(|(k, _)| ((*k).to_owned(), json!({"result": "pass"})))
-        .collect();
+    let claimed = crate::drills::all_pass_of(&breakglass::domain::drill::CENTRALIZED_CHECKLIST);
     let got = post(
         &t.bo.client,
         t.s.url(format!("/api/v1/drills/{drill}/checklist")),
@@ -618,10 +616,7 @@ async fn a_centralized_root_drill_opens_an_audit_session_and_records_it_as_evide
     assert_eq!(evidence["root_sessions"][0]["access_key_id"], "ASIADOUBLE0000000002", "{evidence}");
 
     let url = t.s.url(format!("/api/v1/drills/{drill}/checklist"));
-    let password_items: serde_json::Map<String, Value> = breakglass::domain::drill::CHECKLIST
-        .iter()
-        .map(|(k, _)| ((*k).to_owned(), json!({"result": "pass"})))
-        .collect();
+    let password_items = crate::drills::all_pass_of(&breakglass::domain::drill::CHECKLIST);
     let got = post(&t.bo.client, url.clone(), json!({"checkout_id": id, "items": password_items})).await;
     assert_eq!(
         (got.0, got.1["error"]["code"].as_str()),
@@ -629,10 +624,7 @@ async fn a_centralized_root_drill_opens_an_audit_session_and_records_it_as_evide
         "{}",
         got.1
     );
-    let items: serde_json::Map<String, Value> = breakglass::domain::drill::CENTRALIZED_CHECKLIST
-        .iter()
-        .map(|(k, _)| ((*k).to_owned(), json!({"result": "pass"})))
-        .collect();
+    let items = crate::drills::all_pass_of(&breakglass::domain::drill::CENTRALIZED_CHECKLIST);
     let got = post(&t.bo.client, url, json!({"checkout_id": id, "items": items})).await;
     assert_eq!(got.0, StatusCode::OK, "{}", got.1);
     assert_eq!(got.1["state"], "passed");
@@ -650,14 +642,7 @@ async fn a_lost_answer_is_an_unknown_outcome_not_a_refusal() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     drop(listener); // nothing listens there any more
-    let config = SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(KEY_ID, SECRET, None, None, "test")))
-        .build();
-    let e = RootTasks::with_config(&config)
-        .unwrap()
+    let e = root_tasks(&endpoint, REGION, SECRET)
         .assume_root(CENTRAL, breakglass::domain::root_task::TaskPolicy::IamAuditRootUserCredentials, 900)
         .await
         .err()
@@ -666,14 +651,7 @@ async fn a_lost_answer_is_an_unknown_outcome_not_a_refusal() {
     // A refusal from AWS is known: no session.
     let sts = StsDouble::start().await;
     *sts.state.refuse.lock().unwrap() = Some("AccessDenied");
-    let config = SdkConfig::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(&sts.endpoint)
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(KEY_ID, SECRET, None, None, "test")))
-        .build();
-    let e = RootTasks::with_config(&config)
-        .unwrap()
+    let e = root_tasks(&sts.endpoint, REGION, SECRET)
         .assume_root(CENTRAL, breakglass::domain::root_task::TaskPolicy::IamAuditRootUserCredentials, 900)
         .await
         .err()
