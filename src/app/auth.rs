@@ -337,7 +337,7 @@ impl App {
             public_key: PublicKeyCredentialRequestOptions {
                 challenge,
                 timeout: Some(self.config.security.ceremony_ttl_seconds * 1000),
-                rp_id: self.config.rp_id(),
+                rp_id: self.origin.host().to_owned(),
                 allow_credentials: vec![AllowCredentials { type_: "public-key".into(), id, transports: None }],
                 user_verification: UserVerificationPolicy::Required,
                 hints: None,

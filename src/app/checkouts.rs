@@ -659,8 +659,8 @@ impl App {
                         checkout: c.id.clone(),
                         ceremony: ceremony_id.clone(),
                         challenge: b64url(&options.public_key.challenge),
-                        rp_id: app.config.rp_id().to_string(),
-                        origin: app.config.origin_header().to_string(),
+                        rp_id: app.origin.host().to_owned(),
+                        origin: app.origin.header().to_owned(),
                     },
                 )?;
                 Ok(ApprovalStart {
@@ -839,8 +839,8 @@ impl App {
                         checkout: c.id.clone(),
                         ceremony: ceremony_id.clone(),
                         challenge: b64url(&options.public_key.challenge),
-                        rp_id: app.config.rp_id().to_string(),
-                        origin: app.config.origin_header().to_string(),
+                        rp_id: app.origin.host().to_owned(),
+                        origin: app.origin.header().to_owned(),
                     },
                 )?;
                 Ok(ReleaseStart {
