@@ -799,12 +799,7 @@ async fn a_drill_checkout_shows_the_root_sign_in_aws_reported_inside_its_window_
     );
     let drill = crate::drills::open_drill_id(&t, ACCOUNT).await;
     let items = crate::drills::all_pass_of(&breakglass::domain::drill::CHECKLIST);
-    let (status, d) = post(
-        &t.bo.client,
-        t.s.url(format!("/api/v1/drills/{drill}/checklist")),
-        json!({"checkout_id": id, "items": items}),
-    )
-    .await;
+    let (status, d) = crate::drills::submit_checklist(&t.s, &t.bo.client, &drill, &id, items).await;
     assert_eq!(status, StatusCode::OK, "{d}");
     let details: String =
         t.s.db().query_row("SELECT details FROM audit_log WHERE action = 'drill.passed'", [], |r| r.get(0)).unwrap();

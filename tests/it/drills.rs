@@ -35,6 +35,18 @@ async fn drill_checkout(t: &mut Team, account: &str) -> String {
     id
 }
 
+/// `client` submits the checklist `items` for `drill`, run in `checkout`.
+pub async fn submit_checklist(
+    s: &TestServer,
+    client: &reqwest::Client,
+    drill: &str,
+    checkout: &str,
+    items: Value,
+) -> (StatusCode, Value) {
+    post(client, s.url(format!("/api/v1/drills/{drill}/checklist")), json!({"checkout_id": checkout, "items": items}))
+        .await
+}
+
 pub async fn open_drill_id(t: &Team, account: &str) -> String {
     let (_, st) = get(&t.ada.client, t.s.url("/api/v1/drills/status")).await;
     st["accounts"].as_array().unwrap().iter().find(|a| a["account_id"] == account).unwrap()["open_drill"]["id"]
@@ -86,12 +98,7 @@ async fn a_drill_completed_on_time_passes_sends_no_overdue_and_counts_for_covera
     open_drills(&mut t).await;
     let drill = open_drill_id(&t, ACCOUNT).await;
     let checkout = drill_checkout(&mut t, ACCOUNT).await;
-    let (status, d) = post(
-        &t.bo.client,
-        t.s.url(format!("/api/v1/drills/{drill}/checklist")),
-        json!({"checkout_id": checkout, "items": all_pass()}),
-    )
-    .await;
+    let (status, d) = submit_checklist(&t.s, &t.bo.client, &drill, &checkout, all_pass()).await;
     assert_eq!(status, StatusCode::OK, "{d}");
     assert_eq!(d["state"], "passed");
     let emails: Vec<&str> =
@@ -239,12 +246,7 @@ async fn the_export_holds_exactly_the_drills_checklists_and_approvals_of_the_per
     open_drills(&mut t).await;
     let drill = open_drill_id(&t, ACCOUNT).await;
     let checkout = drill_checkout(&mut t, ACCOUNT).await;
-    post(
-        &t.bo.client,
-        t.s.url(format!("/api/v1/drills/{drill}/checklist")),
-        json!({"checkout_id": checkout, "items": all_pass()}),
-    )
-    .await;
+    submit_checklist(&t.s, &t.bo.client, &drill, &checkout, all_pass()).await;
     t.s.clock.set(datetime!(2027-01-01 09:00:00 UTC));
     t.s.app.run_drills().await.unwrap();
     sign_in_all(&mut t).await;

@@ -866,12 +866,7 @@ async fn a_drill_in_quorum_mode_opens_the_account_with_the_shares_and_passes() {
     let got = reveal(&t.s, &mut t.bo, &id, Hand::Honest).await;
     assert_eq!(got.1["password"], PASSWORD, "the shares opened it: {}", got.1);
     let items = crate::drills::all_pass_of(&breakglass::domain::drill::CHECKLIST);
-    let (status, d) = post(
-        &t.bo.client,
-        t.s.url(format!("/api/v1/drills/{drill}/checklist")),
-        json!({"checkout_id": id, "items": items}),
-    )
-    .await;
+    let (status, d) = crate::drills::submit_checklist(&t.s, &t.bo.client, &drill, &id, items).await;
     assert_eq!(status, StatusCode::OK, "{d}");
     assert_eq!(d["state"], "passed");
     // A newcomer makes a reshare due, and the drill status says so.

@@ -269,12 +269,8 @@ pub(crate) fn with_double(app: App, endpoint: &str) -> App {
     app.with_root_tasks(RootTasks::with_config(&config).unwrap())
 }
 
-/// Bo, Cy and Ada (admin) on a server that opens root-task sessions through the double,
-/// with one `centralized_root` account.
-async fn central_team(sts: &StsDouble) -> Team {
-    let endpoint = sts.endpoint.clone();
-    let s = TestServer::start_with_app(start_time(), |_| {}, |_| {}, move |app| with_double(app, &endpoint)).await;
-    let t = team_on(s).await;
+/// Ada (admin) creates the `centralized_root` account `CENTRAL`; returns its view.
+async fn create_central(t: &Team) -> (StatusCode, Value) {
     let got = post(
         &t.ada.client,
         t.s.url("/api/v1/accounts"),
@@ -282,6 +278,16 @@ async fn central_team(sts: &StsDouble) -> Team {
     )
     .await;
     assert_eq!(got.0, StatusCode::CREATED, "{}", got.1);
+    got
+}
+
+/// Bo, Cy and Ada (admin) on a server that opens root-task sessions through the double,
+/// with one `centralized_root` account.
+async fn central_team(sts: &StsDouble) -> Team {
+    let endpoint = sts.endpoint.clone();
+    let s = TestServer::start_with_app(start_time(), |_| {}, |_| {}, move |app| with_double(app, &endpoint)).await;
+    let t = team_on(s).await;
+    let got = create_central(&t).await;
     assert_eq!(got.1["account_type"], "centralized_root");
     assert_eq!(got.1["ready_for_release"], true, "nothing to deposit: ready at once");
     t
@@ -515,13 +521,7 @@ async fn root_task_requests_are_refused_without_a_quorum_a_known_policy_or_a_ses
 #[tokio::test]
 async fn a_server_without_root_tasks_refuses_centralized_root_checkouts_at_the_request() {
     let t = team().await;
-    let got = post(
-        &t.ada.client,
-        t.s.url("/api/v1/accounts"),
-        json!({"account_id": CENTRAL, "alias": "member-central", "root_email": "root+central@example.com", "account_type": "centralized_root"}),
-    )
-    .await;
-    assert_eq!(got.0, StatusCode::CREATED, "{}", got.1);
+    create_central(&t).await;
     let got = post(
         &t.bo.client,
         t.s.url("/api/v1/checkouts"),
@@ -593,12 +593,7 @@ async fn a_centralized_root_drill_opens_an_audit_session_and_records_it_as_evide
     assert_eq!(reveal(&t.s, &mut t.bo, &id).await.0, StatusCode::BAD_GATEWAY);
     *sts.state.refuse.lock().unwrap() = None;
     let claimed = crate::drills::all_pass_of(&breakglass::domain::drill::CENTRALIZED_CHECKLIST);
-    let got = post(
-        &t.bo.client,
-        t.s.url(format!("/api/v1/drills/{drill}/checklist")),
-        json!({"checkout_id": id, "items": claimed}),
-    )
-    .await;
+    let got = crate::drills::submit_checklist(&t.s, &t.bo.client, &drill, &id, claimed).await;
     assert_eq!((got.0, got.1["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("no_root_session")), "{}", got.1);
 
     let (status, session) = reveal(&t.s, &mut t.bo, &id).await;
@@ -615,9 +610,8 @@ async fn a_centralized_root_drill_opens_an_audit_session_and_records_it_as_evide
     let (_, evidence) = get(&t.bo.client, t.s.url(format!("/api/v1/checkouts/{id}/aws-evidence"))).await;
     assert_eq!(evidence["root_sessions"][0]["access_key_id"], "ASIADOUBLE0000000002", "{evidence}");
 
-    let url = t.s.url(format!("/api/v1/drills/{drill}/checklist"));
     let password_items = crate::drills::all_pass_of(&breakglass::domain::drill::CHECKLIST);
-    let got = post(&t.bo.client, url.clone(), json!({"checkout_id": id, "items": password_items})).await;
+    let got = crate::drills::submit_checklist(&t.s, &t.bo.client, &drill, &id, password_items).await;
     assert_eq!(
         (got.0, got.1["error"]["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_checklist")),
@@ -625,7 +619,7 @@ async fn a_centralized_root_drill_opens_an_audit_session_and_records_it_as_evide
         got.1
     );
     let items = crate::drills::all_pass_of(&breakglass::domain::drill::CENTRALIZED_CHECKLIST);
-    let got = post(&t.bo.client, url, json!({"checkout_id": id, "items": items})).await;
+    let got = crate::drills::submit_checklist(&t.s, &t.bo.client, &drill, &id, items).await;
     assert_eq!(got.0, StatusCode::OK, "{}", got.1);
     assert_eq!(got.1["state"], "passed");
     let passed = &entries(&t.s, "drill.passed")[0];
