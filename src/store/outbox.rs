@@ -136,7 +136,6 @@ pub fn list(
     limit: u32,
     max_attempts: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    let (sql, has_state) = list_query(state, checkout_id.is_some());
     if checkout_id.is_some() && state.is_none() {
         // One checkout's messages (a handful): sorted here, because an ORDER BY after
         // `checkout_id = ?` makes the bundled SQLite (STAT4) re-prepare the cached
@@ -147,6 +146,7 @@ pub fn list(
         rows.truncate(limit as usize);
         return Ok(rows);
     }
+    let (sql, has_state) = list_query(state, checkout_id.is_some());
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut args: Vec<&dyn rusqlite::ToSql> = Vec::new();
     if let Some(c) = &checkout_id {
