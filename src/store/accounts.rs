@@ -189,10 +189,10 @@ pub fn secret_versions(conn: &Connection, account_id: &str) -> Result<Vec<Secret
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The newest ciphertext of one kind, with its version.
 /// The statement [`latest_secret`] keeps prepared to find the newest version.
 pub const SECRET_VERSIONS_SQL: &str = "SELECT version FROM secret_versions WHERE account_id = ?1 AND kind = ?2";
 
+/// The newest ciphertext of one kind, with its version.
 pub fn latest_secret(conn: &Connection, account_id: &str, kind: &str) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
     // Two equality lookups instead of ORDER BY/max(): those make the bundled SQLite
     // (STAT4) re-prepare the cached statement for every account (`checkouts::approvals_of`).
