@@ -124,7 +124,7 @@ impl App {
         let decoy_key = db.with(|conn| bootstrap::instance_secret(conn, "decoy_key"))?;
         let log_signer = match &vault {
             Some(v) => {
-                let name = format!("{}/breakglass/audit", config.rp_id());
+                let name = format!("{}/breakglass/audit", parsed.host());
                 let mut signer = db.with(|conn| announce::ensure_log_key(conn, v, &name, clock.now()))?;
                 signer.high_water = Some(config.data_dir.join(audit::HIGH_WATER_FILE));
                 Some(Arc::new(signer))
