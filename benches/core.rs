@@ -253,6 +253,40 @@ async fn checkout_steps(n: usize) {
     }
     let rows: i64 = app.db.with(|c| c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))).unwrap();
     println!("\n({rows} outbox rows at the end)");
+    println!("\n{}", host_line(&config.data_dir));
+}
+
+/// What the figures above depend on besides our code, so runs on different hosts can be
+/// compared: the CPU model, the load when the run ended, and a 4 KiB write + `fsync` in
+/// the data directory (500 times), which is the floor under every committed step.
+fn host_line(dir: &std::path::Path) -> String {
+    use std::{io::Write, os::unix::fs::FileExt};
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or("?", |m| m.trim_start_matches([' ', '\t', ':']));
+    let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?");
+    let mut f = std::fs::File::create(dir.join("fsync-probe")).unwrap();
+    f.write_all(&[0u8; 4096 * 64]).unwrap();
+    f.sync_all().unwrap();
+    let mut t: Vec<Duration> = (0..500u64)
+        .map(|i| {
+            f.write_all_at(&[i as u8; 4096], (i % 64) * 4096).unwrap();
+            let s = Instant::now();
+            f.sync_data().unwrap();
+            s.elapsed()
+        })
+        .collect();
+    t.sort();
+    std::fs::remove_file(dir.join("fsync-probe")).unwrap();
+    format!(
+        "(host: {model}, {cpus} CPUs, 1-minute load {load} at the end; 4 KiB write + fsync in the data directory: median {}, p99 {})",
+        fmt(percentile(&t, 0.5)),
+        fmt(percentile(&t, 0.99))
+    )
 }
 
 fn clock_now(c: &breakglass::clock::FixedClock) -> time::OffsetDateTime {
