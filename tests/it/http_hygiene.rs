@@ -3,6 +3,7 @@
 use breakglass::domain::Role;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
@@ -532,6 +533,29 @@ async fn malformed_requests_are_refused_in_the_json_error_shape_without_echoing_
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
     );
+    // A path value that is not UTF-8 and a query that does not parse: JSON on the API.
+    assert_error(
+        &send(ada.client.get(s.url("/api/v1/checkouts/%FF%FE"))).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_path",
+    );
+    assert_error(
+        &send(ada.client.get(s.url("/api/v1/audit?limit=many"))).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    );
+    // What is not HTTP/1.1 at all never reaches the router: hyper answers a bare 400
+    // with no body and closes the connection (SECURITY.md 6e names this exception).
+    for garbage in ["GET / HTTP/1.1\r\nHost localhost\r\n\r\n", "NOT HTTP AT ALL\r\n\r\n", "GET /\x01 HTTP/1.1\r\n\r\n"]
+    {
+        let mut raw = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        raw.write_all(garbage.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), raw.read_to_end(&mut got)).await.unwrap().unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{garbage:?}: {got:?}");
+        assert!(got.ends_with("\r\n\r\n"), "no body: {got:?}");
+    }
 }
 
 #[tokio::test]

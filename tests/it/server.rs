@@ -84,6 +84,36 @@ async fn a_stalled_upload_is_disconnected_after_the_idle_timeout() {
     }
 }
 
+/// The other direction: a client that asks for a lot and then stops reading. Once the
+/// socket buffers are full, no byte moves either way and the idle timeout closes the
+/// connection, so the client gets only part of what it asked for. Without the timeout
+/// it would get every answer once it reads again (the connection is kept alive).
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answers_is_disconnected_after_the_idle_timeout() {
+    let s = TestServer::start_full(
+        |c| {
+            c.http.idle_timeout_seconds = 1;
+            c.http.request_timeout_seconds = 60;
+        },
+        |_| {},
+        None::<RecordingSink>,
+    )
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut reader = socket.connect(s.addr).await.unwrap();
+    // 200 pipelined requests for the largest static file: ~28 MiB of answers, far more
+    // than the socket buffers on both sides hold.
+    let asked = 200;
+    let one = "GET /static/vendor/age-encryption.js HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    reader.write_all(one.repeat(asked).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (sent, _) = read_until_closed(&mut reader, Duration::from_secs(30)).await;
+    let answers = sent.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count();
+    assert!(answers > 0, "it was answering before the client stopped reading");
+    assert!(answers < asked, "the connection was cut while the client did not read: {answers} of {asked} answers");
+}
+
 #[tokio::test]
 async fn every_response_has_its_own_request_id_and_a_client_cannot_choose_it() {
     let s = TestServer::start().await;
