@@ -485,3 +485,68 @@ async fn the_quorum_rules_recorded_with_the_request_are_replayed() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn a_challenge_used_twice_an_added_approvals_row_and_another_log_key_in_its_table_are_reported() {
+    let Team { s, ada, mut bo, mut cy } = team().await;
+    let a = request_id(&s, &bo, ACCOUNT).await;
+    assert_eq!(decide(&s, &mut cy, &a, "approve").await.1["state"], "approved");
+    let (issued_seq, _) = newest(&s, "approval.challenge_issued");
+    let (recorded_seq, recorded) = newest(&s, "checkout.approval_recorded");
+    let (status, body) = reveal(&s, &mut bo, &a).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (release_issued_seq, _) = newest(&s, "release.challenge_issued");
+    let (revealed_seq, revealed) = newest(&s, "checkout.revealed");
+    let (code, out) = verify_out(snapshot_db(&s).path());
+    assert_eq!(code, 0, "{out}");
+
+    // The same approval, recorded a second time for the same checkout: the challenge
+    // is spent (the approvals table cannot hold a second row of Cy's for it either).
+    let approval_again = snapshot_db(&s);
+    let seqs = forge(&s, approval_again.path(), &[(&actor(&cy), "checkout.approval_recorded", recorded.clone())]);
+    let (code, out) = verify_out(approval_again.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "seq {}: approve evidence (checkout {a}): its challenge (issued at seq {issued_seq}) was already used at seq {recorded_seq}",
+            seqs[0]
+        )),
+        "{out}"
+    );
+
+    // The same reveal, recorded again: a second release needs a second assertion.
+    let reveal_again = snapshot_db(&s);
+    let seqs = forge(&s, reveal_again.path(), &[(&actor(&bo), "checkout.revealed", revealed.clone())]);
+    let (code, out) = verify_out(reveal_again.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "seq {}: release evidence (checkout {a}): its challenge (issued at seq {release_issued_seq}) was already used at seq {revealed_seq}",
+            seqs[0]
+        )),
+        "{out}"
+    );
+
+    // An approvals row with no decision entry behind it.
+    let added_row = snapshot_db(&s);
+    insert_approval_row(added_row.path(), &a, &ada, "approve", &recorded["evidence"]);
+    let (code, out) = verify_out(added_row.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("approvals row 2 (checkout {a}) is not in the audit log")), "{out}");
+
+    // The log_key table holding another key than the one log_key.created recorded.
+    let (key_seq, _) = newest(&s, "log_key.created");
+    let other_key = snapshot_db(&s);
+    rusqlite::Connection::open(other_key.path().join("breakglass.db"))
+        .unwrap()
+        .execute("UPDATE log_key SET public_key = zeroblob(32)", [])
+        .unwrap();
+    let (code, out) = verify_out(other_key.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "seq {key_seq}: the log_key table holds a different key from the one this entry recorded"
+        )),
+        "{out}"
+    );
+}
