@@ -381,6 +381,12 @@ impl App {
             }
         }
         let verified = self.webauthn.finish_passkey_authentication(&credential, &state);
+        if let Err(e) = &verified {
+            // The same line whether or not the address is enrolled, naming the check
+            // that refused the assertion: a decoy's fails at the same check a real one's
+            // would (its signature, not "credential not found").
+            tracing::debug!(error = ?e, "sign-in assertion refused");
+        }
         let Some(custodian_id) = c.custodian_id else {
             return Err(match verified {
                 Err(WebauthnError::UserNotVerified) => ceremony::refused(&WebauthnError::UserNotVerified),

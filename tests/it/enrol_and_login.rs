@@ -508,6 +508,10 @@ async fn failed_sign_ins_do_the_same_work_for_unknown_addresses_and_are_logged_i
     assert_error(&(status, body), StatusCode::UNAUTHORIZED, "authentication_failed");
 
     // Failures, known and unknown: the same answer, and nothing written per failure.
+    // The server's debug line names the check that refused each assertion: for the
+    // unknown address too it is the signature check (a listed decoy id stands for the
+    // stand-in's key), not an early "credential not found".
+    let logs = CapturedLogs::start(tracing::Level::DEBUG);
     let entries_before = audit_actions(&s.db()).len();
     for _ in 0..25 {
         let known = sign_in_attempt(&s, "ada@example.com", &mut ada.key, &ada_cred, true).await;
@@ -515,6 +519,15 @@ async fn failed_sign_ins_do_the_same_work_for_unknown_addresses_and_are_logged_i
         assert_error(&(known.0, known.1.clone()), StatusCode::UNAUTHORIZED, "authentication_failed");
         assert_eq!((known.0, &known.1), (unknown.0, &unknown.1), "indistinguishable answers");
     }
+    let refusals: Vec<String> = logs
+        .text()
+        .lines()
+        .filter_map(|l| l.split_once("sign-in assertion refused").map(|(_, rest)| rest.trim().to_owned()))
+        .collect();
+    assert_eq!(refusals.len(), 50, "one line per refused assertion:\n{}", logs.text());
+    assert!(refusals.iter().all(|r| *r == refusals[0]), "the same check refused all fifty: {refusals:?}");
+    assert!(!refusals[0].contains("CredentialNotFound"), "{}", refusals[0]);
+    drop(logs);
     assert_eq!(audit_actions(&s.db()).len(), entries_before, "no entry per failure");
     // One entry per person per flush, counting every failure; unknown addresses leave none.
     assert_eq!(s.app.record_sign_in_failures().await.unwrap(), 1);

@@ -2,7 +2,6 @@
 //! request ids, readiness part by part, the delivery worker behind the `Sink` trait,
 //! the scheduler, and pages that check roles with extractors.
 use std::{
-    io::Write,
     pin::Pin,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -130,41 +129,15 @@ async fn every_response_has_its_own_request_id_and_a_client_cannot_choose_it() {
     assert!(body["error"].get("request_id").is_none(), "4xx bodies do not need it: {body}");
 }
 
-/// Log lines written while a test runs (the test runtime is single-threaded, so the
-/// server's handlers log on this thread).
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn an_internal_error_names_its_request_id_and_is_logged_once_with_its_cause() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let logs = CapturedLogs::start(tracing::Level::INFO);
     let s = TestServer::start().await;
     let ada = s.admin().await;
     // The server's database stops taking writes (as on a read-only mount): an
     // authenticated request that writes (here: creating an invite) fails inside the
     // handler.
     s.app.db.with(|c| c.pragma_update(None, "query_only", true)).unwrap();
-    // Other tests run on other threads without this subscriber; a log call site they hit
-    // first while it was being installed may have cached "nobody listens". Recompute.
-    tracing::callsite::rebuild_interest_cache();
     let res = ada
         .client
         .post(s.url("/api/v1/invites"))
@@ -182,7 +155,7 @@ async fn an_internal_error_names_its_request_id_and_is_logged_once_with_its_caus
     s.app.db.with(|c| c.pragma_update(None, "query_only", false)).unwrap();
     assert_eq!(get(&Client::new(), s.url("/healthz")).await.0, StatusCode::OK);
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     let responses: Vec<&str> = logs.lines().filter(|l| l.contains(" response ")).collect();
     assert!(
         responses.iter().any(|l| l.contains(&id) && l.contains("status=500") && l.contains("path=/api/v1/invites")),

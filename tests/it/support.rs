@@ -311,3 +311,44 @@ pub fn breakglass_cmd(data_dir: &std::path::Path) -> std::process::Command {
     c.env("BREAKGLASS_DATA_DIR", data_dir).env_remove("BREAKGLASS_CONFIG").env_remove("BREAKGLASS_SEAL_MODE");
     c
 }
+
+/// Log lines written on this thread while it is alive, at `level` and above (test
+/// runtimes are single-threaded, so the server's handlers log on the test's thread).
+pub struct CapturedLogs {
+    buf: Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Clone)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    pub fn start(level: tracing::Level) -> Self {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = LogBuffer(buf.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(level)
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        // Other tests run on other threads without this subscriber; a call site they hit
+        // first while it was being installed may have cached "nobody listens". Recompute.
+        tracing::callsite::rebuild_interest_cache();
+        Self { buf, _guard: guard }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.buf.lock().unwrap().clone()).unwrap()
+    }
+}
