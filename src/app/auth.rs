@@ -252,19 +252,38 @@ impl App {
         self.db
             .transact(move |tx| {
                 let custodian = people::custodian_by_email(tx, &email)?.filter(|c| c.is_active());
+                // The same steps for every address, enrolled or not: pick the stand-in
+                // an unknown address gets, load one person's keys, start one ceremony
+                // over them and make decoy ids for them. Only whose keys they are, and
+                // whether the ids are then replaced, differ.
+                let stand_in = app.stand_in_for(tx, &email)?;
                 let own = match &custodian {
                     Some(c) => people::credentials_of(tx, &c.id)?,
                     None => Vec::new(),
                 };
-                let (options, state, custodian_id, pending) = match (&custodian, own.is_empty()) {
-                    (Some(c), false) => {
-                        let (rcr, state) =
-                            app.webauthn.start_passkey_authentication(&ceremony::passkeys(&own)?).map_err(internal)?;
-                        (rcr, Some(ceremony::state_json(&state)?), Some(c.id.clone()), None)
-                    }
-                    _ => {
-                        let (rcr, state, stand_in_ids) = app.decoy_login(tx, &email)?;
-                        (rcr, state, None, Some(serde_json::to_string(&stand_in_ids).map_err(internal)?))
+                let custodian_id = custodian.filter(|_| !own.is_empty()).map(|c| c.id);
+                let keys = match (&custodian_id, &stand_in) {
+                    (Some(_), _) => own,
+                    (None, Some(stand_in)) => people::credentials_of(tx, stand_in)?,
+                    (None, None) => Vec::new(),
+                };
+                let (options, state, pending) = if keys.is_empty() {
+                    // Nobody holds a key yet, so there is nobody to hide.
+                    (app.decoy_login_options(&email)?, None, Some("[]".to_owned()))
+                } else {
+                    let (mut options, state) =
+                        app.webauthn.start_passkey_authentication(&ceremony::passkeys(&keys)?).map_err(internal)?;
+                    let state = ceremony::state_json(&state)?;
+                    let stand_in_ids = app.decoy_ids(&email, &options);
+                    let pending = serde_json::to_string(&stand_in_ids).map_err(internal)?;
+                    if custodian_id.is_some() {
+                        (options, Some(state), None)
+                    } else {
+                        for (allowed, (decoy, _)) in options.public_key.allow_credentials.iter_mut().zip(&stand_in_ids)
+                        {
+                            allowed.id = URL_SAFE_NO_PAD.decode(decoy).map_err(internal)?;
+                        }
+                        (options, Some(state), Some(pending))
                     }
                 };
                 let binding = Binding { custodian_id, pending, ..Binding::default() };
@@ -274,40 +293,40 @@ impl App {
             .await
     }
 
-    /// The answer for an address nobody active holds, indistinguishable from a real
-    /// one: a stand-in custodian is chosen per address (keyed HMAC, so the same
-    /// address always gets the same answer) from everyone who holds keys, and the
-    /// options are made by the same webauthn-rs call over the stand-in's keys — same
-    /// work, same shape, same number of keys with the same id lengths and transports
-    /// as a real person — then every credential id is replaced by keyed HMAC output
-    /// of the same length. The state is stored like a real one, with which decoy id
-    /// stands for which stand-in key, so `login_finish` does the same work (down to
-    /// checking the signature of an assertion naming a listed id), but a ceremony
-    /// without a custodian never signs anyone in.
-    fn decoy_login(
-        &self,
-        conn: &Connection,
-        email: &str,
-    ) -> Result<(RequestChallengeResponse, Option<String>, StandInIds), AppError> {
-        let population = people::custodians_with_credentials(conn)?;
+    /// The stand-in for an address nobody active holds (computed for every address, so
+    /// both kinds of answer cost the same): a custodian who holds keys, chosen per
+    /// address by keyed HMAC, so the same address always gets the same answer. `None`
+    /// when nobody holds a key.
+    ///
+    /// The answer for an unknown address is then indistinguishable from a real one:
+    /// the options are made by the same webauthn-rs call over the stand-in's keys (same
+    /// shape, same number of keys with the same id lengths and transports as a real
+    /// person) and every credential id is replaced by keyed HMAC output of the same
+    /// length. The state is stored like a real one, with which decoy id stands for
+    /// which stand-in key, so `login_finish` does the same work (down to checking the
+    /// signature of an assertion naming a listed id), but a ceremony without a
+    /// custodian never signs anyone in.
+    fn stand_in_for(&self, conn: &Connection, email: &str) -> Result<Option<String>, AppError> {
+        let mut population = people::custodians_with_credentials(conn)?;
         let pick = u64::from_be_bytes(
             self.decoy_bytes(b"stand-in", email, 8).try_into().map_err(|_| internal("decoy length"))?,
         );
-        let Some(stand_in) = population.get((pick % population.len().max(1) as u64) as usize) else {
-            // Nobody holds a key yet, so there is nobody to hide.
-            return Ok((self.decoy_login_options(email)?, None, Vec::new()));
-        };
-        let keys = people::credentials_of(conn, stand_in)?;
-        let (mut rcr, state) =
-            self.webauthn.start_passkey_authentication(&ceremony::passkeys(&keys)?).map_err(internal)?;
-        let mut stand_in_ids = Vec::new();
-        for (i, allowed) in rcr.public_key.allow_credentials.iter_mut().enumerate() {
-            let label = format!("credential-id/{i}");
-            let decoy = self.decoy_bytes(label.as_bytes(), email, allowed.id.len());
-            stand_in_ids.push((b64url(&decoy), b64url(&allowed.id)));
-            allowed.id = decoy;
-        }
-        Ok((rcr, Some(serde_json::to_string(&state).map_err(internal)?), stand_in_ids))
+        let at = (pick % population.len().max(1) as u64) as usize;
+        Ok((at < population.len()).then(|| population.swap_remove(at)))
+    }
+
+    /// A decoy id (base64url) for each allowed credential, with the id it stands for.
+    fn decoy_ids(&self, email: &str, options: &RequestChallengeResponse) -> StandInIds {
+        options
+            .public_key
+            .allow_credentials
+            .iter()
+            .enumerate()
+            .map(|(i, allowed)| {
+                let label = format!("credential-id/{i}");
+                (b64url(&self.decoy_bytes(label.as_bytes(), email, allowed.id.len())), b64url(&allowed.id))
+            })
+            .collect()
     }
 
     /// `len` bytes of HMAC-SHA256(decoy key, label ‖ 0 ‖ email ‖ counter), stable per address.
