@@ -88,9 +88,9 @@ pub fn verify_log_focused(
 ) -> Result<(ChainStatus, FocusReport), AppError> {
     let mut replay = Replay::new(outbox::log_key(conn)?);
     replay.focus = focus.map(str::to_owned);
-    let mut approvals_stmt = conn.prepare_cached(checkouts::APPROVALS_IN_LOG_ORDER)?;
+    let mut approvals_stmt = checkouts::approvals_in_log_order(conn)?;
     let mut approvals = approvals_stmt.query([])?;
-    let mut checkpoints_stmt = conn.prepare_cached(outbox::CHECKPOINTS_IN_ORDER)?;
+    let mut checkpoints_stmt = outbox::checkpoints_in_order(conn)?;
     let mut checkpoints = checkpoints_stmt.query([])?;
     let mut side_error: Option<rusqlite::Error> = None;
     let mut next_checkpoint = read_checkpoint(&mut checkpoints)?;
@@ -1137,7 +1137,41 @@ pub fn extract_note(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{extract_note, is_canonical_b64url};
+    use super::{REPLAYED, extract_note, is_canonical_b64url};
+    use crate::domain::event::Event;
+
+    /// `REPLAYED` names actions as strings, so a misspelt or renamed action would be
+    /// skipped silently: each must be an `Event`'s action, and every action the replay
+    /// matches on must be in it (else `prepare` skips the entry and the arm never runs).
+    #[test]
+    fn every_replayed_action_is_an_event_and_every_action_the_replay_matches_is_replayed() {
+        let actions: Vec<&str> = REPLAYED.to_vec();
+        for action in &actions {
+            let refused = Event::parse(action, &serde_json::json!({})).err();
+            assert!(
+                !refused.is_some_and(|e| e.reason.contains("unknown variant")),
+                "{action} is not an Event's action"
+            );
+        }
+        let source = include_str!("audit.rs");
+        let (Some(from), Some(to)) = (source.find("fn observe_entry("), source.find("fn count_decision(")) else {
+            panic!("the replay's match moved: update this test");
+        };
+        let is_action = |lit: &str| {
+            lit.split_once('.').is_some_and(|(a, b)| {
+                [a, b].iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+        };
+        let mut matched = std::collections::BTreeSet::new();
+        for line in source[from..to].lines() {
+            let Some((pattern, _)) = line.split_once("=>") else { continue };
+            matched.extend(pattern.split('"').skip(1).step_by(2).filter(|lit| is_action(lit)));
+        }
+        for action in &matched {
+            assert!(actions.contains(action), "the replay matches {action} but REPLAYED skips it");
+        }
+        assert!(matched.len() >= 18, "found the match arms: {matched:?}");
+    }
 
     #[test]
     fn canonical_base64url_is_exactly_what_decodes_and_re_encodes_to_itself() {

@@ -41,6 +41,7 @@ impl App {
     /// before the first byte, so a missing database is still a clean error; a failure
     /// later ends the body early (the client sees a truncated transfer, never a
     /// partial line presented as complete).
+    #[tracing::instrument(skip_all)]
     pub async fn audit_export_stream(&self) -> Result<ExportStream, AppError> {
         let path = self.db.path().to_owned();
         let conn = tokio::task::spawn_blocking(move || store::open_read_only(&path))

@@ -262,8 +262,8 @@ fn check_database(conn: &rusqlite::Connection, path: &Path, source: &Path) -> Re
             format!("the audit log in {} does not verify: {}", source.display(), why.join("; ")),
         ));
     }
-    let vault_recipient = conn.query_row("SELECT recipient FROM vault", [], |r| r.get(0)).ok();
-    let schema_version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let vault_recipient = store::accounts::vault(conn).ok().flatten().map(|v| v.recipient);
+    let schema_version = store::migrate::user_version(conn)?;
     Ok(VerifiedBackup {
         entries: status.entries,
         head: status.head,
@@ -457,7 +457,7 @@ pub fn restore(
         let seq = store::transact(conn, |tx| {
             Ok::<_, AppError>(announce::record(tx, now, &super::Actor::Host.audit_name(), &Subject::Vault, &event)?.seq)
         })?;
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        store::truncate_wal(conn)?;
         Ok::<_, AppError>(seq)
     })?;
     drop(db);

@@ -152,7 +152,7 @@ pub fn init_vault(
             Ok::<_, AppError>(())
         })?;
         // Fold the WAL into the file so that the one file is the whole database.
-        conn.pragma_update(None, "journal_mode", "DELETE")?;
+        store::fold_wal_into_file(&conn)?;
         drop(conn);
         std::fs::File::open(&building).and_then(|f| f.sync_all()).map_err(|e| io_error(&building, e))?;
         // A hard link fails if the name exists: two racing inits cannot replace each other.

@@ -197,6 +197,7 @@ impl App {
     /// transaction would make a TRUNCATE wait (blocking writers) and then give up, and
     /// its replica keeps the page images anyway for its retention (docs/reliability.md).
     /// A TRUNCATE that could not finish (a reader held the WAL) is an error naming that.
+    #[tracing::instrument(skip_all)]
     pub async fn truncate_wal_if_quorum(&self) -> Result<(), AppError> {
         if self.config.replication.litestream {
             return Ok(());
@@ -204,19 +205,12 @@ impl App {
         let metrics = self.metrics.clone();
         self.db
             .call(move |conn| {
-                let any: bool =
-                    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE custody = 'quorum')")?.query_row([], |r| {
-                        r.get(0)
-                    })?;
-                if any {
-                    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-                    if busy != 0 {
-                        metrics.wal_truncate_incomplete();
-                        return Err(AppError::unavailable(
-                            "wal_not_truncated",
-                            "the WAL could not be truncated after quorum material was deleted: another process holds a read transaction (Litestream? then set replication.litestream = true, docs/reliability.md).",
-                        ));
-                    }
+                if crate::store::accounts::any_in_quorum_custody(conn)? && !crate::store::truncate_wal(conn)? {
+                    metrics.wal_truncate_incomplete();
+                    return Err(AppError::unavailable(
+                        "wal_not_truncated",
+                        "the WAL could not be truncated after quorum material was deleted: another process holds a read transaction (Litestream? then set replication.litestream = true, docs/reliability.md).",
+                    ));
                 }
                 Ok::<_, AppError>(())
             })

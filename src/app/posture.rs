@@ -124,6 +124,7 @@ impl App {
     }
 
     /// The last reading, if any.
+    #[tracing::instrument(skip_all)]
     pub async fn posture(&self, account_id: String) -> Result<PostureView, AppError> {
         let row = self.db.call(move |conn| Ok::<_, AppError>(store::posture::get(conn, &account_id)?)).await?;
         match row {
@@ -135,12 +136,14 @@ impl App {
     }
 
     /// Accounts whose last reading has findings (the dashboard).
+    #[tracing::instrument(skip_all)]
     pub async fn posture_findings(&self) -> Result<Vec<PostureView>, AppError> {
         let rows = self.db.call(|conn| Ok::<_, AppError>(store::posture::with_findings(conn)?)).await?;
         rows.iter().map(|r| view(r, false)).collect()
     }
 
     /// Check every account in custody (the scheduled run); failures are logged.
+    #[tracing::instrument(skip_all)]
     pub async fn check_all_postures(&self) -> usize {
         let accounts = match self.list_accounts().await {
             Ok(a) => a,

@@ -9,7 +9,7 @@
 //! [`kit_status`] compares those digests with the current state, so the dashboard can
 //! say the paper copy is stale once accounts, custodians or keys changed.
 use askama::Template;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -339,13 +339,7 @@ pub enum KitStatus {
 
 /// Compare the newest `recovery_kit.generated` entry with the current state.
 pub fn kit_status(conn: &Connection, config: &Config, host_name: &str) -> Result<KitStatus, AppError> {
-    let last: Option<(String, String)> = conn
-        .query_row(
-            "SELECT at, details FROM audit_log WHERE action = 'recovery_kit.generated' ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let last = crate::store::audit::newest_of(conn, "recovery_kit.generated")?;
     let Some((at, details)) = last else { return Ok(KitStatus::Never) };
     let value: serde_json::Value =
         serde_json::from_str(&details).map_err(|e| AppError::unexpected("reading the recovery kit entry", e))?;
@@ -370,6 +364,7 @@ pub fn kit_status(conn: &Connection, config: &Config, host_name: &str) -> Result
 
 impl super::App {
     /// [`kit_status`] for the dashboard.
+    #[tracing::instrument(skip_all)]
     pub async fn recovery_kit_status(&self) -> Result<KitStatus, AppError> {
         let config = self.config.clone();
         self.db.call(move |conn| kit_status(conn, &config, &host_name())).await

@@ -277,6 +277,7 @@ impl App {
     }
 
     /// Root activity, newest first, with explanations (any signed-in role).
+    #[tracing::instrument(skip_all)]
     pub async fn root_activity(&self, account: Option<String>, limit: u32) -> Result<Vec<RootActivityView>, AppError> {
         self.db
             .call(move |conn| {
@@ -287,6 +288,7 @@ impl App {
     }
 
     /// Unexplained root use nobody has acknowledged: the dashboard banner.
+    #[tracing::instrument(skip_all)]
     pub async fn root_alerts(&self) -> Result<Vec<RootActivityView>, AppError> {
         self.db
             .call(|conn| {
@@ -354,6 +356,7 @@ impl App {
     /// the account inside the checkout's window (± the slack). The checklist items
     /// "root password accepted" and "MFA accepted" point to the first sign-in (with
     /// `MFAUsed: Yes` for MFA); the drill's people still confirm them.
+    #[tracing::instrument(skip_all)]
     pub async fn checkout_aws_evidence(&self, checkout_id: String) -> Result<AwsEvidence, AppError> {
         let slack = self.root_slack();
         let now = self.now().unix_timestamp();
@@ -396,14 +399,9 @@ pub(crate) fn aws_evidence_in(
             mfa_used: r.mfa_used.as_deref() == Some("Yes"),
         })
         .collect();
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, details FROM audit_log WHERE action = 'checkout.root_task_issued' AND subject = ?1",
-    )?;
     let mut root_sessions = Vec::new();
-    for row in
-        stmt.query_map([format!("account:{}", c.account_id)], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
-    {
-        let (seq, details) = row?;
+    let subject = format!("account:{}", c.account_id);
+    for (seq, details) in crate::store::audit::of_action_about(conn, "checkout.root_task_issued", &subject)? {
         let d: serde_json::Value = serde_json::from_str(&details).map_err(|e| AppError::Internal(e.to_string()))?;
         if d["checkout"] == c.id.as_str() {
             let text = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
@@ -415,8 +413,6 @@ pub(crate) fn aws_evidence_in(
             });
         }
     }
-    // Sorted here: an ORDER BY after `subject = ?1` would re-prepare the statement per account.
-    root_sessions.sort_by_key(|r| r.audit_seq);
     let mut items = std::collections::BTreeMap::new();
     items.insert("root_password_accepted", sign_ins.first().cloned());
     items.insert("mfa_accepted", sign_ins.iter().find(|s| s.mfa_used).cloned());

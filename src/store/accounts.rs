@@ -226,6 +226,13 @@ pub struct VaultRow {
     pub created_at: i64,
 }
 
+/// Whether any account is in quorum custody.
+pub fn any_in_quorum_custody(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE custody = 'quorum')")?
+        .query_row([], |r| r.get(0))?)
+}
+
 pub fn vault(conn: &Connection) -> Result<Option<VaultRow>, StoreError> {
     Ok(conn
         .row(

@@ -166,6 +166,26 @@ pub fn for_checkout(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The newest entry with this action: its `at` and `details` text.
+pub fn newest_of(conn: &Connection, action: &str) -> Result<Option<(String, String)>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT at, details FROM audit_log WHERE action = ?1 ORDER BY seq DESC LIMIT 1")?
+        .query_row([action], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// Every entry with this action about this subject: `seq` and `details` text, in
+/// `seq` order.
+pub fn of_action_about(conn: &Connection, action: &str, subject: &str) -> Result<Vec<(i64, String)>, StoreError> {
+    // Sorted here: an ORDER BY after `subject = ?2` makes SQLite re-prepare per subject.
+    let mut stmt = conn.prepare_cached("SELECT seq, details FROM audit_log WHERE action = ?1 AND subject = ?2")?;
+    let mut rows = stmt
+        .query_map([action, subject], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.sort_by_key(|r| r.0);
+    Ok(rows)
+}
+
 /// Visit every entry in `seq` order without loading the whole log.
 pub fn for_each(conn: &Connection, f: impl FnMut(AuditEntry) -> bool) -> Result<(), StoreError> {
     for_each_after(conn, 0, f)

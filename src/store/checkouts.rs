@@ -201,8 +201,12 @@ pub fn approvals_of(conn: &Connection, checkout_id: &str) -> Result<Vec<Approval
 /// Every approval in insertion order, which is the order of their audit entries (each
 /// row is written in the transaction of its entry): `audit verify` walks this beside
 /// the log with [`approval_from_row`], holding one row at a time.
-pub const APPROVALS_IN_LOG_ORDER: &str = "SELECT id, checkout_id, custodian_id, credential_id, decision, comment, at, \
-     challenge, client_data_json, authenticator_data, signature FROM approvals ORDER BY id";
+pub fn approvals_in_log_order(conn: &Connection) -> Result<rusqlite::CachedStatement<'_>, StoreError> {
+    Ok(conn.prepare_cached(
+        "SELECT id, checkout_id, custodian_id, credential_id, decision, comment, at, \
+         challenge, client_data_json, authenticator_data, signature FROM approvals ORDER BY id",
+    )?)
+}
 
 pub fn all_approvals(conn: &Connection) -> Result<Vec<ApprovalRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {APPROVAL_COLS} FROM approvals ORDER BY id"))?;

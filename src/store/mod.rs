@@ -414,6 +414,21 @@ pub fn snapshot(db_path: &Path, dest: &Path) -> Result<(), StoreError> {
     migrate::backup_into(&conn, dest)
 }
 
+/// Checkpoint the whole WAL into the database file and truncate it to zero bytes.
+/// `false` when a reader kept part of it (SQLite's "busy"): nothing is lost, but the
+/// WAL still holds old page images.
+pub fn truncate_wal(conn: &Connection) -> Result<bool, StoreError> {
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    Ok(busy == 0)
+}
+
+/// Leave WAL mode, folding the WAL into the file, so the one file is the whole database
+/// (a database being built aside, before it is put in place).
+pub fn fold_wal_into_file(conn: &Connection) -> Result<(), StoreError> {
+    conn.pragma_update(None, "journal_mode", "DELETE")?;
+    Ok(())
+}
+
 /// `PRAGMA integrity_check`: `None` when the file is sound, else SQLite's first complaint.
 pub fn integrity_problem(conn: &Connection) -> Result<Option<String>, StoreError> {
     let first: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
@@ -543,5 +558,56 @@ mod tests {
         let other = StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows);
         assert!(!other.is_disk_full());
         assert!(other.to_string().starts_with("database error: "));
+    }
+
+    /// SQL lives in `store/` (docs/ARCHITECTURE.md): outside it, no non-test code holds
+    /// an SQL statement or calls rusqlite's statement methods directly.
+    #[test]
+    fn sql_is_written_only_in_the_store_layer() {
+        const CALLS: [&str; 9] = [
+            ".prepare(",
+            ".prepare_cached(",
+            ".query_row(",
+            ".query_map(",
+            ".execute(",
+            ".execute_batch(",
+            ".pragma_update(",
+            ".pragma_query_value(",
+            ".pragma_query(",
+        ];
+        const KEYWORDS: [&str; 9] =
+            ["SELECT ", "INSERT ", "UPDATE ", "DELETE ", "PRAGMA ", "VACUUM ", "CREATE ", "DROP ", "WITH "];
+        fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        assert!(files.len() > 40, "found the sources: {}", files.len());
+        let mut found = Vec::new();
+        for file in files.iter().filter(|f| !f.starts_with(src.join("store"))) {
+            let text = std::fs::read_to_string(file).unwrap();
+            // Unit tests sit at the end of a file and may set up fixtures with SQL.
+            let code = text.split("\n#[cfg(test)]").next().unwrap_or_default();
+            for (n, line) in code.lines().enumerate() {
+                let trimmed = line.trim_start();
+                if trimmed.starts_with("//") {
+                    continue;
+                }
+                let sql_text =
+                    line.split('"').skip(1).step_by(2).any(|lit| KEYWORDS.iter().any(|k| lit.starts_with(k)));
+                if sql_text || CALLS.iter().any(|c| line.contains(c)) {
+                    found.push(format!("{}:{}: {}", file.strip_prefix(&src).unwrap().display(), n + 1, trimmed));
+                }
+            }
+        }
+        assert!(found.is_empty(), "SQL outside store/:\n{}", found.join("\n"));
     }
 }

@@ -232,7 +232,9 @@ pub fn latest_checkpoint(conn: &Connection) -> Result<Option<(u64, String, Strin
 
 /// Every checkpoint signed, smallest first: `(size, head, note)` rows, walked beside the
 /// log by `audit verify`.
-pub const CHECKPOINTS_IN_ORDER: &str = "SELECT size, head, note FROM checkpoints ORDER BY size";
+pub fn checkpoints_in_order(conn: &Connection) -> Result<rusqlite::CachedStatement<'_>, StoreError> {
+    Ok(conn.prepare_cached("SELECT size, head, note FROM checkpoints ORDER BY size")?)
+}
 
 /// Whether the append-only triggers on `audit_log` are both present.
 pub fn audit_triggers_present(conn: &Connection) -> Result<bool, StoreError> {
