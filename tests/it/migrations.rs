@@ -54,6 +54,16 @@ fn an_existing_database_is_backed_up_before_it_is_migrated() {
     let backup = path.with_extension(format!("v{SCHEMA_VERSION}.backup.db"));
     use std::os::unix::fs::PermissionsExt;
     // SQLite would create it 0644 under the usual umask: a readable copy of the vault.
+    // Under a umask that already hides new files the check below could not fail, so
+    // make sure this process's umask is not one of those.
+    let control = dir.path().join("control");
+    std::fs::write(&control, b"").unwrap();
+    let control_mode = std::fs::metadata(&control).unwrap().permissions().mode() & 0o777;
+    assert_ne!(
+        control_mode & 0o044,
+        0,
+        "run the tests under umask 022 (the default): new files here are {control_mode:o}"
+    );
     assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600, "backup is owner-only");
     let b = rusqlite::Connection::open(&backup).expect("backup exists");
     assert_eq!(migrate::user_version(&b).unwrap(), SCHEMA_VERSION, "backup is the pre-migration database");
