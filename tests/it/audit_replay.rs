@@ -550,3 +550,72 @@ async fn a_challenge_used_twice_an_added_approvals_row_and_another_log_key_in_it
         "{out}"
     );
 }
+
+/// docs/verify_audit.py, written from docs/audit-log.md with the Python standard
+/// library, on the export of a copied database: `(exit code, stdout)`.
+pub fn python_verify(dir: &std::path::Path) -> (i32, String) {
+    let out = breakglass(dir, &["audit", "export", "--format", "jsonl"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = dir.join("audit.jsonl");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let py = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/verify_audit.py"))
+        .arg(&file)
+        .output()
+        .expect("python3 is required for this test (CI installs it)");
+    let text = format!("{}{}", String::from_utf8_lossy(&py.stdout), String::from_utf8_lossy(&py.stderr));
+    (py.status.code().unwrap(), text)
+}
+
+#[tokio::test]
+async fn the_python_verifier_replays_the_evidence_and_catches_replays_without_crypto() {
+    let Team { s, mut bo, mut cy, .. } = team().await;
+    let a = request_id(&s, &bo, ACCOUNT).await;
+    assert_eq!(decide(&s, &mut cy, &a, "approve").await.1["state"], "approved");
+    let (issued_seq, issued) = newest(&s, "approval.challenge_issued");
+    let (_, recorded) = newest(&s, "checkout.approval_recorded");
+    let (status, body) = reveal(&s, &mut bo, &a).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (release_issued_seq, _) = newest(&s, "release.challenge_issued");
+    let (revealed_seq, revealed) = newest(&s, "checkout.revealed");
+    let b = request_id(&s, &bo, OTHER).await;
+
+    let (code, out) = python_verify(snapshot_db(&s).path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 evidence records replayed"), "{out}");
+
+    // Evidence copied into checkout B with its challenge issued again, and B approved.
+    let copied = snapshot_db(&s);
+    let mut again = issued.clone();
+    again["checkout"] = json!(b);
+    let seqs = forge(
+        &s,
+        copied.path(),
+        &[
+            (&actor(&cy), "approval.challenge_issued", again),
+            (&actor(&cy), "checkout.approval_recorded", decision(&b, "approve", &recorded["evidence"])),
+            (&actor(&cy), "checkout.approved", json!({"checkout": b, "approvals": 1})),
+            (&actor(&bo), "checkout.revealed", revealed.clone()),
+            (&actor(&cy), "checkout.denial_recorded", decision(&b, "approve", &recorded["evidence"])),
+        ],
+    );
+    let (code, out) = python_verify(copied.path());
+    assert_eq!(code, 1, "{out}");
+    for expected in [
+        format!("seq {}: this challenge was already issued at seq {issued_seq}", seqs[0]),
+        format!(
+            "seq {}: approve evidence (checkout {b}): its challenge was issued for checkout {a}, not for {b}",
+            seqs[1]
+        ),
+        format!("seq {}: checkout {b} was approved with 0 counted approval(s); 1 required", seqs[2]),
+        format!(
+            "seq {}: release evidence (checkout {a}): its challenge (issued at seq {release_issued_seq}) was already used at seq {revealed_seq}",
+            seqs[3]
+        ),
+        format!("seq {}: details.decision 'approve' disagrees with its action checkout.denial_recorded", seqs[4]),
+    ] {
+        assert!(out.contains(&expected), "{expected}\n{out}");
+    }
+    // And `breakglass audit verify` agrees that the same copy fails.
+    assert_eq!(verify_out(copied.path()).0, 1);
+}

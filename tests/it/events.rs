@@ -27,6 +27,8 @@ async fn every_entry_a_scenario_writes_is_a_typed_event_that_reserializes_exactl
     let denied = request_id(&t.s, &t.bo, ACCOUNT).await;
     assert_eq!(decide(&t.s, &mut t.cy, &denied, "deny").await.0, StatusCode::OK);
     open_drills(&mut t).await;
+    let (code, out) = crate::audit_replay::python_verify(crate::checkouts::snapshot_db(&t.s).path());
+    assert_eq!(code, 0, "the independent Python verifier agrees: {out}");
 
     let conn = t.s.db();
     let mut stmt = conn.prepare("SELECT seq, action, details FROM audit_log ORDER BY seq").unwrap();

@@ -368,6 +368,8 @@ async fn a_two_person_release_in_quorum_mode_opens_with_the_shares_and_leaves_no
     assert_eq!(actions.iter().filter(|a| *a == "checkout.share_handed_over").count(), 2);
     let status = breakglass::app::audit::verify_log(&t.s.db(), None).unwrap();
     assert!(status.ok, "{status:?}");
+    let (code, out) = crate::audit_replay::python_verify(crate::checkouts::snapshot_db(&t.s).path());
+    assert_eq!(code, 0, "the independent Python verifier agrees: {out}");
 }
 
 /// Every age file stored in any column of any table.

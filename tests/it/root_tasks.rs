@@ -416,6 +416,8 @@ async fn a_centralized_root_checkout_opens_an_assume_root_session_after_the_appr
     let status = breakglass::app::audit::verify_log(&t.s.db(), None).unwrap();
     assert!(status.ok, "{status:?}");
     assert_eq!(status.approvals_checked, 2, "Cy's approval and Bo's root-task authorisation");
+    let (code, out) = crate::audit_replay::python_verify(crate::checkouts::snapshot_db(&t.s).path());
+    assert_eq!(code, 0, "the independent Python verifier agrees: {out}");
 
     // Within the window, a new confirmation opens a new session (each one audited); the
     // earlier credentials cannot be fetched again.
@@ -627,6 +629,8 @@ async fn a_centralized_root_drill_opens_an_audit_session_and_records_it_as_evide
     assert_eq!(passed["aws_evidence"]["sign_ins"], json!([]));
     let status = breakglass::app::audit::verify_log(&t.s.db(), None).unwrap();
     assert!(status.ok, "{status:?}");
+    let (code, out) = crate::audit_replay::python_verify(crate::checkouts::snapshot_db(&t.s).path());
+    assert_eq!(code, 0, "the independent Python verifier agrees: {out}");
 }
 
 /// A call whose answer never arrives is not "no session": AWS may have opened one. It is
