@@ -289,3 +289,32 @@ fn hot_per_checkout_lookups_are_prepared_once_not_for_every_key() {
     }
     assert_eq!(conn.prepare_cached(&sorted).unwrap().get_status(RePrepare), 2);
 }
+
+/// The deployment files carry what the server relies on and SECURITY.md promises of
+/// them: the unit's limits and hardening, and a proxy block in the RUNBOOK that appends
+/// the address it saw to `X-Forwarded-For` instead of passing the client's claim through
+/// (the server's side of that is `behind_a_trusted_proxy_…` in http_hygiene).
+#[test]
+fn the_unit_and_the_runbooks_proxy_block_set_what_the_server_relies_on() {
+    let read = |path: &str| std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let unit = read("deploy/breakglass.service");
+    let directives: Vec<&str> = unit.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    for wanted in [
+        "LimitNOFILE=65536",
+        "LimitCORE=0",
+        "UMask=0077",
+        "StateDirectoryMode=0700",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "MemoryDenyWriteExecute=yes",
+        "CapabilityBoundingSet=",
+    ] {
+        assert!(directives.contains(&wanted), "deploy/breakglass.service lacks {wanted}");
+    }
+    let runbook = read("deploy/RUNBOOK.md");
+    let block = runbook.split("```nginx").nth(1).and_then(|rest| rest.split("```").next()).expect("the nginx block");
+    let live: Vec<&str> = block.lines().map(|l| l.split('#').next().unwrap_or_default().trim()).collect();
+    assert!(live.contains(&"proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"), "{block}");
+    assert!(!live.iter().any(|l| l.contains("$http_x_forwarded_for")), "passes the client's claim through: {block}");
+    assert!(live.contains(&"client_max_body_size  64k;"), "the body limit matches http.body_limit_bytes: {block}");
+}
