@@ -145,7 +145,8 @@ fn oathtool_at(t: time::OffsetDateTime) -> Option<String> {
     }
 }
 
-#[tokio::test]
+// Multi-thread, as `serve` runs: the database work runs in place on a worker thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_person_checkout_releases_the_password_and_a_correct_totp_code() {
     let Team { s, mut ada, mut bo, mut cy } = team().await;
     let id = request_id(&s, &bo, ACCOUNT).await;
@@ -487,7 +488,8 @@ async fn a_checkout_ceremony_works_once_whatever_happens_in_its_step() {
     assert_eq!(ok.1["approvals_received"], 1);
 }
 
-#[tokio::test]
+// Multi-thread, as `serve` runs: the database work runs in place on a worker thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_approvals_count_correctly_and_racing_requests_leave_exactly_one() {
     let Team { s, mut ada, bo, mut cy } = team().await;
     put(&ada.client, s.url(format!("/api/v1/accounts/{ACCOUNT}/policy")), json!({"approvals_required": 2})).await;
