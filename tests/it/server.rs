@@ -52,9 +52,10 @@ async fn a_client_that_sends_half_a_request_header_is_disconnected() {
     assert!(String::from_utf8_lossy(&sent).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&sent));
 }
 
-#[tokio::test]
-async fn a_stalled_upload_is_disconnected_after_the_idle_timeout() {
-    let s = TestServer::start_full(
+/// A server that closes a connection on which nothing has moved for 1 s (and gives
+/// requests far longer than that).
+async fn idle_after_one_second() -> TestServer {
+    TestServer::start_full(
         |c| {
             c.http.idle_timeout_seconds = 1;
             c.http.request_timeout_seconds = 60;
@@ -62,7 +63,12 @@ async fn a_stalled_upload_is_disconnected_after_the_idle_timeout() {
         |_| {},
         None::<RecordingSink>,
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_disconnected_after_the_idle_timeout() {
+    let s = idle_after_one_second().await;
     let mut stalled = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     let head = format!(
         "POST /api/v1/login/start HTTP/1.1\r\nHost: localhost\r\nOrigin: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"email\":",
@@ -89,15 +95,7 @@ async fn a_stalled_upload_is_disconnected_after_the_idle_timeout() {
 /// it would get every answer once it reads again (the connection is kept alive).
 #[tokio::test]
 async fn a_client_that_stops_reading_its_answers_is_disconnected_after_the_idle_timeout() {
-    let s = TestServer::start_full(
-        |c| {
-            c.http.idle_timeout_seconds = 1;
-            c.http.request_timeout_seconds = 60;
-        },
-        |_| {},
-        None::<RecordingSink>,
-    )
-    .await;
+    let s = idle_after_one_second().await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut reader = socket.connect(s.addr).await.unwrap();
