@@ -254,6 +254,26 @@ async fn checkout_steps(n: usize) {
     }
     let rows: i64 = app.db.with(|c| c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))).unwrap();
     println!("\n({rows} outbox rows at the end)");
+    // Concurrent reads through the one connection: 32 tasks checking sessions for 3 s
+    // on this multi-thread runtime, as `serve` handles authenticated GETs.
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let until = Instant::now() + Duration::from_secs(3);
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (app, token, done) = (app.clone(), rk.0.clone(), done.clone());
+            tokio::spawn(async move {
+                while Instant::now() < until {
+                    app.authenticate(token.clone()).await.unwrap();
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let n = done.load(std::sync::atomic::Ordering::Relaxed);
+    println!("\n(session checks from 32 concurrent tasks: {:.0} per second)", n as f64 / 3.0);
     println!("\n{}", host_line(&config.data_dir));
 }
 
