@@ -228,9 +228,7 @@ pub struct VaultRow {
 
 /// Whether any account is in quorum custody.
 pub fn any_in_quorum_custody(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM accounts WHERE custody = 'quorum')")?
-        .query_row([], |r| r.get(0))?)
+    Ok(conn.row("SELECT EXISTS (SELECT 1 FROM accounts WHERE custody = 'quorum')", [], |r| r.get(0))?)
 }
 
 pub fn vault(conn: &Connection) -> Result<Option<VaultRow>, StoreError> {

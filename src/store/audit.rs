@@ -169,8 +169,9 @@ pub fn for_checkout(
 /// The newest entry with this action: its `at` and `details` text.
 pub fn newest_of(conn: &Connection, action: &str) -> Result<Option<(String, String)>, StoreError> {
     Ok(conn
-        .prepare_cached("SELECT at, details FROM audit_log WHERE action = ?1 ORDER BY seq DESC LIMIT 1")?
-        .query_row([action], |r| Ok((r.get(0)?, r.get(1)?)))
+        .row("SELECT at, details FROM audit_log WHERE action = ?1 ORDER BY seq DESC LIMIT 1", [action], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?)
 }
 

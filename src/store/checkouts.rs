@@ -202,16 +202,7 @@ pub fn approvals_of(conn: &Connection, checkout_id: &str) -> Result<Vec<Approval
 /// row is written in the transaction of its entry): `audit verify` walks this beside
 /// the log with [`approval_from_row`], holding one row at a time.
 pub fn approvals_in_log_order(conn: &Connection) -> Result<rusqlite::CachedStatement<'_>, StoreError> {
-    Ok(conn.prepare_cached(
-        "SELECT id, checkout_id, custodian_id, credential_id, decision, comment, at, \
-         challenge, client_data_json, authenticator_data, signature FROM approvals ORDER BY id",
-    )?)
-}
-
-pub fn all_approvals(conn: &Connection) -> Result<Vec<ApprovalRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {APPROVAL_COLS} FROM approvals ORDER BY id"))?;
-    let rows = stmt.query_map([], approval_from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    Ok(conn.prepare_cached(&format!("SELECT {APPROVAL_COLS} FROM approvals ORDER BY id"))?)
 }
 
 /// Distinct people who approved (never credentials).
