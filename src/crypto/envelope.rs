@@ -2,7 +2,7 @@
 //! for quorum material also `person`, `index` (a share) or `checkout` (a transit key).
 //! age has no associated data, so after decryption the envelope is compared with the
 //! row it was read from; a ciphertext moved to another row fails.
-use age::x25519::{Identity, Recipient};
+use age::x25519::Recipient;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -123,12 +123,15 @@ pub fn seal_to_many(recipients: &[Recipient], header: &EnvelopeHeader, value: &s
 }
 
 /// Decrypt and check that the payload belongs to `expected`.
-pub fn open(identity: &Identity, expected: &EnvelopeHeader, ciphertext: &[u8]) -> Result<SecretString, CryptoError> {
+pub fn open(
+    identity: &dyn age::Identity,
+    expected: &EnvelopeHeader,
+    ciphertext: &[u8],
+) -> Result<SecretString, CryptoError> {
     // Read into a buffer sized up front (plaintext < ciphertext), so it never
     // reallocates and leaves unwiped copies behind (age::decrypt grows a Vec).
     let decryptor = age::Decryptor::new_buffered(ciphertext).map_err(|_| CryptoError::Decrypt)?;
-    let mut reader =
-        decryptor.decrypt(std::iter::once(identity as &dyn age::Identity)).map_err(|_| CryptoError::Decrypt)?;
+    let mut reader = decryptor.decrypt(std::iter::once(identity)).map_err(|_| CryptoError::Decrypt)?;
     let mut plain = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
     std::io::Read::read_to_end(&mut reader, &mut plain).map_err(|_| CryptoError::Decrypt)?;
     let wire: WireIn = serde_json::from_slice(&plain).map_err(|_| CryptoError::MalformedEnvelope)?;
@@ -147,6 +150,7 @@ pub fn open(identity: &Identity, expected: &EnvelopeHeader, ciphertext: &[u8]) -
 
 #[cfg(test)]
 mod tests {
+    use age::x25519::Identity;
     use secrecy::ExposeSecret;
 
     use super::*;

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod quorum;
 pub mod seal;
 pub mod vault;
+pub mod x25519;
 
 use std::path::PathBuf;
 

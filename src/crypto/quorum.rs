@@ -11,7 +11,7 @@
 //!   holder's browser: PRF → identity → open → age to transit  (checkout_shares, in flight)
 //!   transit key ──age──▶ vault key                            (checkouts.transit_sealed)
 //! ```
-use age::x25519::{Identity, Recipient};
+use age::x25519::Recipient;
 use secrecy::ExposeSecret;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -20,6 +20,7 @@ use super::{
     envelope::{self, EnvelopeHeader},
     keys::{self, LABEL_ACCOUNT, LABEL_TRANSIT},
     vault::decode_key,
+    x25519::Identity,
 };
 
 /// The most holders one account key can be split among (Shamir over GF(2^8)).
@@ -156,7 +157,7 @@ pub struct Contribution {
 /// Open every contribution with the transit identity, check its envelope, combine
 /// exactly `k` of them and check the result against the account's recipient.
 pub fn combine(
-    transit: &Identity,
+    transit: &dyn age::Identity,
     account_id: &str,
     key_version: u64,
     account_recipient: &str,
@@ -245,7 +246,7 @@ mod tests {
         let people: Vec<_> = [("ann", 1), ("bob", 2), ("cyd", 3)].iter().map(|(n, p)| holder(n, *p)).collect();
         let holders: Vec<_> = people.iter().map(|(h, _)| h.clone()).collect();
         let dealt = deal("123456789012", 1, &key.secret, &holders, 2).unwrap();
-        let transit = Identity::generate();
+        let transit = age::x25519::Identity::generate();
         let tr = transit.to_public();
         let c: Vec<_> = dealt.iter().zip(&people).map(|(d, (_, id))| hand_over(d, id, &tr)).collect();
 
@@ -287,7 +288,7 @@ mod tests {
             combine(&transit, "123456789012", 1, &key.recipient, &[c[0].clone(), corrupt], 2).err(),
             Some(QuorumError::Unreadable { person: "bob".into() })
         );
-        let other = Identity::generate();
+        let other = age::x25519::Identity::generate();
         let foreign = hand_over(&dealt[1], &people[1].1, &other.to_public());
         assert_eq!(
             combine(&transit, "123456789012", 1, &key.recipient, &[c[0].clone(), foreign], 2).err(),

@@ -10,7 +10,7 @@
 //!
 //! Quorum mode replaces only [`UnsealedVault::account_key`] (the seam): there the
 //! account key is combined from custodians' shares for one approved release.
-use age::x25519::{Identity, Recipient};
+use age::x25519::Recipient;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
@@ -19,6 +19,7 @@ use super::{
     envelope::{self, EnvelopeHeader},
     keys::{self, LABEL_ACCOUNT, LABEL_SEAL, LABEL_VAULT},
     seal::SealKey,
+    x25519::Identity,
 };
 
 pub const VAULT_SUBJECT: &str = "vault";

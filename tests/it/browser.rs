@@ -877,7 +877,10 @@ async fn custodians_run_a_quorum_release_in_a_real_browser_with_prf_keys() {
         let prf = prf_output(p, credential_id).await;
         let identity = prf_share_identity(&prf).unwrap();
         assert_eq!(&identity.to_public().to_string(), recipient, "page and server derive the same recipient");
-        let secret = identity.to_string().expose_secret().to_owned();
+        let age_identity =
+            breakglass::crypto::keys::derive_age_identity(breakglass::crypto::keys::LABEL_PRF_SHARE, &prf).unwrap();
+        assert_eq!(age_identity.to_public().to_string(), *recipient);
+        let secret = age_identity.to_string().expose_secret().to_owned();
         for (what, v) in [
             ("raw", prf.to_vec()),
             ("hex", hex::encode(prf).into_bytes()),

@@ -4,11 +4,11 @@
 //! restart, purge, conversion and reshare.
 use std::collections::BTreeSet;
 
-use age::x25519::Identity;
 use base64::{
     Engine,
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
+use breakglass::crypto::x25519::Identity;
 use breakglass::{
     crypto::{keys, quorum},
     domain::Role,
@@ -546,7 +546,7 @@ async fn bad_missing_foreign_or_too_few_shares_reveal_nothing_and_name_the_cause
         StatusCode::BAD_REQUEST,
         "invalid_share",
     );
-    let stranger = Identity::generate();
+    let stranger = age::x25519::Identity::generate();
     let wrong_transit = {
         let (_, start) =
             post(&t.cy.client, t.s.url(format!("/api/v1/checkouts/{id}/approvals/start")), json!({})).await;
