@@ -150,25 +150,31 @@ pub fn open(
 
 #[cfg(test)]
 mod tests {
-    use age::x25519::Identity;
     use secrecy::ExposeSecret;
 
     use super::*;
+    use crate::crypto::keys::{LABEL_ACCOUNT, derive_identity};
 
+    /// With age's own identity and with ours (crypto/x25519.rs) alike.
     #[test]
     fn round_trip_and_moved_ciphertext_fails() {
-        let id = Identity::generate();
-        let h = EnvelopeHeader::new("123456789012", "root_password", 1);
-        let ct = seal(&id.to_public(), &h, "correct horse \"battery\" \u{1F511}").unwrap();
-        assert_eq!(open(&id, &h, &ct).unwrap().expose_secret(), "correct horse \"battery\" \u{1F511}");
-        for wrong in [
-            EnvelopeHeader::new("210987654321", "root_password", 1),
-            EnvelopeHeader::new("123456789012", "totp_seed", 1),
-            EnvelopeHeader::new("123456789012", "root_password", 2),
-        ] {
-            assert!(matches!(open(&id, &wrong, &ct), Err(CryptoError::EnvelopeMismatch { .. })));
+        let age_id = age::x25519::Identity::generate();
+        let ours = derive_identity(LABEL_ACCOUNT, &[3u8; 32]).unwrap();
+        let pairs: [(&dyn age::Identity, Recipient); 2] = [(&age_id, age_id.to_public()), (&ours, ours.to_public())];
+        for (id, recipient) in pairs {
+            let h = EnvelopeHeader::new("123456789012", "root_password", 1);
+            let ct = seal(&recipient, &h, "correct horse \"battery\" \u{1F511}").unwrap();
+            assert_eq!(open(id, &h, &ct).unwrap().expose_secret(), "correct horse \"battery\" \u{1F511}");
+            for wrong in [
+                EnvelopeHeader::new("210987654321", "root_password", 1),
+                EnvelopeHeader::new("123456789012", "totp_seed", 1),
+                EnvelopeHeader::new("123456789012", "root_password", 2),
+            ] {
+                assert!(matches!(open(id, &wrong, &ct), Err(CryptoError::EnvelopeMismatch { .. })));
+            }
+            let other = derive_identity(LABEL_ACCOUNT, &[4u8; 32]).unwrap();
+            assert!(matches!(open(&other, &h, &ct), Err(CryptoError::Decrypt)));
+            assert!(matches!(open(&age::x25519::Identity::generate(), &h, &ct), Err(CryptoError::Decrypt)));
         }
-        let other = Identity::generate();
-        assert!(matches!(open(&other, &h, &ct), Err(CryptoError::Decrypt)));
     }
 }

@@ -32,8 +32,11 @@ use super::CryptoError;
 const STANZA_TAG: &str = "X25519";
 const KEY_LABEL: &[u8] = b"age-encryption.org/v1/X25519";
 
-/// An age X25519 identity (a secret scalar). AWS-LC holds the scalar and wipes it
-/// when the key is freed (`OPENSSL_free` zeroes what it frees).
+/// An age X25519 identity (a secret scalar). AWS-LC keeps the scalar on the heap and
+/// wipes it when the key is freed (`OPENSSL_free` zeroes what it frees). What is *not*
+/// wiped, as with age's own identity: the stack temporaries of AWS-LC's X25519
+/// assembly (a clamped copy of the scalar, the ladder state) and HKDF's internal state
+/// inside age-core.
 pub struct Identity {
     key: PrivateKey,
     public: [u8; 32],
@@ -83,7 +86,9 @@ impl age::Identity for Identity {
             return Some(Err(DecryptError::InvalidHeader));
         }
         // AWS-LC refuses a shared secret of all zeros (a low-order share); the check
-        // below says so in our code too.
+        // below says so in our code too, as defence in depth that no test can reach
+        // while AWS-LC does its part. AWS-LC's only other failure is an allocation
+        // failure: refusing the file then (fail closed) is the right outcome too.
         let shared = agreement::agree(&self.key, UnparsedPublicKey::new(&X25519, epk), (), |s| {
             let mut out = Zeroizing::new([0u8; 32]);
             if s.len() != 32 {
@@ -162,6 +167,18 @@ mod tests {
         (arg, BASE64_STANDARD_NO_PAD.decode(body_line).unwrap())
     }
 
+    /// age's own test key pair (age 0.12, `native::x25519::tests`).
+    #[test]
+    fn ages_test_key_pair_gives_ages_public_key() {
+        let (_, bytes) =
+            bech32::decode("AGE-SECRET-KEY-1GQ9778VQXMMJVE8SK7J6VT8UJ4HDQAJUVSFCWCM02D8GEWQ72PVQ2Y5J33").unwrap();
+        let scalar = Zeroizing::new(<[u8; 32]>::try_from(bytes.as_slice()).unwrap());
+        assert_eq!(
+            Identity::from_secret_bytes(&scalar).unwrap().to_public().to_string(),
+            "age1t7rxyev2z3rw82stdlrrepyc39nvn86l5078zqkf5uasdy86jp6svpy7pa"
+        );
+    }
+
     #[test]
     fn the_public_key_and_every_decryption_agree_with_ages_own_identity() {
         for seed in 0..16u8 {
@@ -187,15 +204,9 @@ mod tests {
         let (ours, theirs) = pair(9);
         let ct = encrypt_to(&[ours.to_public()], b"x");
         let (arg, body) = age_stanza_of(&ct);
-        let zero_share = BASE64_STANDARD_NO_PAD.encode([0u8; 32]);
-        // A low-order point: X25519 gives the all-zero secret for it.
-        let low_order = BASE64_STANDARD_NO_PAD.encode({
-            let mut p = [0u8; 32];
-            p[0] = 1;
-            p
-        });
         let padded = format!("{arg}=");
-        // The last base64 character carries 4 spare bits; setting one is non-canonical.
+        // The last of 43 base64 characters carries 2 spare bits; setting one is
+        // non-canonical.
         let non_canonical = {
             let mut a = arg.clone().into_bytes();
             let last = a.len() - 1;
@@ -204,17 +215,45 @@ mod tests {
             a[last] = alphabet[pos ^ 1];
             String::from_utf8(a).unwrap()
         };
-        let cases: Vec<(&str, Stanza)> = vec![
-            ("no argument", stanza("X25519", &[], body.clone())),
-            ("two arguments", stanza("X25519", &[&arg, &arg], body.clone())),
-            ("padded share", stanza("X25519", &[&padded], body.clone())),
-            ("non-canonical share", stanza("X25519", &[&non_canonical], body.clone())),
-            ("short share", stanza("X25519", &[&arg[..40]], body.clone())),
-            ("body too short", stanza("X25519", &[&arg], body[..31].to_vec())),
-            ("body too long", stanza("X25519", &[&arg], [body.clone(), vec![0]].concat())),
-            ("all-zero share", stanza("X25519", &[&zero_share], body.clone())),
-            ("low-order share", stanza("X25519", &[&low_order], body.clone())),
+        // The real share with one more byte: 44 characters, 33 bytes.
+        let too_long = BASE64_STANDARD_NO_PAD.encode([BASE64_STANDARD_NO_PAD.decode(&arg).unwrap(), vec![0]].concat());
+        let mut cases: Vec<(String, Stanza)> = vec![
+            ("no argument".into(), stanza("X25519", &[], body.clone())),
+            ("two arguments".into(), stanza("X25519", &[&arg, &arg], body.clone())),
+            ("padded share".into(), stanza("X25519", &[&padded], body.clone())),
+            ("non-canonical share".into(), stanza("X25519", &[&non_canonical], body.clone())),
+            ("short share".into(), stanza("X25519", &[&arg[..40]], body.clone())),
+            ("body too short".into(), stanza("X25519", &[&arg], body[..31].to_vec())),
+            ("body too long".into(), stanza("X25519", &[&arg], [body.clone(), vec![0]].concat())),
+            ("share one byte too long".into(), stanza("X25519", &[&too_long], body.clone())),
         ];
+        // Every low-order point of Curve25519 (each gives the all-zero secret), and the
+        // same with the ignored top bit set, and the out-of-range encodings of them
+        // (p-1, p, p+1): how the share's u is read must not matter.
+        for (i, hex_point) in [
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+            "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut point: [u8; 32] = hex::decode(hex_point).unwrap().try_into().unwrap();
+            for top_bit in [false, true] {
+                if top_bit {
+                    point[31] |= 0x80;
+                }
+                let share = BASE64_STANDARD_NO_PAD.encode(point);
+                cases.push((
+                    format!("low-order point {i}, top bit {top_bit}"),
+                    stanza("X25519", &[&share], body.clone()),
+                ));
+            }
+        }
         for (name, s) in &cases {
             let mine = age::Identity::unwrap_stanza(&ours, s);
             let age_says = age::Identity::unwrap_stanza(&theirs, s);
