@@ -42,8 +42,8 @@ pub fn derive_identity(label: &str, secret: &[u8; 32]) -> Result<Identity, Crypt
     Identity::from_secret_bytes(&derive_scalar(label, secret)?)
 }
 
-/// The same identity as age's own type, for its `AGE-SECRET-KEY-1…` text (tests look
-/// for that text where it must not be; tools hand it to the `age` command line).
+/// The same identity as age's own type, for its `AGE-SECRET-KEY-1…` text: tests look
+/// for that text where it must not be, and check the two types agree.
 pub fn derive_age_identity(label: &str, secret: &[u8; 32]) -> Result<age::x25519::Identity, CryptoError> {
     let scalar = derive_scalar(label, secret)?;
     // age only constructs identities from their Bech32 text form.
