@@ -96,8 +96,7 @@ async fn evidence_copied_byte_for_byte_into_a_new_checkout_fails_at_the_forged_e
         copied.path(),
         &[(&actor(&cy), "checkout.approval_recorded", decision(&b, "approve", &recorded["evidence"]))],
     );
-    let (code, out) = verify_out(copied.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(copied.path());
     assert!(
         out.contains(&format!(
             "seq {}: approve evidence (checkout {b}): its challenge was issued for checkout {a}, not for {b}",
@@ -120,8 +119,7 @@ async fn evidence_copied_byte_for_byte_into_a_new_checkout_fails_at_the_forged_e
             (&actor(&cy), "checkout.approved", json!({"checkout": b, "approvals": 1})),
         ],
     );
-    let (code, out) = verify_out(reissued.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(reissued.path());
     assert!(out.contains(&format!("seq {}: this challenge was already issued at seq {issued_seq}", seqs[0])), "{out}");
     assert!(out.contains(&format!("seq {}: approve evidence (checkout {b}): its signature counter", seqs[1])), "{out}");
     assert!(out.contains(&format!("seen at seq {recorded_seq}")), "{out}");
@@ -133,8 +131,7 @@ async fn evidence_copied_byte_for_byte_into_a_new_checkout_fails_at_the_forged_e
         .unwrap()
         .execute("DELETE FROM approvals", [])
         .unwrap();
-    let (code, out) = verify_out(deleted.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(deleted.path());
     assert!(out.contains(&format!("seq {recorded_seq}: no row of the approvals table holds this decision")), "{out}");
 
     // A real denial under the default veto replays cleanly.
@@ -169,8 +166,7 @@ async fn evidence_for_another_person_another_purpose_or_another_decision_fails_a
     let seqs =
         forge(&s, other_person.path(), &[(&actor(&ada), "checkout.approval_recorded", decision(&id, "approve", &ev))]);
     insert_approval_row(other_person.path(), &id, &ada, "approve", &ev);
-    let (code, out) = verify_out(other_person.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(other_person.path());
     assert!(
         out.contains(&format!(
             "seq {}: approve evidence (checkout {id}): its challenge was issued to {}, not to {}",
@@ -194,8 +190,7 @@ async fn evidence_for_another_person_another_purpose_or_another_decision_fails_a
         ],
     );
     insert_approval_row(other_purpose.path(), &id, &cy, "approve", &ev);
-    let (code, out) = verify_out(other_purpose.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(other_purpose.path());
     assert!(
         out.contains(&format!(
             "seq {}: approve evidence (checkout {id}): its challenge was issued for a release, not for an approval",
@@ -209,8 +204,7 @@ async fn evidence_for_another_person_another_purpose_or_another_decision_fails_a
     let ev = sign(&s, &mut cy, &cy_start, &cy_challenge);
     let seqs =
         forge(&s, disagreeing.path(), &[(&actor(&cy), "checkout.approval_recorded", decision(&id, "deny", &ev))]);
-    let (code, out) = verify_out(disagreeing.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(disagreeing.path());
     assert!(
         out.contains(&format!(
             "seq {}: details.decision \"deny\" disagrees with its action checkout.approval_recorded",
@@ -263,8 +257,7 @@ async fn a_signature_counter_that_does_not_increase_fails_at_the_later_entry() {
     );
     insert_approval_row(reversed.path(), &b, &cy, "approve", &ev2);
     insert_approval_row(reversed.path(), &a, &cy, "approve", &ev1);
-    let (code, out) = verify_out(reversed.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(reversed.path());
     assert!(
         out.contains(&format!(
             "seq {}: approve evidence (checkout {a}): its signature counter {} is not above {}, seen at seq {}",
@@ -301,8 +294,7 @@ async fn stored_checkpoints_the_high_water_file_and_the_triggers_are_checked() {
     assert!(!out.contains("warning"), "{out}");
 
     let edited_head = copy(&format!("UPDATE checkpoints SET head = '{}'", "0".repeat(64)), &high_water);
-    let (code, out) = verify_out(edited_head.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(edited_head.path());
     assert!(
         out.contains(&format!("seq {size}: the checkpoints row for size {size} does not match its own signed note")),
         "{out}"
@@ -315,8 +307,7 @@ async fn stored_checkpoints_the_high_water_file_and_the_triggers_are_checked() {
         ),
         &high_water,
     );
-    let (code, out) = verify_out(edited_note.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(edited_note.path());
     assert!(out.contains(&format!("seq {size}: the checkpoint signed at size {size} is not valid")), "{out}");
 
     let unterminated = copy("UPDATE checkpoints SET note = rtrim(note, char(10))", &high_water);
@@ -325,13 +316,11 @@ async fn stored_checkpoints_the_high_water_file_and_the_triggers_are_checked() {
     assert!(out.contains(&format!("seq {size}: the checkpoint signed at size {size} is not valid")), "{out}");
 
     let other_head = copy("", &format!("{size} {}\n", "ab".repeat(32)));
-    let (code, out) = verify_out(other_head.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(other_head.path());
     assert!(out.contains(&format!("seq {size}: the entry at seq {size} does not have the head recorded in")), "{out}");
 
     let beyond = copy("", &format!("{} {}", size + 50, "ab".repeat(32)));
-    let (code, out) = verify_out(beyond.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(beyond.path());
     assert!(
         out.contains(&format!("a checkpoint was signed at size {}", size + 50))
             && out.contains("truncated or restored"),
@@ -446,8 +435,7 @@ async fn the_quorum_rules_recorded_with_the_request_are_replayed() {
     // A "denied" without a veto.
     let denied = snapshot_db(&s);
     let seqs = forge(&s, denied.path(), &[(&actor(&cy), "checkout.denied", json!({"checkout": no_veto}))]);
-    let (code, out) = verify_out(denied.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(denied.path());
     assert!(
         out.contains(&format!(
             "seq {}: checkout {no_veto} was denied although the policy it was requested under has no veto",
@@ -470,8 +458,7 @@ async fn the_quorum_rules_recorded_with_the_request_are_replayed() {
         ],
     );
     insert_approval_row(outsider.path(), &listed, &ada, "approve", &ev);
-    let (code, out) = verify_out(outsider.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(outsider.path());
     assert!(
         out.contains(&format!(
             "seq {}: {} is not in the approver set recorded for checkout {listed}",
@@ -504,8 +491,7 @@ async fn a_challenge_used_twice_an_added_approvals_row_and_another_log_key_in_it
     // is spent (the approvals table cannot hold a second row of Cy's for it either).
     let approval_again = snapshot_db(&s);
     let seqs = forge(&s, approval_again.path(), &[(&actor(&cy), "checkout.approval_recorded", recorded.clone())]);
-    let (code, out) = verify_out(approval_again.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(approval_again.path());
     assert!(
         out.contains(&format!(
             "seq {}: approve evidence (checkout {a}): its challenge (issued at seq {issued_seq}) was already used at seq {recorded_seq}",
@@ -517,8 +503,7 @@ async fn a_challenge_used_twice_an_added_approvals_row_and_another_log_key_in_it
     // The same reveal, recorded again: a second release needs a second assertion.
     let reveal_again = snapshot_db(&s);
     let seqs = forge(&s, reveal_again.path(), &[(&actor(&bo), "checkout.revealed", revealed.clone())]);
-    let (code, out) = verify_out(reveal_again.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(reveal_again.path());
     assert!(
         out.contains(&format!(
             "seq {}: release evidence (checkout {a}): its challenge (issued at seq {release_issued_seq}) was already used at seq {revealed_seq}",
@@ -530,8 +515,7 @@ async fn a_challenge_used_twice_an_added_approvals_row_and_another_log_key_in_it
     // An approvals row with no decision entry behind it.
     let added_row = snapshot_db(&s);
     insert_approval_row(added_row.path(), &a, &ada, "approve", &recorded["evidence"]);
-    let (code, out) = verify_out(added_row.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(added_row.path());
     assert!(out.contains(&format!("approvals row 2 (checkout {a}) is not in the audit log")), "{out}");
 
     // The log_key table holding another key than the one log_key.created recorded.
@@ -541,8 +525,7 @@ async fn a_challenge_used_twice_an_added_approvals_row_and_another_log_key_in_it
         .unwrap()
         .execute("UPDATE log_key SET public_key = zeroblob(32)", [])
         .unwrap();
-    let (code, out) = verify_out(other_key.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(other_key.path());
     assert!(
         out.contains(&format!(
             "seq {key_seq}: the log_key table holds a different key from the one this entry recorded"

@@ -728,6 +728,14 @@ pub fn verify_out(dir: &std::path::Path) -> (i32, String) {
     (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `audit verify` must fail (exit 1); its report, for the caller to check what it names.
+#[track_caller]
+pub fn verify_fails(dir: &std::path::Path) -> String {
+    let (code, out) = verify_out(dir);
+    assert_eq!(code, 1, "{out}");
+    out
+}
+
 /// Append entries to a copied log as a modified server would: the chain stays valid.
 /// Entries are dated by the test's fixed clock; returns their seq numbers.
 pub fn forge(s: &TestServer, dir: &std::path::Path, entries: &[(&str, &str, serde_json::Value)]) -> Vec<u64> {
@@ -758,8 +766,7 @@ async fn audit_verify_replays_quorum_and_catches_a_release_a_modified_server_wro
             (&requester, "checkout.released", json!({"checkout": id})),
         ],
     );
-    let (code, out) = verify_out(forged.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(forged.path());
     assert!(out.contains("approved with 0 verified approval(s)"), "{out}");
 
     // A real approval by Cy, then a copy of her signed evidence claimed as Ada's.
@@ -785,8 +792,7 @@ async fn audit_verify_replays_quorum_and_catches_a_release_a_modified_server_wro
             (someone_else, "checkout.approval_recorded", d.clone()),
         ],
     );
-    let (code, out) = verify_out(stolen.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(stolen.path());
     assert!(out.contains("signed with a credential of custodian:"), "{out}");
 
     // Turning Cy's recorded decision into its opposite in the table is caught too.
@@ -795,8 +801,7 @@ async fn audit_verify_replays_quorum_and_catches_a_release_a_modified_server_wro
         .unwrap()
         .execute("UPDATE approvals SET decision = 'deny'", [])
         .unwrap();
-    let (code, out) = verify_out(flipped.path());
-    assert_eq!(code, 1, "{out}");
+    let out = verify_fails(flipped.path());
     assert!(out.contains("stored decision or evidence differs"), "{out}");
 
     // The untouched log verifies, including the release's own assertion.
